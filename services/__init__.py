@@ -1,0 +1,1 @@
+"""CourseCast: event-sourced publishing of lecture videos as adaptive HLS."""

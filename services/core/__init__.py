@@ -1,0 +1,1 @@
+"""Shared kernel: settings, the message contract, the job state machine, Kafka and storage adapters."""

@@ -1,0 +1,325 @@
+"""Bytes <-> Envelope for Kafka: orjson, JSON Schema validation at produce and at consume, and upcasting."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from services.core.messages import Envelope
+from services.core.settings import PROJECT_ROOT
+
+__all__ = [
+    "SCHEMA_DIR",
+    "Codec",
+    "CodecError",
+    "EmptyMessage",
+    "MalformedMessage",
+    "SchemaViolation",
+    "UnknownMessageType",
+    "Upcaster",
+    "decode",
+    "default_codec",
+    "encode",
+    "register_schema",
+    "register_upcaster",
+]
+
+SCHEMA_DIR: Final = PROJECT_ROOT / "schemas"
+ENVELOPE_SCHEMA_FILE: Final = "envelope.v1.json"
+_SCHEMA_FILE = re.compile(r"^(?P<type>[A-Z][A-Za-z0-9]*)\.v(?P<version>[1-9][0-9]*)\.json$")
+# A DLQ header and a log line stay readable even when the offending value is huge.
+_MAX_REASON = 500
+# Enforces "format" (uuid, date-time via rfc3339-validator), which JSON Schema treats as advisory by default.
+_FORMATS: Final = Draft202012Validator.FORMAT_CHECKER
+
+JSONObject = dict[str, Any]
+Upcaster = Callable[[JSONObject], JSONObject]
+"""Turns the `data` of version N of a type into the `data` of version N + 1."""
+
+
+class CodecError(Exception):
+    """A message that cannot be encoded or decoded; consumers route it to the dead-letter topic."""
+
+    code: ClassVar[str] = "codec_error"
+
+    def __init__(self, reason: str) -> None:
+        if len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 1] + "…"
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EmptyMessage(CodecError):  # noqa: N818  (names of the contract, read in DLQ reports)
+    """The record has no value (a tombstone or an empty payload)."""
+
+    code = "empty"
+
+
+class MalformedMessage(CodecError):  # noqa: N818  (names of the contract, read in DLQ reports)
+    """The value is not JSON, or not a JSON object."""
+
+    code = "malformed"
+
+
+class SchemaViolation(CodecError):  # noqa: N818  (names of the contract, read in DLQ reports)
+    """The envelope or its data breaks the schema of the message's type and version."""
+
+    code = "schema_violation"
+
+
+class UnknownMessageType(CodecError):  # noqa: N818  (names of the contract, read in DLQ reports)
+    """No schema (or no upcaster chain) is registered for the message's type and version."""
+
+    code = "unknown_type"
+
+
+def _type_name(value: object) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _load_accelerator() -> Any | None:
+    """jsonschema-rs (Rust, same draft 2020-12 semantics, ~100x faster) if it is installed."""
+    try:
+        return importlib.import_module("jsonschema_rs")
+    except ImportError:
+        return None
+
+
+_ACCELERATOR: Final = _load_accelerator()
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledSchema:
+    """One message schema compiled twice: a fast yes/no check, and jsonschema to explain a no."""
+
+    label: str
+    explainer: Draft202012Validator
+    fast: Any | None  # a jsonschema_rs validator, when the accelerator is installed
+
+    def check(self, document: Any) -> None:
+        """Raise SchemaViolation, naming the field and the rule, unless `document` is valid."""
+        if self.fast is not None and self.fast.is_valid(document):
+            return
+        # The slow path runs only for invalid messages (or without the accelerator).
+        error = best_match(self.explainer.iter_errors(document))
+        if error is not None:
+            path = error.json_path if error.path else "$"
+            raise SchemaViolation(f"{self.label}: {path}: {error.message}")
+        if self.fast is not None:
+            # The two validators disagree: the stricter one wins, so nothing doubtful reaches a handler.
+            fast_error = next(iter(self.fast.iter_errors(document)), None)
+            detail = fast_error.message if fast_error is not None else "rejected by the schema"
+            raise SchemaViolation(f"{self.label}: {detail}")
+
+
+def _compile(schema: JSONObject, label: str, accelerate: bool) -> _CompiledSchema:
+    fast = None
+    if accelerate and _ACCELERATOR is not None:
+        fast = _ACCELERATOR.validator_for(schema, validate_formats=True)
+    return _CompiledSchema(label, Draft202012Validator(schema, format_checker=_FORMATS), fast)
+
+
+# Guarantees of the codec:
+# - a producer can never emit a message a consumer would reject: `encode` runs the checks of `decode` on
+#   the very bytes it returns;
+# - a handler never sees an old version: `decode` validates a message against the schema of its own
+#   (type, version), then upcasts it step by step to the latest version of its type, and checks the result;
+# - nothing but a CodecError leaves `decode`, with a reason a person can read and a short code for the
+#   dead-letter headers (G6).
+class Codec:
+    """A registry of schemas and upcasters that encodes and decodes envelopes against it."""
+
+    def __init__(self, envelope_schema: Mapping[str, Any], *, accelerate: bool = True) -> None:
+        Draft202012Validator.check_schema(envelope_schema)
+        self._accelerate = accelerate and _ACCELERATOR is not None
+        self._envelope_schema: JSONObject = dict(envelope_schema)
+        self._envelope = _compile(self._envelope_schema, "envelope", self._accelerate)
+        # One compiled schema per (type, version) checks envelope and data in a single pass.
+        self._validators: dict[tuple[str, int], _CompiledSchema] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._latest: dict[str, int] = {}
+
+    @classmethod
+    def from_directory(cls, directory: Path = SCHEMA_DIR, *, accelerate: bool = True) -> Codec:
+        """A codec holding every `<Type>.v<N>.json` of `directory` and its `envelope.v1.json`."""
+        codec = cls(orjson.loads((directory / ENVELOPE_SCHEMA_FILE).read_bytes()), accelerate=accelerate)
+        for path in sorted(directory.glob("*.json")):
+            match = _SCHEMA_FILE.match(path.name)
+            if match is None:
+                if path.name != ENVELOPE_SCHEMA_FILE:
+                    raise ValueError(f"{path}: schema files are named <Type>.v<N>.json")
+                continue
+            codec.register_schema(match["type"], int(match["version"]), orjson.loads(path.read_bytes()))
+        return codec
+
+    # --- registry --------------------------------------------------------------------------------
+
+    @property
+    def accelerated(self) -> bool:
+        """Whether valid messages are checked by jsonschema-rs rather than the pure-Python jsonschema."""
+        return self._accelerate
+
+    @property
+    def latest_version(self) -> Mapping[str, int]:
+        """The highest registered version of each type: the version `decode` always returns."""
+        return self._latest
+
+    def register_schema(self, type: str, version: int, schema: Mapping[str, Any]) -> None:
+        """Add the `data` schema of one version of a type; a published version can never be replaced."""
+        if version < 1:
+            raise ValueError(f"version must be >= 1, got {version}")
+        if (type, version) in self._validators:
+            raise ValueError(f"a schema for {type} v{version} is already registered")
+        Draft202012Validator.check_schema(schema)
+        # The data schema is embedded whole (its $id makes it its own resource, so its local $refs resolve).
+        message_schema = copy.deepcopy(self._envelope_schema)
+        message_schema["properties"]["data"] = copy.deepcopy(dict(schema))
+        self._validators[(type, version)] = _compile(message_schema, f"{type} v{version}", self._accelerate)
+        self._latest[type] = max(version, self._latest.get(type, 0))
+
+    def register_upcaster(self, type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Add the function that turns `data` of `type` v`from_version` into v`from_version + 1`."""
+        for version in (from_version, from_version + 1):
+            if (type, version) not in self._validators:
+                raise ValueError(f"register the schema of {type} v{version} before its upcaster")
+        if (type, from_version) in self._upcasters:
+            raise ValueError(f"an upcaster from {type} v{from_version} is already registered")
+        self._upcasters[(type, from_version)] = upcaster
+
+    # --- encode / decode -------------------------------------------------------------------------
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """The message as JSON bytes, after checking it against its schema; raises CodecError if invalid."""
+        document = {
+            "event_id": envelope.event_id,
+            "type": envelope.type,
+            "version": envelope.version,
+            "job_id": envelope.job_id,
+            "attempt": envelope.attempt,
+            "occurred_at": envelope.occurred_at,
+            "producer": envelope.producer,
+            "data": envelope.data,
+        }
+        try:
+            raw = orjson.dumps(document, default=_to_json, option=orjson.OPT_UTC_Z)
+        except orjson.JSONEncodeError as exc:
+            label = f"{envelope.type} v{envelope.version}"
+            raise MalformedMessage(f"{label}: not serializable as JSON: {exc}") from None
+        # Check the exact bytes that will be sent, parsed back, with the consumer's own checks.
+        self._check(orjson.loads(raw))
+        return raw
+
+    def decode(self, raw: bytes | None) -> Envelope:
+        """The envelope in `raw`, at the latest version of its type; raises CodecError if it is not one."""
+        if not raw:
+            raise EmptyMessage("the record has no value (a tombstone or an empty payload)")
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedMessage(f"not valid JSON: {exc}") from None
+        type_, version = self._check(document)
+        try:
+            envelope = Envelope(
+                event_id=uuid.UUID(document["event_id"]),
+                type=type_,
+                version=version,
+                job_id=uuid.UUID(document["job_id"]),
+                attempt=int(document["attempt"]),
+                occurred_at=datetime.fromisoformat(document["occurred_at"]),
+                producer=document["producer"],
+                data=document["data"],
+            )
+        except ValueError as exc:  # unreachable while the schema checks formats; kept as a safety net
+            raise SchemaViolation(f"{type_} v{version}: {exc}") from None
+        latest = self._latest[type_]
+        if version == latest:
+            return envelope
+        return self._upcast(envelope, document, latest)
+
+    def _check(self, document: Any) -> tuple[str, int]:
+        """Validate a parsed message against the schema of its (type, version); returns that pair."""
+        if not isinstance(document, dict):
+            raise MalformedMessage(f"expected a JSON object, got a JSON {_type_name(document)}")
+        type_, version = document.get("type"), document.get("version")
+        if type(version) is float and version.is_integer():
+            version = int(version)  # JSON Schema counts 1.0 as an integer; handlers get a real int
+        if isinstance(type_, str) and type(version) is int:
+            compiled = self._validators.get((type_, version))
+            if compiled is not None:
+                compiled.check(document)
+                return type_, version
+        # An unknown type is only reported as such when the envelope itself is sound.
+        self._envelope.check(document)
+        known = self._latest.get(str(type_))
+        if known is None:
+            raise UnknownMessageType(f"no schema for message type {type_!r}")
+        raise UnknownMessageType(
+            f"no schema for {type_} v{version}; this service knows up to v{known} "
+            "(deploy consumers before producers)"
+        )
+
+    def _upcast(self, envelope: Envelope, document: JSONObject, latest: int) -> Envelope:
+        """Bring an older message up to `latest`, one version at a time, and check the result."""
+        type_, version, data = envelope.type, envelope.version, document["data"]
+        while version < latest:
+            upcaster = self._upcasters.get((type_, version))
+            if upcaster is None:
+                raise UnknownMessageType(f"no upcaster from {type_} v{version} to v{version + 1}")
+            data = upcaster(data)
+            version += 1
+        # A faulty upcaster must not hand a handler data its schema forbids.
+        self._check({**document, "version": version, "data": data})
+        return Envelope(
+            event_id=envelope.event_id,
+            type=type_,
+            version=version,
+            job_id=envelope.job_id,
+            attempt=envelope.attempt,
+            occurred_at=envelope.occurred_at,
+            producer=envelope.producer,
+            data=data,
+        )
+
+
+def _to_json(value: object) -> object:
+    """Serialize what orjson does not know natively: read-only mappings given as `data`."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"type {type(value).__name__} is not JSON serializable")
+
+
+default_codec: Final = Codec.from_directory()
+"""The process-wide codec over the project's schemas/ directory, loaded and compiled once at import."""
+
+
+def encode(envelope: Envelope) -> bytes:
+    """Encode with the process-wide codec; see `Codec.encode`."""
+    return default_codec.encode(envelope)
+
+
+def decode(raw: bytes | None) -> Envelope:
+    """Decode with the process-wide codec; see `Codec.decode`."""
+    return default_codec.decode(raw)
+
+
+def register_schema(type: str, version: int, schema: Mapping[str, Any]) -> None:
+    """Register a schema with the process-wide codec; see `Codec.register_schema`."""
+    default_codec.register_schema(type, version, schema)
+
+
+def register_upcaster(type: str, from_version: int, upcaster: Upcaster) -> None:
+    """Register an upcaster with the process-wide codec; see `Codec.register_upcaster`."""
+    default_codec.register_upcaster(type, from_version, upcaster)

@@ -1,0 +1,235 @@
+"""The publish-job state machine: a pure function of (state, event) to a new state or a named rejection.
+
+This module is the whole of DESIGN.md's transition table and nothing else: no I/O, no clock, no
+randomness. Every timestamp it writes comes from the event itself, so replaying the log rebuilds the
+same table (G4). Rules are named checks; each refusal is a named rejection with a readable reason.
+
+Invariants kept by construction (and checked by property tests):
+- `completed_at` is set if and only if status is `completed` (the seed incident's broken row cannot exist);
+  likewise `failed_at` iff `failed` and `canceled_at` iff `canceled`.
+- A terminal state (`completed`, `canceled`) never changes.
+- Only events of the current attempt move a job; the attempt only grows, one step at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+from uuid import UUID
+
+from services.core.messages import Envelope, MessageType
+
+
+class JobStatus(StrEnum):
+    """Where a publish job stands."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+# A terminal job accepts nothing more. `failed` is not terminal: its owner may ask for a new attempt.
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.CANCELED})
+# Statuses in which a job has ended for its current attempt: no command delivery may change it (G1).
+ENDED_STATUSES = TERMINAL_STATUSES | {JobStatus.FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One job as the log has made it: the row of the status table."""
+
+    job_id: UUID
+    status: JobStatus
+    attempt: int
+    owner: str
+    course_name: str
+    curriculum: str
+    staging_prefix: str
+    manifest_key: str
+    video_count: int
+    created_at: datetime
+    updated_at: datetime
+    last_event_id: UUID
+    progress_percent: float = 0.0
+    current_step: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    canceled_at: datetime | None = None
+    outputs: Mapping[str, Any] | None = None
+
+    @property
+    def has_ended(self) -> bool:
+        """True when no delivery of a command may change this job any more."""
+        return self.status in ENDED_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An event the state machine refuses; it is recorded with its reason and changes nothing."""
+
+    name: ClassVar[str] = "Rejection"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalState(Rejection):
+    """The job has completed or was canceled; nothing may change it."""
+
+    name: ClassVar[str] = "TerminalState"
+
+
+@dataclass(frozen=True, slots=True)
+class StaleAttempt(Rejection):
+    """The event belongs to an attempt other than the job's current one."""
+
+    name: ClassVar[str] = "StaleAttempt"
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownJob(Rejection):
+    """The event names a job the log has never queued."""
+
+    name: ClassVar[str] = "UnknownJob"
+
+
+@dataclass(frozen=True, slots=True)
+class IllegalTransition(Rejection):
+    """The event is not allowed in the job's current status."""
+
+    name: ClassVar[str] = "IllegalTransition"
+
+
+Outcome = JobState | Rejection
+
+_PROCESSING_UPDATES = frozenset(
+    {MessageType.JOB_PROGRESS, MessageType.VIDEO_ENCODED, MessageType.THUMBNAIL_SAVED}
+)
+_VERDICTS: dict[str, str] = {MessageType.JOB_STALLED: "stalled", MessageType.JOB_TIMED_OUT: "timeout"}
+
+
+def apply(state: JobState | None, event: Envelope) -> Outcome:
+    """The job's next state after `event`, or the rejection that leaves it unchanged."""
+    if state is None:
+        return _birth(event)
+    if state.status in TERMINAL_STATUSES:
+        return TerminalState(
+            f"job is {state.status}; {event.type} of attempt {event.attempt} "
+            "cannot change a job that has ended"
+        )
+    if event.type == MessageType.JOB_QUEUED:
+        return IllegalTransition(f"job already exists (status {state.status}); it cannot be queued again")
+    if event.attempt != state.attempt:
+        return StaleAttempt(
+            f"{event.type} belongs to attempt {event.attempt}, but the job is on attempt {state.attempt}"
+        )
+    moved = _transition(state, event)
+    if moved is None:
+        return IllegalTransition(f"{event.type} is not allowed while the job is {state.status}")
+    return moved
+
+
+def _birth(event: Envelope) -> Outcome:
+    if event.type != MessageType.JOB_QUEUED:
+        return UnknownJob(f"{event.type} names job {event.job_id}, which was never queued")
+    if event.attempt != 1:
+        return IllegalTransition(f"a job is queued at attempt 1, not attempt {event.attempt}")
+    data = event.data
+    return JobState(
+        job_id=event.job_id,
+        status=JobStatus.QUEUED,
+        attempt=1,
+        owner=data["owner"],
+        course_name=data["course_name"],
+        curriculum=data["curriculum"],
+        staging_prefix=data["staging_prefix"],
+        manifest_key=data["manifest_key"],
+        video_count=data["video_count"],
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+        last_event_id=event.event_id,
+    )
+
+
+def _transition(state: JobState, event: Envelope) -> JobState | None:
+    """The table of DESIGN.md, row by row; None means the pair (status, event) has no row."""
+    at = event.occurred_at
+    data = event.data
+    touched = replace(state, updated_at=at, last_event_id=event.event_id)
+    kind = event.type
+    status = state.status
+
+    if status == JobStatus.QUEUED and kind == MessageType.JOB_STARTED:
+        return replace(
+            touched,
+            status=JobStatus.PROCESSING,
+            started_at=at,
+            progress_percent=0.0,
+            current_step=None,
+            error_type=None,
+            error_message=None,
+        )
+    if status == JobStatus.PROCESSING and kind in _PROCESSING_UPDATES:
+        if kind == MessageType.JOB_PROGRESS:
+            return replace(touched, progress_percent=float(data["percent"]), current_step=data["step"])
+        return touched
+    if status == JobStatus.PROCESSING and kind == MessageType.JOB_COMPLETED:
+        return replace(
+            touched,
+            status=JobStatus.COMPLETED,
+            completed_at=at,
+            progress_percent=100.0,
+            current_step=None,
+            outputs=data["outputs"],
+        )
+    if status == JobStatus.PROCESSING and kind == MessageType.JOB_FAILED:
+        return _failed(touched, data["error_type"], data["message"])
+    if status == JobStatus.PROCESSING and kind == MessageType.JOB_RETRY_SCHEDULED:
+        return _requeued(touched, data["next_attempt"], data["error_type"], data["message"])
+    if status == JobStatus.PROCESSING and kind in _VERDICTS:
+        if data["will_retry"]:
+            return _requeued(touched, state.attempt + 1, _VERDICTS[kind], data["message"])
+        return _failed(touched, _VERDICTS[kind], data["message"])
+    if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and kind == MessageType.JOB_CANCELED:
+        return replace(touched, status=JobStatus.CANCELED, canceled_at=at, current_step=None)
+    if status == JobStatus.FAILED and kind == MessageType.JOB_RETRY_REQUESTED:
+        return _requeued(touched, data["next_attempt"], None, None)
+    return None
+
+
+def _failed(state: JobState, error_type: str, message: str) -> JobState:
+    return replace(
+        state,
+        status=JobStatus.FAILED,
+        failed_at=state.updated_at,
+        current_step=None,
+        error_type=error_type,
+        error_message=message,
+    )
+
+
+def _requeued(
+    state: JobState, next_attempt: int, error_type: str | None, message: str | None
+) -> JobState | None:
+    # The attempt grows by exactly one, so two events can never both open "the next" attempt.
+    if next_attempt != state.attempt + 1:
+        return None
+    return replace(
+        state,
+        status=JobStatus.QUEUED,
+        attempt=next_attempt,
+        progress_percent=0.0,
+        current_step=None,
+        started_at=None,
+        failed_at=None,
+        # The reason for the retry stays visible until the next attempt starts.
+        error_type=error_type,
+        error_message=message,
+    )

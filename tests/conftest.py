@@ -1,0 +1,13 @@
+"""Shared test fixtures: settings for the local stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.core.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings from the environment, defaulting to the local stack on 127.0.0.1."""
+    return Settings()

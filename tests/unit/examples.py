@@ -1,0 +1,116 @@
+"""Valid example `data` for every message type, shared by the unit tests."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from services.core.messages import Envelope, MessageType, new_message
+
+JOB_ID = uuid.UUID("0b7c5e2a-4f1d-4c3e-9a6b-2d8f1e0c7a51")
+STAGING_PREFIX = f"staging/{JOB_ID}/"
+OCCURRED_AT = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+CDN = "https://cdn.coursecast.dev/courses/intro-to-algorithms"
+
+RENDITIONS: list[dict[str, Any]] = [
+    {"name": "360p", "width": 640, "height": 360, "bandwidth": 800_000, "codecs": "avc1.4d401e,mp4a.40.2"},
+    {"name": "720p", "width": 1280, "height": 720, "bandwidth": 2_800_000, "codecs": "avc1.64001f,mp4a.40.2"},
+    {"name": "audio", "width": 0, "height": 0, "bandwidth": 128_000, "codecs": "mp4a.40.2"},
+]
+
+COURSE: dict[str, Any] = {
+    "owner": "instructor-42",
+    "course_name": "Introduction to Algorithms",
+    "curriculum": "Computer Science",
+    "staging_prefix": STAGING_PREFIX,
+    "manifest_key": f"{STAGING_PREFIX}manifest.json",
+    "video_count": 2,
+}
+
+EXAMPLES: dict[MessageType, dict[str, Any]] = {
+    MessageType.PUBLISH_COURSE: COURSE,
+    MessageType.CANCEL_JOB: {"requested_by": "instructor-42", "reason": "wrong video uploaded"},
+    MessageType.JOB_QUEUED: COURSE,
+    MessageType.JOB_STARTED: {"worker": "encoder@host-1:4242"},
+    MessageType.JOB_PROGRESS: {"percent": 42.5, "step": "transcoding", "video_index": 1, "message": "720p"},
+    MessageType.VIDEO_ENCODED: {
+        "video_index": 0,
+        "master_playlist_url": f"{CDN}/0/master.m3u8",
+        "renditions": RENDITIONS,
+        "duration_s": 3125.48,
+    },
+    MessageType.THUMBNAIL_SAVED: {
+        "video_index": 0,
+        "kind": "poster",
+        "source": "uploaded",
+        "url": f"{CDN}/0/poster.jpg",
+    },
+    MessageType.JOB_COMPLETED: {
+        "outputs": {
+            "videos": [
+                {
+                    "video_index": 0,
+                    "master_playlist_url": f"{CDN}/0/master.m3u8",
+                    "renditions": RENDITIONS,
+                    "duration_s": 3125.48,
+                    "thumbnail_url": f"{CDN}/0/thumbnail.jpg",
+                    "poster_url": f"{CDN}/0/poster.jpg",
+                },
+                {
+                    "video_index": 1,
+                    "master_playlist_url": f"{CDN}/1/master.m3u8",
+                    "renditions": RENDITIONS[:2],
+                    "duration_s": 1800,
+                    "thumbnail_url": f"{CDN}/1/thumbnail.jpg",
+                    "poster_url": None,
+                },
+            ]
+        }
+    },
+    MessageType.JOB_FAILED: {
+        "error_type": "NoSuchKey",
+        "message": f"staged object {STAGING_PREFIX}video-0.mp4 does not exist",
+        "retryable": False,
+    },
+    MessageType.JOB_RETRY_SCHEDULED: {
+        "error_type": "s3_unavailable",
+        "message": "S3 answered 503 Slow Down while uploading segments",
+        "next_attempt": 2,
+        "delay_s": 30,
+    },
+    MessageType.JOB_RETRY_REQUESTED: {"requested_by": "instructor-42", "next_attempt": 2},
+    MessageType.JOB_STALLED: {
+        "last_heartbeat_at": "2026-03-01T09:25:00.5Z",
+        "stall_timeout_s": 300,
+        "will_retry": True,
+        "message": "no heartbeat from encoder@host-1:4242 for 300 s",
+    },
+    MessageType.JOB_TIMED_OUT: {
+        "time_limit_s": 14_400,
+        "will_retry": False,
+        "message": "the encode ran past its 4 h time limit and was stopped",
+    },
+    MessageType.JOB_CANCELED: {"requested_by": "instructor-42"},
+}
+
+PRODUCERS: dict[MessageType, str] = {
+    MessageType.PUBLISH_COURSE: "api",
+    MessageType.CANCEL_JOB: "api",
+    MessageType.JOB_QUEUED: "api",
+    MessageType.JOB_RETRY_REQUESTED: "api",
+    MessageType.JOB_CANCELED: "api",
+    MessageType.JOB_STALLED: "watchdog",
+}
+
+
+def example(type: MessageType, attempt: int = 1, **data_overrides: Any) -> Envelope:
+    """A valid message of `type` for the example job, with some data fields replaced."""
+    return new_message(
+        type,
+        job_id=JOB_ID,
+        attempt=attempt,
+        data={**EXAMPLES[type], **data_overrides},
+        producer=PRODUCERS.get(type, "encoder@host-1:4242"),
+        occurred_at=OCCURRED_AT,
+    )
