@@ -1,0 +1,12 @@
+# The one CourseCast image: every service is `coursecast <service>` from it.
+FROM python:3.11-slim-bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ffmpeg \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY schemas ./schemas
+RUN pip install --no-cache-dir -e .
+USER nobody
+ENTRYPOINT ["coursecast"]

@@ -1,0 +1,53 @@
+# CourseCast — every target installs what it needs first, so each works on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+COURSECAST := $(BIN)/coursecast
+
+.PHONY: help install system-deps demo test unit lint stack-up stack-down stack-status bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+system-deps:  ## Java check, apt packages (ffmpeg, postgresql) and the Kafka jars, when missing
+	@bash stack/install.sh
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+install: system-deps $(BIN)/.installed  ## everything the services and tests need
+
+stack-up: install  ## start Kafka, Postgres, S3 and check ffmpeg, all on 127.0.0.1
+	@$(COURSECAST) stack up
+
+stack-down:  ## stop what stack-up started
+	@$(COURSECAST) stack down
+
+stack-status:  ## each component, its address and whether it answers
+	@$(COURSECAST) stack status
+
+demo: stack-up  ## bring the stack up and send an event through it end to end
+	@$(COURSECAST) roundtrip
+	@$(COURSECAST) stack status
+
+lint: $(BIN)/.installed  ## ruff and mypy
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+
+unit: $(BIN)/.installed  ## the unit tests alone: no servers needed
+	@$(BIN)/pytest tests/unit -q
+
+test: install lint  ## install, start the stack, run the whole suite, stop what was started
+	@bash stack/with-stack.sh $(BIN)/pytest -q
+
+bench: stack-up  ## benchmarks, printing ratios against baselines measured in the same run
+	@$(BIN)/python -m bench
+
+clean: stack-down
+	rm -rf $(VENV) .cache

@@ -1,0 +1,51 @@
+"""The `coursecast` command: one entry point for every service and tool."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from services.core.settings import get_settings
+from services.core.topics import ensure_topics
+from services.projector import cli as projector_cli
+from services.stack.cli import stack_app
+
+app = typer.Typer(
+    help="CourseCast: publish lecture videos as adaptive HLS, tracked event by event.", no_args_is_help=True
+)
+app.add_typer(stack_app, name="stack")
+app.command("projector")(projector_cli.projector)
+app.command("replay")(projector_cli.replay)
+app.command("jobs")(projector_cli.jobs)
+app.command("job")(projector_cli.job)
+events_app = typer.Typer(help="The job-event history.", no_args_is_help=True)
+events_app.command("export")(projector_cli.export)
+app.add_typer(events_app, name="events")
+console = Console()
+
+
+@app.command()
+def topics() -> None:
+    """Create the project's Kafka topics if any is missing."""
+    created = ensure_topics(get_settings())
+    console.print(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@app.command()
+def roundtrip() -> None:
+    """Send one event through Kafka and read it back through a consumer group."""
+    from services.tools.roundtrip import roundtrip as run_roundtrip
+
+    result = run_roundtrip(get_settings())
+    if result.received != result.sent:
+        console.print("[red]the event read back differs from the event sent[/red]")
+        raise typer.Exit(1)
+    console.print(
+        f"[green]round trip ok[/green]: {result.sent.type} job={result.sent.job_id} "
+        f"-> {result.delivered.topic}[{result.delivered.partition}]@{result.delivered.offset}, "
+        f"committed offset {result.committed_offset}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,168 @@
+"""An S3-compatible endpoint on loopback (moto's server), reached through boto3 like AWS S3 or MinIO."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from services.core.settings import Settings
+from services.stack import processes
+from services.stack.layout import StackLayout
+from services.stack.model import ComponentStatus, StackError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+LOOPBACK = "127.0.0.1"
+HEALTH_TIMEOUT_S = 30.0
+STOP_GRACE_S = 10.0
+
+Echo = Callable[[str], None]
+
+
+def _endpoint(settings: Settings) -> tuple[str, int] | None:
+    """(host, port) of the local endpoint, or None when s3_endpoint_url is unset (real AWS)."""
+    if settings.s3_endpoint_url is None:
+        return None
+    url = urlsplit(settings.s3_endpoint_url)
+    if url.hostname not in (LOOPBACK, "localhost") or url.port is None:
+        raise StackError(
+            f"the local stack serves S3 on {LOOPBACK}:<port> only, but COURSECAST_S3_ENDPOINT_URL is "
+            f"{settings.s3_endpoint_url!r}"
+        )
+    return LOOPBACK, url.port
+
+
+def _pid_file(layout: StackLayout) -> Path:
+    return layout.run_dir / "s3.pid"
+
+
+def _log_file(layout: StackLayout) -> Path:
+    return layout.logs_dir / "s3.log"
+
+
+def _argv(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+
+
+def _marker(host: str, port: int) -> str:
+    # The command line names the module and the port: another moto on another port is not ours.
+    return " ".join(_argv(host, port)[1:])
+
+
+def client(settings: Settings) -> S3Client:
+    """A boto3 S3 client for the endpoint in settings, failing fast instead of retrying."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+    )
+
+
+def running(layout: StackLayout) -> bool:
+    """True if the moto server that `up` started is alive."""
+    record = processes.read_record(_pid_file(layout))
+    return record is not None and processes.is_running(record)
+
+
+def preflight(settings: Settings, layout: StackLayout) -> None:
+    """Refuse to go on if the endpoint's port is taken by anything but our moto server."""
+    endpoint = _endpoint(settings)
+    if endpoint is not None and not running(layout) and processes.port_in_use(*endpoint):
+        raise StackError(
+            f"port {endpoint[1]} (S3) is in use by a process the stack did not start; stop it, or point "
+            f"COURSECAST_S3_ENDPOINT_URL at another port"
+        )
+
+
+def start(settings: Settings, layout: StackLayout, echo: Echo) -> bool:
+    """Start moto's server unless ours runs; True if started now. In-memory: a restart empties it."""
+    endpoint = _endpoint(settings)
+    if endpoint is None:
+        echo("s3: COURSECAST_S3_ENDPOINT_URL is unset (AWS S3); nothing to start")
+        return False
+    host, port = endpoint
+    if running(layout):
+        echo(f"s3: already running at {settings.s3_endpoint_url}")
+        return False
+    preflight(settings, layout)
+    processes.spawn_detached(
+        "s3 (moto)",
+        _argv(host, port),
+        log_path=_log_file(layout),
+        pid_file=_pid_file(layout),
+        marker=_marker(host, port),
+        cwd=layout.root,
+    )
+    echo(f"s3: started moto at {settings.s3_endpoint_url}")
+    return True
+
+
+def ensure_bucket(settings: Settings) -> bool:
+    """Create settings.s3_bucket if missing; True if it was created."""
+    s3 = client(settings)
+    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", []) if "Name" in bucket}
+    if settings.s3_bucket in existing:
+        return False
+    if settings.s3_region == "us-east-1":
+        s3.create_bucket(Bucket=settings.s3_bucket)
+    else:
+        s3.create_bucket(
+            Bucket=settings.s3_bucket,
+            CreateBucketConfiguration={"LocationConstraint": settings.s3_region},  # type: ignore[typeddict-item]
+        )
+    return True
+
+
+def wait_healthy(settings: Settings, layout: StackLayout, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:
+    """Wait for ListBuckets to succeed, then ensure the bucket; True if the bucket was created."""
+    if settings.s3_endpoint_url is None:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ensure_bucket(settings)
+        except (BotoCoreError, ClientError) as exc:
+            error = str(exc)
+        record = processes.read_record(_pid_file(layout))
+        if record is not None and not processes.is_running(record):
+            log = _log_file(layout)
+            raise StackError(f"s3 (moto) exited during startup; see {log}\n{processes.log_tail(log)}")
+        if time.monotonic() >= deadline:
+            raise StackError(f"s3 did not answer within {timeout_s:.0f} s ({error}); see {_log_file(layout)}")
+        time.sleep(0.3)
+
+
+def stop(layout: StackLayout, echo: Echo) -> None:
+    """Stop the moto server that `up` started (verified by pid, start time and command line)."""
+    outcome = processes.stop_pid_file(_pid_file(layout), grace_s=STOP_GRACE_S)
+    if outcome is not None:
+        echo(f"s3: {outcome}")
+
+
+def status(settings: Settings, layout: StackLayout) -> ComponentStatus:
+    """Whether ListBuckets succeeds and the bucket exists."""
+    if settings.s3_endpoint_url is None:
+        return ComponentStatus("s3", "AWS", True, "COURSECAST_S3_ENDPOINT_URL unset: not part of the stack")
+    try:
+        names = {b["Name"] for b in client(settings).list_buckets().get("Buckets", []) if "Name" in b}
+    except (BotoCoreError, ClientError) as exc:
+        detail = "not running (coursecast stack up)" if not running(layout) else f"ListBuckets failed: {exc}"
+        return ComponentStatus("s3", settings.s3_endpoint_url, False, detail)
+    owner = "moto" if running(layout) else "not started by the stack"
+    if settings.s3_bucket not in names:
+        return ComponentStatus(
+            "s3", settings.s3_endpoint_url, False, f"{owner}; bucket {settings.s3_bucket} missing"
+        )
+    return ComponentStatus("s3", settings.s3_endpoint_url, True, f"{owner}, bucket {settings.s3_bucket}")

@@ -1,0 +1,1 @@
+"""Operator and developer tools: the demo and other one-shot commands."""

@@ -1,0 +1,49 @@
+"""Postgres and the S3-compatible endpoint, through the same clients the services use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+
+from services.core.settings import Settings
+from services.core.storage import ensure_bucket, is_missing_object, public_url
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def test_postgres_answers_queries_in_the_project_database(db: psycopg.Connection[tuple[object, ...]]) -> None:
+    with db.cursor() as cur:
+        cur.execute("SELECT current_database(), current_setting('server_version_num')::int")
+        row = cur.fetchone()
+    assert row is not None
+    assert row[0] == "coursecast"
+    assert isinstance(row[1], int)
+    assert row[1] >= 150000
+
+
+def test_postgres_round_trips_non_ascii_text(db: psycopg.Connection[tuple[object, ...]]) -> None:
+    with db.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE course_names (name text)")
+        cur.execute("INSERT INTO course_names VALUES (%s)", ("Sub Query 연습문제 풀이",))
+        cur.execute("SELECT name FROM course_names")
+        assert cur.fetchone() == ("Sub Query 연습문제 풀이",)
+
+
+def test_s3_put_get_delete_through_boto3(s3: S3Client, settings: Settings) -> None:
+    assert ensure_bucket(s3, settings.s3_bucket) is False  # the stack created it
+    key = f"staging/{uuid4()}/manifest.json"
+    s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=b'{"videos": []}', ContentType="application/json")
+    got = s3.get_object(Bucket=settings.s3_bucket, Key=key)
+    assert got["Body"].read() == b'{"videos": []}'
+    assert got["ContentType"] == "application/json"
+    s3.delete_object(Bucket=settings.s3_bucket, Key=key)
+    with pytest.raises(ClientError) as caught:
+        s3.get_object(Bucket=settings.s3_bucket, Key=key)
+    # The seed incident's error: a deleted staging object is classified as missing, a permanent error.
+    assert is_missing_object(caught.value)
+    assert public_url(settings, key).endswith(f"/{key}")
