@@ -1,0 +1,127 @@
+"""The projector's consumer loop: poll a batch, dead-letter poison, apply in Postgres, then commit to Kafka.
+
+Thin by design (decode, call the store, commit). The guarantees live in the order of the steps:
+- Postgres commits the events *and* the next offsets together (store.apply_batch);
+- only then is the Kafka offset committed — a crash in between re-reads records the store skips;
+- on every assignment the consumer seeks to the offsets stored in Postgres, not to Kafka's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from services.core import bus, codec, faults
+from services.core.kafka_config import consumer_config, producer_config
+from services.core.settings import Settings
+from services.projector.store import BatchOutcome, JobStore, LogRecord
+
+log = logging.getLogger("coursecast.projector")
+
+POLL_TIMEOUT_S = 0.5
+
+
+@dataclass
+class ProjectorStats:
+    """Running totals, for logs and tests."""
+
+    batches: int = 0
+    applied: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+
+
+class Projector:
+    """One projector process: a member of the projector group on the job-event log."""
+
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.stats = ProjectorStats()
+        self._consumer = Consumer(consumer_config(settings, settings.projector_group_id, "projector"))
+        self._dlq_producer = Producer(producer_config(settings, "projector-dlq"))
+
+    def run(self, stop: threading.Event, on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
+        """Consume until `stop` is set; each batch is applied then committed."""
+        self._consumer.subscribe([self.settings.events_topic], on_assign=self._on_assign)
+        try:
+            while not stop.is_set():
+                messages = self._consumer.consume(self.settings.projector_batch_size, POLL_TIMEOUT_S)
+                if not messages:
+                    continue
+                outcome = self._process(messages)
+                if outcome is not None and on_batch is not None:
+                    on_batch(outcome)
+        finally:
+            self._consumer.close()
+            self._dlq_producer.flush(10)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # G3: Postgres holds the truth about what was applied; Kafka's committed offset may lag it.
+        stored = self.store.stored_offsets(p.partition for p in partitions)
+        positioned = [
+            TopicPartition(p.topic, p.partition, stored.get(p.partition, OFFSET_BEGINNING))
+            for p in partitions
+        ]
+        log.info("assigned %s", {p.partition: p.offset for p in positioned})
+        consumer.incremental_assign(positioned)
+
+    def _process(self, messages: list[Message]) -> BatchOutcome | None:
+        records: list[LogRecord] = []
+        next_offsets: dict[int, int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", error)
+                continue
+            partition, offset = message.partition() or 0, message.offset() or 0
+            next_offsets[partition] = offset + 1
+            try:
+                envelope = codec.decode(message.value())
+            except codec.CodecError as exc:
+                # G6: poison is set aside with its reason; the events behind it keep flowing.
+                bus.dead_letter(self._dlq_producer, self.settings.events_dlq_topic, message, exc)
+                self.stats.dead_lettered += 1
+                log.warning("dead-lettered %s[%d]@%d: %s", message.topic(), partition, offset, exc.reason)
+                continue
+            records.append(LogRecord(envelope, partition, offset))
+        if not next_offsets:
+            return None
+        outcome = self.store.apply_batch(records, next_offsets)
+        faults.reach("projector.after_db_commit")
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self.settings.events_topic, p, o) for p, o in next_offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as exc:
+            # Harmless: Postgres already holds these offsets, and the next owner seeks to them.
+            log.info("kafka commit skipped (%s); postgres offsets remain authoritative", exc)
+        self.stats.batches += 1
+        self.stats.applied += outcome.applied
+        self.stats.rejected += outcome.rejected
+        self.stats.duplicates += outcome.duplicates
+        return outcome
+
+
+def run_projector(settings: Settings, stop: threading.Event) -> None:
+    """Entry point of `coursecast projector`."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        Projector(settings, store).run(stop)
+    finally:
+        store.close()

@@ -1,0 +1,301 @@
+"""The Postgres side of the projector: apply a batch of log records in one transaction, exactly once.
+
+One transaction per batch (G3, G4):
+1. lock this batch's partitions in `projector_offsets` and drop records below the stored offset —
+   they were applied before (a crash between the Postgres and the Kafka commit, or a rebalance);
+2. drop events whose event_id is already in `job_events` (a producer's redelivery);
+3. append the rest to `job_events`, run each through the job state machine, write changed jobs to
+   `publish_jobs` and refusals to `rejected_events`;
+4. store the next offset per partition, NOTIFY listeners, commit.
+A process that dies anywhere before the commit leaves nothing behind; after it, nothing is repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from services.core import faults
+from services.core.jobs import JobState, JobStatus, Rejection, apply
+from services.core.messages import Envelope
+from services.projector.migrations import migrate
+
+# Listeners (the API's live stream) learn of changed jobs through this channel; payload = job_id.
+NOTIFY_CHANNEL = "job_changed"
+
+JOB_COLUMNS = tuple(f.name for f in fields(JobState))
+EVENT_COLUMNS = (
+    "event_id",
+    "job_id",
+    "attempt",
+    "type",
+    "version",
+    "occurred_at",
+    "producer",
+    "data",
+    "kafka_partition",
+    "kafka_offset",
+)
+REJECTION_COLUMNS = (
+    "event_id",
+    "job_id",
+    "attempt",
+    "type",
+    "occurred_at",
+    "rejection",
+    "reason",
+    "met_status",
+    "met_attempt",
+)
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """A decoded event and where it sits on the log."""
+
+    envelope: Envelope
+    partition: int
+    offset: int
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: counts for metrics and logs."""
+
+    applied: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    already_applied: int = 0
+    changed_jobs: set[UUID] = field(default_factory=set)
+
+
+class JobStore:
+    """publish_jobs, job_events, rejected_events and projector_offsets in one Postgres schema."""
+
+    def __init__(self, conn: Connection, schema: str, topic: str) -> None:
+        self._conn = conn
+        self.schema = schema
+        self.topic = topic
+
+    @classmethod
+    def open(cls, database_url: str, schema: str, topic: str) -> JobStore:
+        """Connect, apply pending migrations and point the session at `schema`."""
+        conn: Connection = psycopg.connect(database_url, autocommit=True)
+        migrate(conn, schema)
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        return cls(conn, schema, topic)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    @property
+    def connection(self) -> Connection:
+        """The underlying connection (autocommit; every write goes through a transaction block)."""
+        return self._conn
+
+    # --- offsets ---------------------------------------------------------------------------------
+
+    def stored_offsets(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        """The next offset to read per partition, as of the last committed batch."""
+        query = "SELECT kafka_partition, next_offset FROM projector_offsets WHERE topic = %s"
+        params: list[Any] = [self.topic]
+        if partitions is not None:
+            query += " AND kafka_partition = ANY(%s)"
+            params.append(list(partitions))
+        return {row[0]: row[1] for row in self._conn.execute(query, params)}
+
+    # --- apply -----------------------------------------------------------------------------------
+
+    def apply_batch(self, records: Sequence[LogRecord], next_offsets: Mapping[int, int]) -> BatchOutcome:
+        """Apply `records` and advance each partition to `next_offsets[p]`, all in one transaction.
+
+        `next_offsets` covers every partition the batch consumed, including messages that were not
+        records (dead-lettered poison), so those are never read again either.
+        """
+        outcome = BatchOutcome()
+        with self._conn.transaction():
+            stored = self._lock_offsets(sorted(next_offsets))
+            fresh = [r for r in records if r.offset >= stored.get(r.partition, 0)]
+            outcome.already_applied = len(records) - len(fresh)
+            known = self._known_event_ids([r.envelope.event_id for r in fresh])
+            states = self._load_jobs({r.envelope.job_id for r in fresh})
+
+            new_events: list[LogRecord] = []
+            rejections: list[tuple[Envelope, Rejection, JobState | None]] = []
+            for record in fresh:
+                envelope = record.envelope
+                if envelope.event_id in known:
+                    outcome.duplicates += 1
+                    continue
+                known.add(envelope.event_id)
+                new_events.append(record)
+                current = states.get(envelope.job_id)
+                result = apply(current, envelope)
+                if isinstance(result, Rejection):
+                    rejections.append((envelope, result, current))
+                    continue
+                states[envelope.job_id] = result
+                outcome.changed_jobs.add(envelope.job_id)
+
+            self._append_events(new_events)
+            faults.reach("projector.mid_batch")
+            self._upsert_jobs([states[job_id] for job_id in outcome.changed_jobs])
+            self._record_rejections(rejections)
+            self._store_offsets({p: max(o, stored.get(p, 0)) for p, o in next_offsets.items()})
+            self._notify(outcome.changed_jobs)
+            outcome.applied = len(new_events) - len(rejections)
+            outcome.rejected = len(rejections)
+        return outcome
+
+    def _lock_offsets(self, partitions: list[int]) -> dict[int, int]:
+        # Row locks serialise two projectors that briefly hold the same partition during a
+        # rebalance: the second waits, then sees the advanced offset and skips what the first did.
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO projector_offsets (topic, kafka_partition, next_offset) VALUES (%s, %s, 0)"
+                " ON CONFLICT DO NOTHING",
+                [(self.topic, p) for p in partitions],
+            )
+            cur.execute(
+                "SELECT kafka_partition, next_offset FROM projector_offsets"
+                " WHERE topic = %s AND kafka_partition = ANY(%s) ORDER BY kafka_partition FOR UPDATE",
+                (self.topic, partitions),
+            )
+            return {row[0]: row[1] for row in cur.fetchall()}
+
+    def _known_event_ids(self, event_ids: list[UUID]) -> set[UUID]:
+        if not event_ids:
+            return set()
+        rows = self._conn.execute("SELECT event_id FROM job_events WHERE event_id = ANY(%s)", (event_ids,))
+        return {row[0] for row in rows}
+
+    def _load_jobs(self, job_ids: set[UUID]) -> dict[UUID, JobState]:
+        if not job_ids:
+            return {}
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT {} FROM publish_jobs WHERE job_id = ANY(%s)").format(
+                    sql.SQL(", ").join(map(sql.Identifier, JOB_COLUMNS))
+                ),
+                (list(job_ids),),
+            )
+            return {row["job_id"]: row_to_state(row) for row in cur.fetchall()}
+
+    def _append_events(self, records: list[LogRecord]) -> None:
+        if not records:
+            return
+        copy_sql = sql.SQL("COPY job_events ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+        )
+        with self._conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for r in records:
+                e = r.envelope
+                copy.write_row(
+                    (
+                        e.event_id,
+                        e.job_id,
+                        e.attempt,
+                        e.type,
+                        e.version,
+                        e.occurred_at,
+                        e.producer,
+                        Jsonb(e.data),
+                        r.partition,
+                        r.offset,
+                    )
+                )
+
+    def _upsert_jobs(self, states: list[JobState]) -> None:
+        if not states:
+            return
+        columns = sql.SQL(", ").join(map(sql.Identifier, JOB_COLUMNS))
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in JOB_COLUMNS if c != "job_id"
+        )
+        placeholders = sql.SQL(", ").join(sql.Placeholder() * len(JOB_COLUMNS))
+        statement = sql.SQL(
+            "INSERT INTO publish_jobs ({}) VALUES ({}) ON CONFLICT (job_id) DO UPDATE SET {}"
+        ).format(columns, placeholders, updates)
+        with self._conn.cursor() as cur:
+            cur.executemany(statement, [state_to_row(s) for s in states])
+
+    def _record_rejections(self, rejections: list[tuple[Envelope, Rejection, JobState | None]]) -> None:
+        if not rejections:
+            return
+        copy_sql = sql.SQL("COPY rejected_events ({}) FROM STDIN").format(
+            sql.SQL(", ").join(map(sql.Identifier, REJECTION_COLUMNS))
+        )
+        with self._conn.cursor() as cur, cur.copy(copy_sql) as copy:
+            for e, rejection, met in rejections:
+                copy.write_row(
+                    (
+                        e.event_id,
+                        e.job_id,
+                        e.attempt,
+                        e.type,
+                        e.occurred_at,
+                        rejection.name,
+                        rejection.reason,
+                        met.status.value if met else None,
+                        met.attempt if met else None,
+                    )
+                )
+
+    def _store_offsets(self, next_offsets: Mapping[int, int]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE projector_offsets SET next_offset = %s WHERE topic = %s AND kafka_partition = %s",
+                [(offset, self.topic, p) for p, offset in next_offsets.items()],
+            )
+
+    def _notify(self, job_ids: set[UUID]) -> None:
+        # Delivered at commit, and only if the transaction commits: listeners never see a change
+        # that did not happen.
+        with self._conn.cursor() as cur:
+            cur.executemany("SELECT pg_notify(%s, %s)", [(NOTIFY_CHANNEL, str(j)) for j in job_ids])
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def job(self, job_id: UUID) -> JobState | None:
+        """One job's row, or None."""
+        return self._load_jobs({job_id}).get(job_id)
+
+    def jobs(self) -> dict[UUID, JobState]:
+        """Every job (for tests and small tools; the API pages through SQL instead)."""
+        with self._conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                sql.SQL("SELECT {} FROM publish_jobs").format(
+                    sql.SQL(", ").join(map(sql.Identifier, JOB_COLUMNS))
+                )
+            )
+            return {row["job_id"]: row_to_state(row) for row in cur.fetchall()}
+
+
+def state_to_row(state: JobState) -> tuple[Any, ...]:
+    """A JobState as publish_jobs column values, in JOB_COLUMNS order."""
+    values = []
+    for name in JOB_COLUMNS:
+        value = getattr(state, name)
+        if name == "status":
+            value = value.value
+        elif name == "outputs" and value is not None:
+            value = Jsonb(value)
+        values.append(value)
+    return tuple(values)
+
+
+def row_to_state(row: Mapping[str, Any]) -> JobState:
+    """A publish_jobs row as the JobState the state machine works on."""
+    values = {name: row[name] for name in JOB_COLUMNS}
+    values["status"] = JobStatus(values["status"])
+    return JobState(**values)

@@ -1,0 +1,147 @@
+"""Helpers for projector tests: an isolated topic + schema per test, producing raw or encoded events,
+running projector processes, and waiting until they have caught up with the log."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from uuid import uuid4
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from services.core import codec
+from services.core.kafka_config import admin_config, consumer_config, producer_config
+from services.core.messages import Envelope
+from services.core.settings import PROJECT_ROOT, Settings
+from services.core.topics import ensure_topics
+from services.projector.replay import drop_schema
+from services.projector.store import JobStore
+
+
+@contextmanager
+def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
+    """Settings with topics, schema and group of their own, deleted afterwards."""
+    tag = uuid4().hex[:10]
+    own = settings.model_copy(
+        update={
+            "commands_topic": f"test-{tag}.commands",
+            "events_topic": f"test-{tag}.job-events",
+            "commands_dlq_topic": f"test-{tag}.commands.dlq",
+            "events_dlq_topic": f"test-{tag}.job-events.dlq",
+            "topic_partitions": partitions,
+            "database_schema": f"test_{tag}",
+            "projector_group_id": f"projector-{tag}",
+        }
+    )
+    ensure_topics(own)
+    try:
+        yield own
+    finally:
+        drop_schema(own.database_url, own.database_schema)
+        topics = [own.commands_topic, own.events_topic, own.commands_dlq_topic, own.events_dlq_topic]
+        admin = AdminClient(admin_config(own))  # kept alive until every future has resolved
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            future.result(timeout=30)
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """The process environment that makes a `coursecast` subprocess use these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSECAST_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"COURSECAST_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+def produce(
+    settings: Settings, events: Iterable[Envelope | bytes | None], keys: Iterable[bytes] | None = None
+) -> int:
+    """Write events (or raw values, for poison) to the events topic, acks=all; returns the count."""
+    producer = Producer({**producer_config(settings, "test"), "linger.ms": 20})
+    key_iter = iter(keys) if keys is not None else None
+    count = 0
+    for item in events:
+        if isinstance(item, Envelope):
+            value: bytes | None = codec.encode(item)
+            key = item.kafka_key()
+        else:
+            value = item
+            key = next(key_iter) if key_iter is not None else str(uuid4()).encode()
+        producer.produce(settings.events_topic, value=value, key=key)
+        count += 1
+        if count % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(60) == 0
+    return count
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    """The high watermark of each partition of the events topic."""
+    consumer = Consumer(consumer_config(settings, f"watermarks-{uuid4()}", "test"))
+    try:
+        metadata = consumer.list_topics(settings.events_topic, timeout=10).topics[settings.events_topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.events_topic, p), timeout=10)[1]
+            for p in metadata.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(
+    settings: Settings, timeout_s: float = 120.0, processes: Iterable[subprocess.Popen[bytes]] = ()
+) -> None:
+    """Block until the stored offsets of the schema reach the end of every partition."""
+    target = {p: o for p, o in end_offsets(settings).items() if o > 0}
+    deadline = time.monotonic() + timeout_s
+    store = None
+    try:
+        while time.monotonic() < deadline:
+            for process in processes:
+                if process.poll() is not None:
+                    raise AssertionError(f"projector exited early with {process.returncode}")
+            try:
+                if store is None:
+                    store = JobStore.open(
+                        settings.database_url, settings.database_schema, settings.events_topic
+                    )
+                stored = store.stored_offsets()
+                if all(stored.get(p, 0) >= o for p, o in target.items()):
+                    return
+            except Exception:  # the schema may not exist until the projector's first start
+                if store is not None:
+                    store.close()
+                store = None
+            time.sleep(0.2)
+    finally:
+        if store is not None:
+            store.close()
+    raise AssertionError(f"projector did not catch up with {target} within {timeout_s} s")
+
+
+def start_projector(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
+    """A `coursecast projector` process for these settings."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "projector"],
+        cwd=PROJECT_ROOT,
+        env=environment(settings, **extra_env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
+    """SIGTERM, then wait; returns the exit code."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        return process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(10)
