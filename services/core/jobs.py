@@ -160,76 +160,79 @@ def _birth(event: Envelope) -> Outcome:
 
 def _transition(state: JobState, event: Envelope) -> JobState | None:
     """The table of DESIGN.md, row by row; None means the pair (status, event) has no row."""
+    changes = _changes(state, event)
+    if changes is None:
+        return None
+    # One copy per event: every row also stamps the event's time and id on the job.
+    return replace(state, updated_at=event.occurred_at, last_event_id=event.event_id, **changes)
+
+
+def _changes(state: JobState, event: Envelope) -> dict[str, Any] | None:
     at = event.occurred_at
     data = event.data
-    touched = replace(state, updated_at=at, last_event_id=event.event_id)
     kind = event.type
     status = state.status
 
     if status == JobStatus.QUEUED and kind == MessageType.JOB_STARTED:
-        return replace(
-            touched,
-            status=JobStatus.PROCESSING,
-            started_at=at,
-            progress_percent=0.0,
-            current_step=None,
-            error_type=None,
-            error_message=None,
-        )
+        return {
+            "status": JobStatus.PROCESSING,
+            "started_at": at,
+            "progress_percent": 0.0,
+            "current_step": None,
+            "error_type": None,
+            "error_message": None,
+        }
     if status == JobStatus.PROCESSING and kind in _PROCESSING_UPDATES:
         if kind == MessageType.JOB_PROGRESS:
-            return replace(touched, progress_percent=float(data["percent"]), current_step=data["step"])
-        return touched
+            return {"progress_percent": float(data["percent"]), "current_step": data["step"]}
+        return {}
     if status == JobStatus.PROCESSING and kind == MessageType.JOB_COMPLETED:
-        return replace(
-            touched,
-            status=JobStatus.COMPLETED,
-            completed_at=at,
-            progress_percent=100.0,
-            current_step=None,
-            outputs=data["outputs"],
-        )
+        return {
+            "status": JobStatus.COMPLETED,
+            "completed_at": at,
+            "progress_percent": 100.0,
+            "current_step": None,
+            "outputs": data["outputs"],
+        }
     if status == JobStatus.PROCESSING and kind == MessageType.JOB_FAILED:
-        return _failed(touched, data["error_type"], data["message"])
+        return _failed(at, data["error_type"], data["message"])
     if status == JobStatus.PROCESSING and kind == MessageType.JOB_RETRY_SCHEDULED:
-        return _requeued(touched, data["next_attempt"], data["error_type"], data["message"])
+        return _requeued(state, data["next_attempt"], data["error_type"], data["message"])
     if status == JobStatus.PROCESSING and kind in _VERDICTS:
         if data["will_retry"]:
-            return _requeued(touched, state.attempt + 1, _VERDICTS[kind], data["message"])
-        return _failed(touched, _VERDICTS[kind], data["message"])
+            return _requeued(state, state.attempt + 1, _VERDICTS[kind], data["message"])
+        return _failed(at, _VERDICTS[kind], data["message"])
     if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and kind == MessageType.JOB_CANCELED:
-        return replace(touched, status=JobStatus.CANCELED, canceled_at=at, current_step=None)
+        return {"status": JobStatus.CANCELED, "canceled_at": at, "current_step": None}
     if status == JobStatus.FAILED and kind == MessageType.JOB_RETRY_REQUESTED:
-        return _requeued(touched, data["next_attempt"], None, None)
+        return _requeued(state, data["next_attempt"], None, None)
     return None
 
 
-def _failed(state: JobState, error_type: str, message: str) -> JobState:
-    return replace(
-        state,
-        status=JobStatus.FAILED,
-        failed_at=state.updated_at,
-        current_step=None,
-        error_type=error_type,
-        error_message=message,
-    )
+def _failed(at: datetime, error_type: str, message: str) -> dict[str, Any]:
+    return {
+        "status": JobStatus.FAILED,
+        "failed_at": at,
+        "current_step": None,
+        "error_type": error_type,
+        "error_message": message,
+    }
 
 
 def _requeued(
     state: JobState, next_attempt: int, error_type: str | None, message: str | None
-) -> JobState | None:
+) -> dict[str, Any] | None:
     # The attempt grows by exactly one, so two events can never both open "the next" attempt.
     if next_attempt != state.attempt + 1:
         return None
-    return replace(
-        state,
-        status=JobStatus.QUEUED,
-        attempt=next_attempt,
-        progress_percent=0.0,
-        current_step=None,
-        started_at=None,
-        failed_at=None,
+    return {
+        "status": JobStatus.QUEUED,
+        "attempt": next_attempt,
+        "progress_percent": 0.0,
+        "current_step": None,
+        "started_at": None,
+        "failed_at": None,
         # The reason for the retry stays visible until the next attempt starts.
-        error_type=error_type,
-        error_message=message,
-    )
+        "error_type": error_type,
+        "error_message": message,
+    }

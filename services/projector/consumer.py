@@ -8,6 +8,7 @@ Thin by design (decode, call the store, commit). The guarantees live in the orde
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -121,6 +122,10 @@ class Projector:
 def run_projector(settings: Settings, stop: threading.Event) -> None:
     """Entry point of `coursecast projector`."""
     store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    # Each batch allocates tens of thousands of short-lived objects; the default collector
+    # thresholds would run full collections over the long-lived start-up heap many times a second.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     try:
         Projector(settings, store).run(stop)
     finally:

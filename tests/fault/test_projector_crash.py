@@ -45,7 +45,9 @@ def assert_table_is_the_log(own: Settings, events: list[Envelope]) -> None:
 
 @pytest.fixture
 def own(settings: Settings) -> Iterator[Settings]:
-    with isolated(settings.model_copy(update={"projector_batch_size": 100}), partitions=3) as scoped:
+    # A short session timeout lets the group notice the killed member in seconds rather than 45 s.
+    quick = settings.model_copy(update={"projector_batch_size": 100, "session_timeout_ms": 6000})
+    with isolated(quick, partitions=3) as scoped:
         yield scoped
 
 
