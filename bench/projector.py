@@ -25,7 +25,7 @@ from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.consumer import Projector
 from services.projector.replay import replay
-from services.projector.store import EVENT_COLUMNS, JobStore
+from services.projector.store import EVENT_COLUMNS, JobStore, binary_copy
 from services.tools.synthetic import history
 from tests.integration.projector_harness import end_offsets, isolated, produce, wait_caught_up
 
@@ -58,10 +58,10 @@ def raw_copy(settings: Settings, events: list[Envelope]) -> float:
         try:
             started = time.perf_counter()
             with conn.transaction(), conn.cursor() as cur:
-                statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-                    sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
-                )
+                # The same binary COPY the projector uses, into a table with nothing to check.
+                statement, types = binary_copy(table, EVENT_COLUMNS)
                 with cur.copy(statement) as copy:
+                    copy.set_types(types)
                     for offset, e in enumerate(events):
                         copy.write_row(
                             (e.event_id, e.job_id, e.attempt, e.type, e.version, e.occurred_at, e.producer,

@@ -14,7 +14,7 @@ Invariants kept by construction (and checked by property tests):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -164,7 +164,21 @@ def _transition(state: JobState, event: Envelope) -> JobState | None:
     if changes is None:
         return None
     # One copy per event: every row also stamps the event's time and id on the job.
-    return replace(state, updated_at=event.occurred_at, last_event_id=event.event_id, **changes)
+    changes["updated_at"] = event.occurred_at
+    changes["last_event_id"] = event.event_id
+    return _evolve(state, changes)
+
+
+_FIELDS = tuple(f.name for f in fields(JobState))
+_set = object.__setattr__
+
+
+def _evolve(state: JobState, changes: dict[str, Any]) -> JobState:
+    """`dataclasses.replace` without its per-call introspection: this runs once per applied event."""
+    copy = object.__new__(JobState)
+    for name in _FIELDS:
+        _set(copy, name, changes[name] if name in changes else getattr(state, name))
+    return copy
 
 
 def _changes(state: JobState, event: Envelope) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     projector_group_id: str = "projector"
     # Events applied per Postgres transaction: larger batches amortise the commit, smaller ones
     # shorten the event-to-API lag.
-    projector_batch_size: int = Field(default=5_000, ge=1)
+    projector_batch_size: int = Field(default=10_000, ge=1)
 
     # --- Object storage (S3-compatible) ------------------------------------------------------
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"
@@ -57,6 +57,43 @@ class Settings(BaseSettings):
     heartbeat_interval_s: int = Field(default=30, ge=1)
     stall_timeout_s: int = Field(default=300, ge=1)
     max_attempts: int = Field(default=3, ge=1)
+
+    # --- Encoder -----------------------------------------------------------------------------
+    encoder_group_id: str = "encoders"
+    # G5: transient failures come back through this topic after a back-off, so a waiting retry
+    # never holds up the commands partition it came from.
+    commands_retry_topic: str = "publish.commands.retry"
+    # First retry waits about this long; each further attempt doubles it (plus up to 50 % jitter).
+    retry_backoff_base_s: float = Field(default=10.0, ge=0)
+    retry_backoff_max_s: float = Field(default=600.0, ge=0)
+    # G1: a claim lease not renewed for this long marks its worker dead; the next owner takes over.
+    encoder_lease_s: int = Field(default=120, ge=2)
+    # G5: inputs past these limits fail at once, with a message the instructor can act on.
+    max_video_duration_s: float = Field(default=6 * 3600, gt=0)
+    max_video_height: int = Field(default=2160, ge=1)
+    max_video_width: int = Field(default=4096, ge=1)
+    # x264 speed/quality trade-off of every rendition.
+    encoder_x264_preset: str = "veryfast"
+    # Test/demo knob: read the input at its native frame rate (ffmpeg -re), so an encode lasts as
+    # long as the video and a long encode needs no CPU-heavy clip. Never set in production.
+    encoder_realtime_input: bool = False
+    encoder_upload_concurrency: int = Field(default=8, ge=1)
+
+    # --- API ---------------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65_535)
+    # 413 past this many bytes in one uploaded file (default 4 GiB).
+    max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
+    max_videos: int = Field(default=50, ge=1)
+    # S3 multipart part size while streaming an upload: the api holds about one part per file in memory.
+    upload_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
+    # A direct upload not completed (or not used by a course) within this time is aborted.
+    upload_expiry_s: int = Field(default=86_400, ge=1)
+    # How long POST /v1/courses waits for the projector to show a new job before answering 202.
+    read_your_writes_timeout_s: float = Field(default=2.0, ge=0)
+    # Bounds every Kafka call of a request, so an unreachable broker becomes a quick 503.
+    api_kafka_timeout_s: float = Field(default=10.0, gt=0)
+    api_db_pool_size: int = Field(default=10, ge=1)
 
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = PROJECT_ROOT / ".cache" / "stack"

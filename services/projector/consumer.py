@@ -57,6 +57,10 @@ class Projector:
 
     def run(self, stop: threading.Event, on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
         """Consume until `stop` is set; each batch is applied then committed."""
+        # Each batch allocates tens of thousands of short-lived objects; the default collector
+        # thresholds would run full collections over the long-lived heap many times a second.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self._consumer.subscribe([self.settings.events_topic], on_assign=self._on_assign)
         try:
             while not stop.is_set():
@@ -122,10 +126,6 @@ class Projector:
 def run_projector(settings: Settings, stop: threading.Event) -> None:
     """Entry point of `coursecast projector`."""
     store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
-    # Each batch allocates tens of thousands of short-lived objects; the default collector
-    # thresholds would run full collections over the long-lived start-up heap many times a second.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
     try:
         Projector(settings, store).run(stop)
     finally:

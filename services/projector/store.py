@@ -73,7 +73,7 @@ COLUMN_TYPES = {
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 
-def _binary_copy(table: str, columns: Sequence[str]) -> tuple[sql.Composed, list[str]]:
+def binary_copy(table: str, columns: Sequence[str]) -> tuple[sql.Composed, list[str]]:
     """A binary COPY statement for `columns` of `table`, and the types to declare for it."""
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
         sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -233,7 +233,7 @@ class JobStore:
     def _append_events(self, records: list[LogRecord]) -> None:
         if not records:
             return
-        statement, types = _binary_copy("job_events", EVENT_COLUMNS)
+        statement, types = binary_copy("job_events", EVENT_COLUMNS)
         with self._conn.cursor() as cur, cur.copy(statement) as copy:
             copy.set_types(types)
             for r in records:
@@ -266,7 +266,7 @@ class JobStore:
                 "CREATE TEMP TABLE IF NOT EXISTS changed_jobs (LIKE publish_jobs INCLUDING DEFAULTS)"
                 " ON COMMIT DELETE ROWS"
             )
-            statement, types = _binary_copy("changed_jobs", JOB_COLUMNS)
+            statement, types = binary_copy("changed_jobs", JOB_COLUMNS)
             with cur.copy(statement) as copy:
                 copy.set_types(types)
                 for state in states:
@@ -281,7 +281,7 @@ class JobStore:
     def _record_rejections(self, rejections: list[tuple[Envelope, Rejection, JobState | None]]) -> None:
         if not rejections:
             return
-        statement, types = _binary_copy("rejected_events", REJECTION_COLUMNS)
+        statement, types = binary_copy("rejected_events", REJECTION_COLUMNS)
         with self._conn.cursor() as cur, cur.copy(statement) as copy:
             copy.set_types(types)
             for e, rejection, met in rejections:
