@@ -8,7 +8,6 @@ Thin by design (decode, call the store, commit). The guarantees live in the orde
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from confluent_kafka import (
 
 from services.core import bus, codec, faults
 from services.core.kafka_config import consumer_config, producer_config
+from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
 from services.projector.store import BatchOutcome, JobStore, LogRecord
 
@@ -57,10 +57,7 @@ class Projector:
 
     def run(self, stop: threading.Event, on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
         """Consume until `stop` is set; each batch is applied then committed."""
-        # Each batch allocates tens of thousands of short-lived objects; the default collector
-        # thresholds would run full collections over the long-lived heap many times a second.
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
+        tune_gc_for_batches()
         self._consumer.subscribe([self.settings.events_topic], on_assign=self._on_assign)
         try:
             while not stop.is_set():

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from services.core import codec
 from services.core.kafka_config import consumer_config
+from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
 from services.projector.store import JOB_COLUMNS, JobStore, LogRecord
 
@@ -91,6 +92,7 @@ def replay(
         }
     )
     store = fresh_schema(settings.database_url, schema, topic)
+    tune_gc_for_batches()
     result = ReplayResult(schema)
     started = time.perf_counter()
     try:
