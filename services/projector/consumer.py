@@ -27,6 +27,7 @@ from services.core import bus, codec, faults
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
+from services.projector.pipeline import OrderedBatchWriter
 from services.projector.store import BatchOutcome, JobStore, LogRecord
 
 log = logging.getLogger("coursecast.projector")
@@ -54,25 +55,36 @@ class Projector:
         self.stats = ProjectorStats()
         self._consumer = Consumer(consumer_config(settings, settings.projector_group_id, "projector"))
         self._dlq_producer = Producer(producer_config(settings, "projector-dlq"))
+        self._writer = OrderedBatchWriter(store, self._committed)
+        self._on_batch: Callable[[BatchOutcome], None] | None = None
 
     def run(self, stop: threading.Event, on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
-        """Consume until `stop` is set; each batch is applied then committed."""
+        """Consume until `stop` is set; each batch is applied, then its offsets are committed.
+
+        Two batches are in flight at most: while Postgres applies batch N on the writer thread, this
+        thread consumes and decodes batch N+1. Batch N's Kafka commit still waits for its Postgres
+        commit, and batches are applied strictly in order.
+        """
         tune_gc_for_batches()
+        self._on_batch = on_batch
         self._consumer.subscribe([self.settings.events_topic], on_assign=self._on_assign)
         try:
             while not stop.is_set():
                 messages = self._consumer.consume(self.settings.projector_batch_size, POLL_TIMEOUT_S)
-                if not messages:
-                    continue
-                outcome = self._process(messages)
-                if outcome is not None and on_batch is not None:
-                    on_batch(outcome)
+                batch = self._decode(messages) if messages else None
+                if batch is not None:
+                    self._writer.submit(*batch)
+                else:
+                    self._writer.finish()
         finally:
+            self._writer.close()
             self._consumer.close()
             self._dlq_producer.flush(10)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # G3: Postgres holds the truth about what was applied; Kafka's committed offset may lag it.
+        # The batch in flight is finished first, so the offsets read here include it.
+        self._writer.finish()
         stored = self.store.stored_offsets(p.partition for p in partitions)
         positioned = [
             TopicPartition(p.topic, p.partition, stored.get(p.partition, OFFSET_BEGINNING))
@@ -81,7 +93,8 @@ class Projector:
         log.info("assigned %s", {p.partition: p.offset for p in positioned})
         consumer.incremental_assign(positioned)
 
-    def _process(self, messages: list[Message]) -> BatchOutcome | None:
+    def _decode(self, messages: list[Message]) -> tuple[list[LogRecord], dict[int, int]] | None:
+        """Decode a batch; poison goes to the DLQ. None when the batch held only consumer errors."""
         records: list[LogRecord] = []
         next_offsets: dict[int, int] = {}
         for message in messages:
@@ -103,7 +116,10 @@ class Projector:
             records.append(LogRecord(envelope, partition, offset))
         if not next_offsets:
             return None
-        outcome = self.store.apply_batch(records, next_offsets)
+        return records, next_offsets
+
+    def _committed(self, outcome: BatchOutcome, next_offsets: dict[int, int]) -> None:
+        """Postgres has committed a batch: now, and only now, commit its offsets to Kafka."""
         faults.reach("projector.after_db_commit")
         try:
             self._consumer.commit(
@@ -117,7 +133,8 @@ class Projector:
         self.stats.applied += outcome.applied
         self.stats.rejected += outcome.rejected
         self.stats.duplicates += outcome.duplicates
-        return outcome
+        if self._on_batch is not None:
+            self._on_batch(outcome)
 
 
 def run_projector(settings: Settings, stop: threading.Event) -> None:

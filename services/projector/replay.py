@@ -21,7 +21,8 @@ from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
-from services.projector.store import JOB_COLUMNS, JobStore, LogRecord
+from services.projector.pipeline import OrderedBatchWriter
+from services.projector.store import JOB_COLUMNS, BatchOutcome, JobStore, LogRecord
 
 # Producers stamp a record's Kafka timestamp when they send it, a little after the event occurred.
 # The timestamp index is searched this much past the as-of time so no event at or before it is missed.
@@ -104,6 +105,13 @@ def replay(
         total = sum(ends.values())
         pending = {p for p in partitions if ends.get(p, 0) > 0}
         done: dict[int, int] = {}
+
+        def committed(_outcome: BatchOutcome, next_offsets: dict[int, int]) -> None:
+            done.update(next_offsets)
+            if progress is not None:
+                progress(sum(done.values()), total)
+
+        writer = OrderedBatchWriter(store, committed)
         consumer.assign([TopicPartition(topic, p, 0) for p in pending])
         while pending:
             records: list[LogRecord] = []
@@ -130,11 +138,9 @@ def replay(
                     continue
                 records.append(LogRecord(envelope, partition, offset))
             if next_offsets:
-                store.apply_batch(records, next_offsets)
+                writer.submit(records, next_offsets)
                 result.events += len(records)
-                done.update(next_offsets)
-            if progress is not None:
-                progress(sum(done.values()), total)
+        writer.close()
     finally:
         consumer.close()
         store.close()
