@@ -44,7 +44,14 @@ def publish(producer: Producer, topic: str, messages: Sequence[Envelope]) -> lis
 
     for message in messages:
         # Encoding validates against the schema: no service can put a malformed message on a topic.
-        producer.produce(topic, value=codec.encode(message), key=message.kafka_key(), on_delivery=on_delivery)
+        producer.produce(
+            topic,
+            value=codec.encode(message),
+            key=message.kafka_key(),
+            # Event time as the record time: `replay --as-of` finds where to stop in the broker's index.
+            timestamp=message.timestamp_ms(),
+            on_delivery=on_delivery,
+        )
     remaining = producer.flush(FLUSH_TIMEOUT_S)
     if errors or remaining or len(delivered) != len(messages):
         detail = (

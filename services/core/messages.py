@@ -85,6 +85,10 @@ class Envelope:
         """True for a command (an order to a service), false for an event (a fact that happened)."""
         return self.type in COMMAND_TYPES
 
+    def timestamp_ms(self) -> int:
+        """The Kafka record timestamp: when the event occurred, so the broker's time index is event time."""
+        return int(self.occurred_at.timestamp() * 1000)
+
     def kafka_key(self) -> bytes:
         """The Kafka key of this message: its job id, so the job's messages keep their order."""
         return job_key(self.job_id)

@@ -67,7 +67,7 @@ def replay(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        task = bar.add_task("replay", total=None, rate="")
+        task = bar.add_task("replay", total=0, rate="")
         started = datetime.now()
 
         def on_progress(done: int, total: int) -> None:

@@ -24,8 +24,10 @@ from services.core.settings import Settings
 from services.projector.pipeline import OrderedBatchWriter
 from services.projector.store import JOB_COLUMNS, BatchOutcome, JobStore, LogRecord
 
-# Producers stamp a record's Kafka timestamp when they send it, a little after the event occurred.
-# The timestamp index is searched this much past the as-of time so no event at or before it is missed.
+# bus.publish stamps each record with its event time, and events reach the log in about that order.
+# The broker's time index is searched this much past the as-of time, so an event appended up to this
+# late (a producer retrying through a broker outage) is still read; events after the as-of time are
+# then filtered out by their own occurred_at.
 AS_OF_CLOCK_MARGIN = timedelta(minutes=5)
 WATERMARK_TIMEOUT_S = 10.0
 

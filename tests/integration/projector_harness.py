@@ -36,6 +36,8 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
             "topic_partitions": partitions,
             "database_schema": f"test_{tag}",
             "projector_group_id": f"projector-{tag}",
+            "commands_retry_topic": f"test-{tag}.commands.retry",
+            "encoder_group_id": f"encoders-{tag}",
         }
     )
     ensure_topics(own)
@@ -43,7 +45,13 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
         yield own
     finally:
         drop_schema(own.database_url, own.database_schema)
-        topics = [own.commands_topic, own.events_topic, own.commands_dlq_topic, own.events_dlq_topic]
+        topics = [
+            own.commands_topic,
+            own.events_topic,
+            own.commands_dlq_topic,
+            own.events_dlq_topic,
+            own.commands_retry_topic,
+        ]
         admin = AdminClient(admin_config(own))  # kept alive until every future has resolved
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result(timeout=30)
@@ -67,13 +75,15 @@ def produce(
     key_iter = iter(keys) if keys is not None else None
     count = 0
     for item in events:
+        timestamp = 0  # 0 lets the client stamp the time of sending
         if isinstance(item, Envelope):
             value: bytes | None = codec.encode(item)
             key = item.kafka_key()
+            timestamp = item.timestamp_ms()  # as bus.publish does
         else:
             value = item
             key = next(key_iter) if key_iter is not None else str(uuid4()).encode()
-        producer.produce(settings.events_topic, value=value, key=key)
+        producer.produce(settings.events_topic, value=value, key=key, timestamp=timestamp)
         count += 1
         if count % 10_000 == 0:
             producer.poll(0)
