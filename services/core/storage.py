@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import boto3
+import orjson
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -36,16 +37,43 @@ def s3_client(settings: Settings) -> S3Client:
     )
 
 
-def ensure_bucket(client: S3Client, bucket: str) -> bool:
+# Published HLS and images live under this prefix; it is what the CDN serves.
+PUBLISHED_PREFIX = "hls/"
+
+
+def ensure_bucket(client: S3Client, bucket: str, region: str = "us-east-1") -> bool:
     """Create the bucket if it is missing; True when it was created now."""
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
             raise
-        client.create_bucket(Bucket=bucket)
+        if region == "us-east-1":
+            client.create_bucket(Bucket=bucket)
+        else:
+            client.create_bucket(
+                Bucket=bucket,
+                CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+            )
         return True
     return False
+
+
+def allow_public_read(client: S3Client, bucket: str, prefix: str) -> None:
+    """A bucket policy that lets anyone GET objects under `prefix` (and nothing else)."""
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PublicReadOfPublishedMedia",
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
+            }
+        ],
+    }
+    client.put_bucket_policy(Bucket=bucket, Policy=orjson.dumps(policy).decode())
 
 
 def public_url(settings: Settings, key: str) -> str:

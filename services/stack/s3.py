@@ -13,6 +13,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from services.core import storage
 from services.core.settings import Settings
 from services.stack import processes
 from services.stack.layout import StackLayout
@@ -110,19 +111,12 @@ def start(settings: Settings, layout: StackLayout, echo: Echo) -> bool:
 
 
 def ensure_bucket(settings: Settings) -> bool:
-    """Create settings.s3_bucket if missing; True if it was created."""
+    """Create settings.s3_bucket if missing and let players read published HLS; True if created now."""
     s3 = client(settings)
-    existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", []) if "Name" in bucket}
-    if settings.s3_bucket in existing:
-        return False
-    if settings.s3_region == "us-east-1":
-        s3.create_bucket(Bucket=settings.s3_bucket)
-    else:
-        s3.create_bucket(
-            Bucket=settings.s3_bucket,
-            CreateBucketConfiguration={"LocationConstraint": settings.s3_region},  # type: ignore[typeddict-item]
-        )
-    return True
+    created = storage.ensure_bucket(s3, settings.s3_bucket, settings.s3_region)
+    # Locally the bucket itself is the CDN origin: published files are world-readable, staging is not.
+    storage.allow_public_read(s3, settings.s3_bucket, storage.PUBLISHED_PREFIX)
+    return created
 
 
 def wait_healthy(settings: Settings, layout: StackLayout, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import uuid4
 
+import httpx
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
@@ -47,3 +48,17 @@ def test_s3_put_get_delete_through_boto3(s3: S3Client, settings: Settings) -> No
     # The seed incident's error: a deleted staging object is classified as missing, a permanent error.
     assert is_missing_object(caught.value)
     assert public_url(settings, key).endswith(f"/{key}")
+
+
+def test_published_media_is_world_readable_and_staging_is_not(s3: S3Client, settings: Settings) -> None:
+    job = uuid4()
+    published, staged = f"hls/{job}/1/0/master.m3u8", f"staging/{job}/manifest.json"
+    for key in (published, staged):
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=b"#EXTM3U\n")
+    try:
+        # Anonymous, as a player or a CDN edge would fetch them.
+        assert httpx.get(public_url(settings, published)).status_code == 200
+        assert httpx.get(public_url(settings, staged)).status_code == 403
+    finally:
+        for key in (published, staged):
+            s3.delete_object(Bucket=settings.s3_bucket, Key=key)
