@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.command("projector")(projector_cli.projector)
+app.command("watchdog")(projector_cli.watchdog)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)
 app.command("job")(projector_cli.job)

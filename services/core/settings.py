@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     # shorten the event-to-API lag.
     projector_batch_size: int = Field(default=10_000, ge=1)
 
+    # --- Watchdog (G2) -----------------------------------------------------------------------
+    watchdog_app_id: str = "coursecast-watchdog"
+    # How often running attempts are judged; a verdict comes at most this long after it is due.
+    watchdog_interval_s: float = Field(default=10.0, gt=0)
+    # Past the encode time limit the encoder stops ffmpeg itself; the watchdog steps in only if it
+    # has not done so this much later.
+    watchdog_time_limit_grace_s: float = Field(default=120.0, ge=0)
+
     # --- Object storage (S3-compatible) ------------------------------------------------------
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"
     s3_bucket: str = "coursecast"

@@ -36,6 +36,7 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
             "topic_partitions": partitions,
             "database_schema": f"test_{tag}",
             "projector_group_id": f"projector-{tag}",
+            "watchdog_app_id": f"watchdog-{tag}",
             "commands_retry_topic": f"test-{tag}.commands.retry",
             "encoder_group_id": f"encoders-{tag}",
         }
@@ -53,6 +54,10 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
             own.commands_retry_topic,
         ]
         admin = AdminClient(admin_config(own))  # kept alive until every future has resolved
+        existing = admin.list_topics(timeout=30).topics
+        # The watchdog's faust app creates topics named after its app id (its table's changelog).
+        topics += [t for t in existing if t.startswith(f"{own.watchdog_app_id}-")]
+        topics = [t for t in topics if t in existing]
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result(timeout=30)
 

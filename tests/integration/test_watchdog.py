@@ -1,0 +1,123 @@
+"""G2 with no encoder left to speak for a job: the watchdog (a real faust worker) ends it explicitly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+import pytest
+
+from services.core.jobs import JobState, JobStatus
+from services.core.messages import Envelope, MessageType
+from services.core.settings import PROJECT_ROOT, Settings
+from services.projector.consumer import Projector
+from services.projector.store import JobStore
+from tests.integration.projector_harness import environment, isolated, produce
+from tests.unit.job_events import event
+
+M = MessageType
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    quick = settings.model_copy(
+        update={
+            "heartbeat_interval_s": 1,
+            "stall_timeout_s": 4,
+            "encode_time_limit_s": 8,
+            "watchdog_interval_s": 0.5,
+            "watchdog_time_limit_grace_s": 0.0,
+        }
+    )
+    with isolated(quick) as scoped:
+        yield scoped
+
+
+@pytest.fixture
+def store(own: Settings) -> Iterator[JobStore]:
+    opened = JobStore.open(own.database_url, own.database_schema, own.events_topic)
+    stop = threading.Event()
+    thread = threading.Thread(target=Projector(own, opened).run, args=(stop,), daemon=True)
+    thread.start()
+    yield opened
+    stop.set()
+    thread.join(30)
+    opened.close()
+
+
+@pytest.fixture
+def watchdog(own: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "watchdog"],
+        cwd=PROJECT_ROOT,
+        env=environment(own),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    yield process
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def now_event(kind: MessageType, job: UUID, attempt: int = 1) -> Envelope:
+    return event(kind, job, attempt, at=datetime.now(UTC))
+
+
+def wait_for(store: JobStore, job: UUID, status: JobStatus, timeout_s: float = 60) -> JobState:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = store.job(job)
+        if state is not None and state.status == status:
+            return state
+        time.sleep(0.25)
+    raise AssertionError(f"job {job} is {store.job(job)} after {timeout_s} s, not {status}")
+
+
+def test_job_whose_worker_went_silent_ends_failed_stalled_and_a_live_one_is_left_alone(
+    own: Settings, store: JobStore, watchdog: subprocess.Popen[bytes]
+) -> None:
+    silent, alive = uuid4(), uuid4()
+    produce(own, [now_event(M.JOB_QUEUED, j) for j in (silent, alive)])
+    produce(own, [now_event(M.JOB_STARTED, j) for j in (silent, alive)])
+    started = time.monotonic()
+    # `alive` keeps reporting progress for longer than the stall timeout; `silent` says nothing.
+    while time.monotonic() - started < 6:
+        produce(own, [now_event(M.JOB_PROGRESS, alive)])
+        time.sleep(1)
+    produce(own, [now_event(M.JOB_COMPLETED, alive)])
+
+    stalled = wait_for(store, silent, JobStatus.FAILED)
+    assert stalled.error_type == "stalled"
+    assert stalled.error_message is not None
+    assert "presumed dead" in stalled.error_message
+    assert wait_for(store, alive, JobStatus.COMPLETED).error_type is None
+    verdicts = store.connection.execute(
+        "SELECT count(*) FROM job_events WHERE job_id = %s AND producer = 'watchdog'", (alive,)
+    ).fetchone()
+    assert verdicts == (0,), "the watchdog judged a job whose worker was speaking"
+    assert watchdog.poll() is None
+
+
+def test_job_past_its_time_limit_ends_failed_timeout_even_while_it_reports_progress(
+    own: Settings, store: JobStore, watchdog: subprocess.Popen[bytes]
+) -> None:
+    job = uuid4()
+    produce(own, [now_event(M.JOB_QUEUED, job), now_event(M.JOB_STARTED, job)])
+    deadline = time.monotonic() + 60
+    state = store.job(job)
+    while time.monotonic() < deadline and (state is None or state.status != JobStatus.FAILED):
+        produce(own, [now_event(M.JOB_PROGRESS, job)])
+        time.sleep(1)
+        state = store.job(job)
+    assert state is not None
+    assert (state.status, state.error_type) == (JobStatus.FAILED, "timeout")
+    assert watchdog.poll() is None
