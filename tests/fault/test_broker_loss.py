@@ -1,0 +1,92 @@
+"""G3 across a broker failure: on a three-broker cluster (RF 3, min ISR 2) a broker killed mid-stream
+loses no acknowledged event, and the projector's table still equals the log.
+
+The cluster is the stack's own 3-broker mode, started on ports of its own (39092–39094) and in a
+folder of its own, so it runs beside the shared single-broker stack and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from services.core import bus
+from services.core.kafka_config import admin_config, producer_config
+from services.core.projection import InMemoryJobProjection
+from services.core.settings import PROJECT_ROOT, Settings
+from services.projector.consumer import Projector
+from services.projector.store import JobStore
+from services.stack import kafka
+from services.stack.layout import StackLayout
+from services.tools.synthetic import history
+from tests.integration.projector_harness import isolated, wait_caught_up
+
+
+def _quiet(_: str) -> None:
+    """Say nothing."""
+
+
+@pytest.fixture(scope="module")
+def cluster(settings: Settings) -> Iterator[Settings]:
+    """A running three-broker KRaft cluster and settings that reach all of it."""
+    base = settings.model_copy(
+        update={
+            "kafka_bootstrap_servers": "127.0.0.1:39092",
+            "stack_dir": PROJECT_ROOT / ".cache" / "stack-faults",
+        }
+    )
+    layout = StackLayout.from_settings(base)
+    layout.ensure()
+    shared_lib = StackLayout.from_settings(settings).kafka_lib
+    if not layout.kafka_lib.exists():
+        layout.kafka_lib.parent.mkdir(parents=True, exist_ok=True)
+        layout.kafka_lib.symlink_to(shared_lib, target_is_directory=True)  # the same jars, assembled once
+    running = kafka.start(base, layout, 3, _quiet)
+    try:
+        kafka.wait_healthy(layout, running)
+        yield kafka.topic_settings(base, running)
+    finally:
+        kafka.stop(layout, _quiet)
+
+
+def test_three_broker_mode_creates_topics_with_three_replicas_and_min_isr_two(cluster: Settings) -> None:
+    assert cluster.topic_replication_factor == 3
+    assert cluster.topic_min_insync_replicas == 2
+    with isolated(cluster) as own:
+        metadata = AdminClient(admin_config(own)).list_topics(timeout=10)
+        assert len(metadata.brokers) == 3
+        for partition in metadata.topics[own.events_topic].partitions.values():
+            assert len(partition.replicas) == 3
+
+
+def test_killing_a_broker_mid_stream_loses_no_acknowledged_event(cluster: Settings) -> None:
+    layout = StackLayout.from_settings(cluster)
+    events = history(jobs=200, events_per_job=10, seed=17)
+    halves = events[: len(events) // 2], events[len(events) // 2 :]
+    with isolated(cluster.model_copy(update={"session_timeout_ms": 6000})) as own:
+        store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
+        stop = threading.Event()
+        thread = threading.Thread(target=Projector(own, store).run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            producer = Producer(producer_config(own, "fault-test"))
+            acknowledged = len(bus.publish(producer, own.events_topic, halves[0]))
+            kafka.stop_node(layout, 2, kill=True)  # kill -9 one of three brokers
+            acknowledged += len(bus.publish(producer, own.events_topic, halves[1]))
+            assert acknowledged == len(events)
+            kafka.wait_healthy(layout, kafka.start(own, layout, 3, _quiet))  # the broker comes back
+            wait_caught_up(own, timeout_s=120)
+        finally:
+            stop.set()
+            thread.join(30)
+        try:
+            reference = InMemoryJobProjection().handle_all(events)
+            assert store.jobs() == reference.jobs
+            count = store.connection.execute("SELECT count(*) FROM job_events").fetchone()
+            assert count == (len(reference.seen),)
+        finally:
+            store.close()
