@@ -10,7 +10,6 @@ for 1,000,000).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from uuid import uuid4
 
@@ -23,11 +22,16 @@ from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope
 from services.core.settings import Settings
-from services.projector.consumer import Projector
 from services.projector.replay import replay
 from services.projector.store import EVENT_COLUMNS, JobStore, binary_copy
 from services.tools.synthetic import history
-from tests.integration.projector_harness import end_offsets, isolated, produce, wait_caught_up
+from tests.integration.projector_harness import (
+    end_offsets,
+    isolated,
+    produce,
+    running_projector,
+    wait_caught_up,
+)
 
 
 def raw_consume(settings: Settings) -> tuple[int, float]:
@@ -51,8 +55,9 @@ def raw_copy(settings: Settings, events: list[Envelope]) -> float:
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL(
-                "CREATE UNLOGGED TABLE {} (event_id uuid, job_id uuid, attempt int, type text, version int,"
-                " occurred_at timestamptz, producer text, data jsonb, kafka_partition int, kafka_offset bigint)"
+                "CREATE UNLOGGED TABLE {} (event_id uuid, job_id uuid, attempt int, type text,"
+                " version int, occurred_at timestamptz, producer text, data jsonb,"
+                " kafka_partition int, kafka_offset bigint)"
             ).format(sql.Identifier(table))
         )
         try:
@@ -75,15 +80,10 @@ def raw_copy(settings: Settings, events: list[Envelope]) -> float:
 def project(settings: Settings) -> float:
     """Run one projector from offset 0 until it has applied the whole topic."""
     store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
-    projector = Projector(settings, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
     started = time.perf_counter()
-    thread.start()
-    wait_caught_up(settings, timeout_s=1800)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    thread.join(30)
+    with running_projector(settings, store):
+        wait_caught_up(settings, timeout_s=1800)
+        elapsed = time.perf_counter() - started
     store.close()
     return elapsed
 

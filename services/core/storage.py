@@ -25,15 +25,15 @@ _CLIENT_CONFIG = Config(
 )
 
 
-def s3_client(settings: Settings) -> S3Client:
-    """An S3 client for the configured endpoint and credentials."""
+def s3_client(settings: Settings, config: Config | None = None) -> S3Client:
+    """An S3 client for the configured endpoint and credentials (services' retrying config by default)."""
     return boto3.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
-        config=_CLIENT_CONFIG,
+        config=_CLIENT_CONFIG.merge(config) if config is not None else _CLIENT_CONFIG,
     )
 
 

@@ -7,7 +7,6 @@ folder of its own, so it runs beside the shared single-broker stack and is stopp
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -18,12 +17,11 @@ from services.core import bus
 from services.core.kafka_config import admin_config, producer_config
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import PROJECT_ROOT, Settings
-from services.projector.consumer import Projector
 from services.projector.store import JobStore
 from services.stack import kafka
 from services.stack.layout import StackLayout
 from services.tools.synthetic import history
-from tests.integration.projector_harness import isolated, wait_caught_up
+from tests.integration.projector_harness import isolated, running_projector, wait_caught_up
 
 
 def _quiet(_: str) -> None:
@@ -69,10 +67,7 @@ def test_killing_a_broker_mid_stream_loses_no_acknowledged_event(cluster: Settin
     halves = events[: len(events) // 2], events[len(events) // 2 :]
     with isolated(cluster.model_copy(update={"session_timeout_ms": 6000})) as own:
         store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
-        stop = threading.Event()
-        thread = threading.Thread(target=Projector(own, store).run, args=(stop,), daemon=True)
-        thread.start()
-        try:
+        with running_projector(own, store):
             producer = Producer(producer_config(own, "fault-test"))
             acknowledged = len(bus.publish(producer, own.events_topic, halves[0]))
             kafka.stop_node(layout, 2, kill=True)  # kill -9 one of three brokers
@@ -80,9 +75,6 @@ def test_killing_a_broker_mid_stream_loses_no_acknowledged_event(cluster: Settin
             assert acknowledged == len(events)
             kafka.wait_healthy(layout, kafka.start(own, layout, 3, _quiet))  # the broker comes back
             wait_caught_up(own, timeout_s=120)
-        finally:
-            stop.set()
-            thread.join(30)
         try:
             reference = InMemoryJobProjection().handle_all(events)
             assert store.jobs() == reference.jobs

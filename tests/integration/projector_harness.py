@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from services.core.kafka_config import admin_config, consumer_config, producer_c
 from services.core.messages import Envelope
 from services.core.settings import PROJECT_ROOT, Settings
 from services.core.topics import ensure_topics
+from services.projector.consumer import Projector
 from services.projector.replay import drop_schema
 from services.projector.store import JobStore
 
@@ -160,3 +162,24 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait(10)
+
+
+@contextmanager
+def running_projector(settings: Settings, store: JobStore) -> Iterator[Projector]:
+    """An in-process projector on a thread of its own, stopped when the block ends."""
+    projector = Projector(settings, store)
+    halt = threading.Event()
+    thread = threading.Thread(target=projector.run, args=(halt,), daemon=True)
+    thread.start()
+    try:
+        yield projector
+    finally:
+        halt.set()
+        thread.join(30)
+
+
+def project(settings: Settings, store: JobStore, timeout_s: float = 60.0) -> Projector:
+    """Run an in-process projector until it has applied everything on the topic."""
+    with running_projector(settings, store) as projector:
+        wait_caught_up(settings, timeout_s=timeout_s)
+    return projector

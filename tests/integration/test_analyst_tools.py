@@ -6,7 +6,6 @@ import csv
 import io
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from uuid import uuid4
@@ -18,11 +17,10 @@ import pytest
 from services.core.messages import Envelope, MessageType
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import PROJECT_ROOT, Settings
-from services.projector.consumer import Projector
 from services.projector.replay import drop_schema, replay
 from services.projector.store import JobStore
 from services.tools.synthetic import history
-from tests.integration.projector_harness import environment, isolated, produce, wait_caught_up
+from tests.integration.projector_harness import environment, isolated, produce, project
 from tests.unit.job_events import T0, event, timeline
 
 M = MessageType
@@ -44,12 +42,7 @@ def projected(settings: Settings) -> Iterator[tuple[Settings, list[Envelope]]]:
         )
         produce(own, events)
         store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
-        stop = threading.Event()
-        thread = threading.Thread(target=Projector(own, store).run, args=(stop,), daemon=True)
-        thread.start()
-        wait_caught_up(own)
-        stop.set()
-        thread.join(30)
+        project(own, store)
         store.close()
         yield own, events
 
@@ -79,12 +72,7 @@ def test_replay_rebuild_finds_a_live_row_that_the_log_does_not_explain(settings:
         job = uuid4()
         produce(own, timeline(job, M.JOB_QUEUED, M.JOB_STARTED, M.JOB_PROGRESS))
         store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
-        stop = threading.Event()
-        thread = threading.Thread(target=Projector(own, store).run, args=(stop,), daemon=True)
-        thread.start()
-        wait_caught_up(own)
-        stop.set()
-        thread.join(30)
+        project(own, store)
         # Someone edits the status table by hand: the log no longer explains it.
         store.connection.execute("UPDATE publish_jobs SET progress_percent = 99 WHERE job_id = %s", (job,))
         store.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from uuid import uuid4
@@ -15,9 +14,8 @@ from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
-from services.projector.consumer import Projector
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, produce, wait_caught_up
+from tests.integration.projector_harness import isolated, produce, project
 from tests.unit.job_events import T0, event, timeline
 
 M = MessageType
@@ -34,20 +32,6 @@ def store(own: Settings) -> Iterator[JobStore]:
     opened = JobStore.open(own.database_url, own.database_schema, own.events_topic)
     yield opened
     opened.close()
-
-
-def project(own: Settings, store: JobStore) -> Projector:
-    """Run an in-process projector until it has applied everything on the topic."""
-    projector = Projector(own, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=projector.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_caught_up(own, timeout_s=60)
-    finally:
-        stop.set()
-        thread.join(30)
-    return projector
 
 
 def test_seed_incident_redelivered_failure_leaves_the_completed_job_completed(

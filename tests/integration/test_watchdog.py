@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,9 +14,8 @@ import pytest
 from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
 from services.core.settings import PROJECT_ROOT, Settings
-from services.projector.consumer import Projector
 from services.projector.store import JobStore
-from tests.integration.projector_harness import environment, isolated, produce
+from tests.integration.projector_harness import environment, isolated, produce, running_projector
 from tests.unit.job_events import event
 
 M = MessageType
@@ -41,12 +39,8 @@ def own(settings: Settings) -> Iterator[Settings]:
 @pytest.fixture
 def store(own: Settings) -> Iterator[JobStore]:
     opened = JobStore.open(own.database_url, own.database_schema, own.events_topic)
-    stop = threading.Event()
-    thread = threading.Thread(target=Projector(own, opened).run, args=(stop,), daemon=True)
-    thread.start()
-    yield opened
-    stop.set()
-    thread.join(30)
+    with running_projector(own, opened):
+        yield opened
     opened.close()
 
 
