@@ -50,12 +50,12 @@ def raw_consume(settings: Settings) -> tuple[int, float]:
 
 
 def raw_copy(settings: Settings, events: list[Envelope]) -> float:
-    """COPY the same rows into a bare table of the same columns (no keys, no triggers)."""
+    """COPY the same rows into a bare (logged) table of the same columns: no keys, no triggers."""
     table = f"bench_copy_{uuid4().hex[:8]}"
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL(
-                "CREATE UNLOGGED TABLE {} (event_id uuid, job_id uuid, attempt int, type text,"
+                "CREATE TABLE {} (event_id uuid, job_id uuid, attempt int, type text,"
                 " version int, occurred_at timestamptz, producer text, data jsonb,"
                 " kafka_partition int, kafka_offset bigint)"
             ).format(sql.Identifier(table))
