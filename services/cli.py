@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from services.api import cli as api_cli
 from services.core.settings import get_settings
 from services.core.topics import ensure_topics
 from services.projector import cli as projector_cli
@@ -22,6 +23,9 @@ app.command("job")(projector_cli.job)
 events_app = typer.Typer(help="The job-event history.", no_args_is_help=True)
 events_app.command("export")(projector_cli.export)
 app.add_typer(events_app, name="events")
+app.command("api")(api_cli.api)
+app.add_typer(api_cli.users_app, name="users")
+app.add_typer(api_cli.tokens_app, name="tokens")
 console = Console()
 
 

@@ -1,0 +1,1 @@
+"""HTTP API: uploads, publishing, job status, retry and cancel (FastAPI)."""

@@ -1,0 +1,84 @@
+"""The FastAPI application: the factory, and the one bootstrap place that chooses its dependencies."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from services.api import problems
+from services.api.db import JobChanges, Pool, migrate_api
+from services.api.deps import Services
+from services.api.problems import PROBLEM_MEDIA_TYPE, Problem
+from services.api.publisher import Publisher
+from services.api.routes import courses, health, jobs, uploads
+from services.core.settings import Settings, get_settings
+from services.core.storage import s3_client
+
+DESCRIPTION = """\
+CourseCast's HTTP API: upload a course, follow its publish job, read its history, retry or cancel it.
+
+Authenticate with `Authorization: Bearer <token>` (`coursecast users create NAME --role instructor`).
+Every error is an RFC 9457 `application/problem+json` document.
+"""
+
+
+def bootstrap(settings: Settings) -> Services:
+    """Choose and build the process's dependencies (called once, at startup)."""
+    return Services(
+        settings=settings,
+        pool=Pool(settings.database_url, settings.database_schema, settings.api_db_pool_size),
+        changes=JobChanges(settings.database_url),
+        publisher=Publisher(settings),
+        s3=s3_client(settings),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The api, wired to `settings` (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrate_api(settings.database_url, settings.database_schema)
+        services = bootstrap(settings)
+        app.state.services = services
+        await services.changes.start()
+        sweeper = uploads.start_sweeper(services)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await services.changes.stop()
+            await services.pool.close()
+            services.publisher.close()
+
+    app = FastAPI(title="CourseCast API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
+    problems.install(app)
+    for module in (health, courses, uploads, jobs):
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, with every error documented as a problem document."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema()
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    problem = {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            errors = (("400", "Malformed request"), ("422", "Invalid request"), ("405", "Method not allowed"))
+            for status, description in errors:
+                responses[status] = {"description": description, **problem}
+    app.openapi_schema = schema
+    return schema

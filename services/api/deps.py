@@ -1,0 +1,100 @@
+"""Dependencies of the routes, as Annotated aliases: the process's services, a DB connection, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from services.api.auth import AUTHENTICATE_SQL, Role, User, token_hash
+from services.api.db import AsyncConn, JobChanges, Pool
+from services.api.problems import ProblemError
+from services.api.publisher import Publisher
+from services.core.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request may use, chosen once at startup (app.bootstrap)."""
+
+    settings: Settings
+    pool: Pool
+    changes: JobChanges
+    publisher: Publisher
+    s3: S3Client
+
+
+def get_services(request: Request) -> Services:
+    """The process's services."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_db(services: ServicesDep) -> AsyncIterator[AsyncConn]:
+    """A pooled autocommit connection for the request."""
+    async with services.pool.connection() as conn:
+        yield conn
+
+
+DbDep = Annotated[AsyncConn, Depends(get_db)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API token from `coursecast users create`")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coursecast"'}
+
+
+def bearer_hash(credentials: HTTPAuthorizationCredentials | None) -> bytes:
+    """The hash to look the token up by; 401 with WWW-Authenticate when there is no bearer token."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise ProblemError(
+            401, "unauthorized", "send an API token: Authorization: Bearer <token>", headers=_CHALLENGE
+        )
+    return token_hash(credentials.credentials)
+
+
+def invalid_token() -> ProblemError:
+    """401 for a token that is unknown or revoked."""
+    return ProblemError(
+        401,
+        "unauthorized",
+        "the API token is unknown or revoked",
+        headers={"WWW-Authenticate": 'Bearer realm="coursecast", error="invalid_token"'},
+    )
+
+
+async def authenticate(db: AsyncConn, credentials: HTTPAuthorizationCredentials | None) -> User:
+    """The caller named by the bearer token; 401 with WWW-Authenticate when missing, unknown or revoked."""
+    # Looked up on every request, never cached: a revoked token stops working at once.
+    cursor = await db.execute(AUTHENTICATE_SQL, (bearer_hash(credentials),))
+    row = await cursor.fetchone()
+    if row is None:
+        raise invalid_token()
+    return User(row[0], row[1], Role(row[2]))
+
+
+async def get_current_user(
+    db: DbDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    """The caller, authenticated on the request's own pooled connection."""
+    return await authenticate(db, credentials)
+
+
+async def get_streaming_user(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> User:
+    """The caller, authenticated on a connection returned at once, so a long stream holds none."""
+    async with services.pool.connection() as db:
+        return await authenticate(db, credentials)
+
+
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+CurrentUser = Annotated[User, Depends(get_current_user)]
+StreamingUser = Annotated[User, Depends(get_streaming_user)]

@@ -1,0 +1,139 @@
+"""Request and response bodies (XCreate / XPublic naming)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.core.jobs import JobStatus
+
+
+class JobPublic(BaseModel):
+    """A publish job as its owner (or an admin) sees it."""
+
+    job_id: UUID
+    owner: str
+    course_name: str
+    curriculum: str
+    video_count: int
+    status: JobStatus
+    attempt: int
+    progress_percent: float
+    current_step: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    failed_at: datetime | None = None
+    canceled_at: datetime | None = None
+    outputs: dict[str, Any] | None = Field(
+        default=None,
+        description="master playlist URL, renditions and thumbnails of each video, once completed",
+    )
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobPublic]
+    next_cursor: str | None = None
+
+
+class JobEventPublic(BaseModel):
+    """One event of a job's history; a rejected event says why the state machine refused it."""
+
+    event_id: UUID
+    type: str
+    attempt: int
+    occurred_at: datetime
+    producer: str
+    data: dict[str, Any]
+    rejected: bool
+    rejection: str | None = None
+    rejection_reason: str | None = None
+
+
+class JobEventList(BaseModel):
+    """A job's whole history, in log order."""
+
+    job_id: UUID
+    items: list[JobEventPublic]
+
+
+class CourseAccepted(BaseModel):
+    """The answer to an accepted course: its job, queued; follow Location for its status."""
+
+    job_id: UUID
+    status: JobStatus
+    status_url: str
+    stream_url: str
+
+
+class JobActionCreate(BaseModel):
+    """Optional body of cancel."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class UploadCreate(BaseModel):
+    """A direct upload to be: the file's name, exact size and kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=1000)
+    size_bytes: int = Field(ge=1)
+    content_type: str = Field(default="application/octet-stream", min_length=1, max_length=255)
+    kind: Literal["video", "thumbnail"] = "video"
+
+
+class UploadPart(BaseModel):
+    """Where to PUT one part of the file."""
+
+    part_number: int
+    url: str
+    size_bytes: int
+
+
+class UploadPublic(BaseModel):
+    """A direct upload: PUT each part to its URL, then POST the ETags to `complete_url`."""
+
+    upload_id: UUID
+    kind: Literal["video", "thumbnail"]
+    filename: str
+    size_bytes: int
+    state: Literal["pending", "completed", "used", "expired"]
+    expires_at: datetime
+    part_size_bytes: int
+    parts: list[UploadPart] = Field(default_factory=list)
+    complete_url: str
+
+
+class CompletedPart(BaseModel):
+    """One uploaded part: its number and the ETag S3 answered to its PUT."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class UploadComplete(BaseModel):
+    """Every part of a direct upload, to finish it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[CompletedPart] = Field(min_length=1, max_length=10_000)
+
+
+class Health(BaseModel):
+    """Liveness, or readiness with each dependency's answer."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

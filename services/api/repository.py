@@ -1,0 +1,141 @@
+"""Reads of the projector's tables, and the api's own submissions; the api never writes publish_jobs."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from psycopg.rows import dict_row
+
+from services.api.auth import Role, User
+from services.api.db import AsyncConn
+from services.api.models import JobEventPublic, JobPublic
+from services.api.problems import ProblemError
+
+_PUBLIC = (
+    "job_id, owner, course_name, curriculum, video_count, status, attempt, progress_percent, current_step,"
+    " error_type, error_message, created_at, updated_at, started_at, completed_at, failed_at, canceled_at,"
+    " outputs"
+)
+# A job whose JobQueued is committed on the log but not yet projected: shown as queued, from the api's
+# own record of the accepted submission (read-your-writes; see routes/courses.py).
+_ACCEPTED = (
+    "SELECT s.job_id, s.owner, s.course_name, s.curriculum, s.video_count, 'queued' AS status, 1 AS attempt,"
+    " 0.0::float8 AS progress_percent, NULL::text AS current_step, NULL::text AS error_type,"
+    " NULL::text AS error_message, s.created_at, s.created_at AS updated_at,"
+    " NULL::timestamptz AS started_at, NULL::timestamptz AS completed_at, NULL::timestamptz AS failed_at,"
+    " NULL::timestamptz AS canceled_at, NULL::jsonb AS outputs"
+    " FROM api_submissions s WHERE s.published_at IS NOT NULL"
+)
+
+
+def not_found(job_id: UUID) -> ProblemError:
+    """The one answer for a job that does not exist or belongs to someone else (never 403)."""
+    return ProblemError(404, "job-not-found", f"no job {job_id}", title="Job not found")
+
+
+async def get_job(db: AsyncConn, user: User, job_id: UUID) -> JobPublic:
+    """The job if the user may see it; 404 otherwise."""
+    return JobPublic.model_validate(await get_job_row(db, user, job_id))
+
+
+async def get_job_row(db: AsyncConn, user: User, job_id: UUID) -> dict[str, Any]:
+    """The job's columns as JobPublic has them, if the user may see it; 404 otherwise."""
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {_PUBLIC} FROM publish_jobs WHERE job_id = %s", (job_id,))
+        row = await cur.fetchone()
+        if row is None:
+            await cur.execute(f"{_ACCEPTED} AND s.job_id = %s", (job_id,))
+            row = await cur.fetchone()
+    if row is None or not user.may_see(row["owner"]):
+        raise not_found(job_id)
+    return row
+
+
+# The hot path (GET /v1/jobs/{id}) authenticates and reads the job in one round trip: the row of the
+# projector's table comes back only joined to a live token, and is shown only if that user may see it.
+_AUTHENTICATED_JOB = (
+    "SELECT u.user_id AS auth_user_id, u.name AS auth_name, u.role AS auth_role, j.*"
+    " FROM api_tokens t JOIN api_users u USING (user_id)"
+    f" LEFT JOIN (SELECT {_PUBLIC} FROM publish_jobs WHERE job_id = %s) j ON TRUE"
+    " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
+)
+
+
+async def authenticated_job_row(
+    db: AsyncConn, token_hash: bytes, job_id: UUID
+) -> tuple[User, dict[str, Any]] | None:
+    """(caller, job row) in one query; None when the token is unknown or revoked; 404 if not visible."""
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_AUTHENTICATED_JOB, (job_id, token_hash))
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    user = User(row.pop("auth_user_id"), row.pop("auth_name"), Role(row.pop("auth_role")))
+    if row["job_id"] is None:
+        return user, await get_job_row(db, user, job_id)  # not projected yet: the api's own record
+    if not user.may_see(row["owner"]):
+        raise not_found(job_id)
+    return user, row
+
+
+def encode_cursor(created_at: datetime, job_id: UUID) -> str:
+    """An opaque cursor pointing just past (created_at, job_id)."""
+    return base64.urlsafe_b64encode(orjson.dumps([created_at.isoformat(), str(job_id)])).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    """The position a cursor points past; 422 when it is not one of ours."""
+    try:
+        created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), UUID(job_id)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise ProblemError(422, "invalid-cursor", "the cursor is not one this api issued") from None
+
+
+async def list_jobs(
+    db: AsyncConn, user: User, status: str | None, cursor: str | None, limit: int
+) -> tuple[list[JobPublic], str | None]:
+    """One page of the jobs the user may see, newest first (created_at, then job_id, descending)."""
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if not user.is_admin:
+        where.append("owner = %(owner)s")
+        params["owner"] = user.name
+    if status is not None:
+        where.append("status = %(status)s")
+        params["status"] = status
+    if cursor is not None:
+        params["c_at"], params["c_id"] = decode_cursor(cursor)
+        where.append("(created_at, job_id) < (%(c_at)s, %(c_id)s)")
+    condition = " AND ".join(where)
+    query = (
+        f"SELECT {_PUBLIC} FROM ("
+        f" SELECT {_PUBLIC} FROM publish_jobs WHERE {condition}"
+        f" UNION ALL"
+        f" SELECT * FROM ({_ACCEPTED}"
+        f"  AND NOT EXISTS (SELECT 1 FROM publish_jobs j WHERE j.job_id = s.job_id)) a WHERE {condition}"
+        f") page ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s"
+    )
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query.encode(), params)
+        rows = await cur.fetchall()
+    items = [JobPublic.model_validate(row) for row in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].created_at, items[-1].job_id) if len(rows) > limit else None
+    return items, next_cursor
+
+
+async def job_events(db: AsyncConn, job_id: UUID) -> list[JobEventPublic]:
+    """The job's events in log order, each with its rejection if the state machine refused it."""
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT e.event_id, e.type, e.attempt, e.occurred_at, e.producer, e.data,"
+            " r.rejection, r.reason AS rejection_reason, r.event_id IS NOT NULL AS rejected"
+            " FROM job_events e LEFT JOIN rejected_events r USING (event_id)"
+            " WHERE e.job_id = %s ORDER BY e.kafka_partition, e.kafka_offset",
+            (job_id,),
+        )
+        return [JobEventPublic.model_validate(row) for row in await cur.fetchall()]

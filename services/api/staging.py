@@ -1,0 +1,225 @@
+"""Staging uploads in S3: streamed multipart uploads, filename sanitising, and "is this a video" checks.
+
+Memory bound: a file is never held whole. Bytes arrive from the socket in chunks, gather in one buffer
+per file until it reaches `upload_part_bytes`, and go to S3 as one part of a multipart upload, so the
+api holds about one part (8 MiB by default) per request, whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from anyio import to_thread
+
+from services.api.problems import ProblemError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+
+MAX_KEY_NAME = 80
+MAX_DISPLAY_NAME = 255
+FFPROBE_TIMEOUT_S = 30.0
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_key_name(filename: str, fallback: str = "file") -> str:
+    """A file name safe in an S3 key: ASCII letters, digits, '.', '_', '-' only, no path, ≤ 80 chars."""
+    base = re.split(r"[/\\]", filename)[-1]
+    base = unicodedata.normalize("NFKD", base)
+    base = _UNSAFE.sub("_", base).strip("._-")
+    stem, dot, ext = base.rpartition(".")
+    if not dot:
+        stem, ext = base, ""
+    ext = ext[:10]
+    stem = stem[: MAX_KEY_NAME - len(ext) - 1].strip("._-") or fallback
+    return f"{stem}.{ext}" if ext else stem
+
+
+def display_name(filename: str) -> str:
+    """The uploader's file name as shown to people: intact in any script, minus control characters."""
+    cleaned = _CONTROL.sub("", unicodedata.normalize("NFC", filename)).strip()
+    if len(cleaned) > MAX_DISPLAY_NAME:
+        stem, dot, ext = cleaned.rpartition(".")
+        if dot and 0 < len(ext) <= 10:
+            cleaned = stem[: MAX_DISPLAY_NAME - len(ext) - 2] + "…." + ext
+        else:
+            cleaned = cleaned[: MAX_DISPLAY_NAME - 1] + "…"
+    return cleaned or "unnamed"
+
+
+# --- magic bytes ---------------------------------------------------------------------------------
+
+MAGIC_PREFIX_BYTES = 192
+
+
+def sniff_video(head: bytes) -> str | None:
+    """The content type the first bytes announce, or None if they are not a known video container."""
+    if len(head) >= 12 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
+        return "video/quicktime" if head[8:10] == b"qt" else "video/mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "video/webm" if b"webm" in head[:64] else "video/x-matroska"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "video/x-msvideo"
+    if head[:3] == b"FLV":
+        return "video/x-flv"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "video/mpeg"
+    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:
+        return "video/mp2t"
+    return None
+
+
+def sniff_image(head: bytes) -> str | None:
+    """The content type the first bytes announce, or None if they are not a JPEG, PNG or WebP image."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+async def probe_streams(url: str) -> list[dict[str, Any]] | None:
+    """The stream list ffprobe reads from `url` (a presigned GET), or None if it cannot read one."""
+    process = await asyncio.create_subprocess_exec(
+        "ffprobe", "-v", "error", "-show_streams", "-of", "json", url,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), FFPROBE_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return None
+    if process.returncode != 0:
+        return None
+    try:
+        streams = json.loads(out or b"{}").get("streams", [])
+    except ValueError:
+        return None
+    return streams if isinstance(streams, list) else None
+
+
+# --- S3 multipart writer -------------------------------------------------------------------------
+
+
+@dataclass
+class StagedObject:
+    """One file being streamed into S3 as a multipart upload."""
+
+    s3: S3Client
+    bucket: str
+    key: str
+    form_field: str
+    filename: str
+    part_bytes: int
+    max_bytes: int
+    content_type: str = "application/octet-stream"
+    size: int = 0
+    head: bytearray = field(default_factory=bytearray)
+    buffer: bytearray = field(default_factory=bytearray)
+    upload_id: str | None = None
+    parts: list[CompletedPartTypeDef] = field(default_factory=list)
+    done: bool = False
+    sniffed: bool = False
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes from the parser (sync, cheap): they wait in the buffer until `drain`."""
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise ProblemError(
+                413,
+                "too-large",
+                f"{self.filename!r} is larger than the limit of {self.max_bytes} bytes",
+                limit_bytes=self.max_bytes,
+            )
+        if len(self.head) < MAGIC_PREFIX_BYTES:
+            self.head.extend(data[: MAGIC_PREFIX_BYTES - len(self.head)])
+        self.buffer.extend(data)
+
+    @property
+    def full(self) -> bool:
+        """True when a whole part is waiting."""
+        return len(self.buffer) >= self.part_bytes
+
+    async def drain(self, final: bool = False) -> None:
+        """Send whole parts (and, when `final`, the last short one) to S3."""
+        while len(self.buffer) >= self.part_bytes or (final and self.buffer):
+            chunk = bytes(self.buffer[: self.part_bytes])
+            del self.buffer[: self.part_bytes]
+            await self._upload_part(chunk)
+
+    async def _upload_part(self, chunk: bytes) -> None:
+        if self.upload_id is None:
+            created = await to_thread.run_sync(
+                lambda: self.s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType=self.content_type
+                )
+            )
+            self.upload_id = created["UploadId"]
+        number = len(self.parts) + 1
+        upload_id = self.upload_id
+        answer = await to_thread.run_sync(
+            lambda: self.s3.upload_part(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=chunk
+            )
+        )
+        self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    async def complete(self) -> None:
+        """Send what is left and finish the multipart upload."""
+        if self.upload_id is None:
+            # The whole file fit in one part: a single PUT instead of create + part + complete.
+            if self.buffer:
+                body = bytes(self.buffer)
+                self.buffer.clear()
+                await to_thread.run_sync(
+                    lambda: self.s3.put_object(
+                        Bucket=self.bucket, Key=self.key, Body=body, ContentType=self.content_type
+                    )
+                )
+                self.done = True
+            return  # an empty file creates nothing
+        await self.drain(final=True)
+        upload_id = self.upload_id
+        await to_thread.run_sync(
+            lambda: self.s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=upload_id, MultipartUpload={"Parts": self.parts}
+            )
+        )
+        self.done = True
+
+    async def abort(self) -> None:
+        """Give up on this file: abort the multipart upload so S3 frees its parts."""
+        self.buffer.clear()
+        if self.upload_id is not None and not self.done:
+            upload_id = self.upload_id
+            await to_thread.run_sync(
+                lambda: self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
+            )
+
+
+async def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix`; returns how many."""
+
+    def run() -> int:
+        deleted = 0
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            keys: list[ObjectIdentifierTypeDef] = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
+        return deleted
+
+    return await to_thread.run_sync(run)
