@@ -6,6 +6,7 @@ protect a guarantee refuse values that would break it (see the validators).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -120,6 +121,17 @@ class Settings(BaseSettings):
                 "COURSECAST_TOPIC_MIN_INSYNC_REPLICAS cannot exceed COURSECAST_TOPIC_REPLICATION_FACTOR"
             )
         return self
+
+
+def environment(settings: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment with `settings` as COURSECAST_* variables: a child `coursecast`
+    process started with it uses exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSECAST_")}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"COURSECAST_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
 
 
 @lru_cache(maxsize=1)

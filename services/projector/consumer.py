@@ -70,7 +70,7 @@ class Projector:
         self._consumer.subscribe([self.settings.events_topic], on_assign=self._on_assign)
         try:
             while not stop.is_set():
-                messages = self._consumer.consume(self.settings.projector_batch_size, POLL_TIMEOUT_S)
+                messages = self._next_batch()
                 batch = self._decode(messages) if messages else None
                 if batch is not None:
                     self._writer.submit(*batch)
@@ -80,6 +80,17 @@ class Projector:
             self._writer.close()
             self._consumer.close()
             self._dlq_producer.flush(10)
+
+    def _next_batch(self) -> list[Message]:
+        """Wait for one message, then take whatever else is already fetched, up to the batch size.
+
+        Waiting only for the first keeps the event-to-API lag at milliseconds when traffic is light;
+        taking the rest without waiting keeps batches large when it is heavy.
+        """
+        first = self._consumer.consume(1, POLL_TIMEOUT_S)
+        if not first or self.settings.projector_batch_size == 1:
+            return first
+        return first + self._consumer.consume(self.settings.projector_batch_size - 1, 0)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # G3: Postgres holds the truth about what was applied; Kafka's committed offset may lag it.

@@ -3,7 +3,6 @@ running projector processes, and waiting until they have caught up with the log.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 from services.core import codec
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.messages import Envelope
-from services.core.settings import PROJECT_ROOT, Settings
+from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.topics import ensure_topics
 from services.projector.consumer import Projector
 from services.projector.replay import drop_schema
@@ -62,16 +61,6 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
         topics = [t for t in topics if t in existing]
         for future in admin.delete_topics(topics, operation_timeout=30).values():
             future.result(timeout=30)
-
-
-def environment(settings: Settings, **extra: str) -> dict[str, str]:
-    """The process environment that makes a `coursecast` subprocess use these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COURSECAST_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"COURSECAST_{name.upper()}"] = str(value)
-    env.update(extra)
-    return env
 
 
 def produce(

@@ -16,11 +16,11 @@ import pytest
 
 from services.core.messages import Envelope, MessageType
 from services.core.projection import InMemoryJobProjection
-from services.core.settings import PROJECT_ROOT, Settings
+from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.projector.replay import drop_schema, replay
 from services.projector.store import JobStore
 from services.tools.synthetic import history
-from tests.integration.projector_harness import environment, isolated, produce, project
+from tests.integration.projector_harness import isolated, produce, project
 from tests.unit.job_events import T0, event, timeline
 
 M = MessageType

@@ -13,9 +13,9 @@ import pytest
 
 from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
-from services.core.settings import PROJECT_ROOT, Settings
+from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.projector.store import JobStore
-from tests.integration.projector_harness import environment, isolated, produce, running_projector
+from tests.integration.projector_harness import isolated, produce, running_projector
 from tests.unit.job_events import event
 
 M = MessageType
