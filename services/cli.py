@@ -8,6 +8,7 @@ from rich.console import Console
 from services.api import cli as api_cli
 from services.core.settings import get_settings
 from services.core.topics import ensure_topics
+from services.encoder import cli as encoder_cli
 from services.projector import cli as projector_cli
 from services.stack.cli import stack_app
 
@@ -16,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(stack_app, name="stack")
 app.command("projector")(projector_cli.projector)
+app.command("encoder")(encoder_cli.encoder)
 app.command("watchdog")(projector_cli.watchdog)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)

@@ -23,7 +23,7 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The four topics and why each is configured as it is."""
+    """The project's topics and why each is configured as it is."""
     durable = {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
     return [
         # Commands are work to do; a week covers any outage of the encoders.
@@ -32,6 +32,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.events_topic, {**durable, "retention.ms": "-1", "retention.bytes": "-1"}),
         # G6: dead letters are kept forever too: every rejected message stays inspectable.
         TopicSpec(settings.commands_dlq_topic, {**durable, "retention.ms": "-1"}),
+        # G5: delayed retries of commands; same retention as the commands they stand for.
+        TopicSpec(settings.commands_retry_topic, {**durable, "retention.ms": str(7 * 24 * 3600 * 1000)}),
         TopicSpec(settings.events_dlq_topic, {**durable, "retention.ms": "-1"}),
     ]
 

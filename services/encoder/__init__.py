@@ -1,0 +1,1 @@
+"""Encoder: the consumer group that turns PublishCourse commands into HLS and job events."""

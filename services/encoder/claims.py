@@ -1,0 +1,256 @@
+"""Claims (G1): which encoder owns which attempt of a job, as leases in Postgres, and the pure decision
+of what a delivered PublishCourse should do given the claim and the job's projected status.
+
+A command may be delivered many times (a rebalance, a crash before the commit, a producer retry, an
+operator replay). Only the delivery that wins the claim runs the attempt; a claim is re-checked,
+under a row lock, in the same transaction that publishes the attempt's final events, so an encoder
+that lost its claim (its lease expired while it was paused or partitioned away) publishes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+
+from services.core.jobs import JobStatus
+from services.projector.migrations import migrate
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A row of encoder_claims, with the lease judged against the database clock."""
+
+    job_id: UUID
+    attempt: int
+    origin_attempt: int
+    worker: str
+    state: str
+    started: bool
+    outcome: str | None
+    lease_expires_at: datetime
+    lease_expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobView:
+    """The job as the projector last wrote it (it may lag the log by a moment)."""
+
+    status: JobStatus
+    attempt: int
+
+
+class Verdict(StrEnum):
+    """What to do with one delivery of PublishCourse."""
+
+    RUN = "run"  # claim `attempt` and run it
+    TAKE_OVER = "take_over"  # the worker of `stalled_attempt` died mid-run: end it, then run `attempt`
+    FAIL_STALLED = "fail_stalled"  # the worker died on the last allowed attempt: end the job failed
+    WAIT = "wait"  # a live worker owns it: look again when its lease would expire
+    SKIP = "skip"  # a duplicate or stale delivery: acknowledge it and do nothing
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict with the attempt it concerns and the reason, for the log line."""
+
+    verdict: Verdict
+    reason: str
+    attempt: int = 0
+    stalled_attempt: int | None = None
+
+
+def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_attempts: int) -> Decision:
+    """What a delivery of PublishCourse for `command_attempt` must do (pure)."""
+    a = command_attempt
+    if job is not None:
+        if job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
+            return Decision(Verdict.SKIP, f"job is {job.status}; redelivered command of attempt {a} ignored")
+        if job.attempt > a:
+            return Decision(Verdict.SKIP, f"attempt {a} is stale: the job is on attempt {job.attempt}")
+        if job.status == JobStatus.FAILED and job.attempt == a:
+            return Decision(Verdict.SKIP, f"attempt {a} already failed; only the owner's retry runs it again")
+    if claim is None or (claim.attempt < a and claim.origin_attempt < a):
+        return Decision(Verdict.RUN, f"attempt {a} is unclaimed", attempt=a)
+    if claim.origin_attempt != a:
+        return Decision(
+            Verdict.SKIP, f"attempt {a} is stale: attempt {claim.attempt} was claimed by {claim.worker}"
+        )
+    if claim.state == "done":
+        return Decision(
+            Verdict.SKIP, f"attempt {claim.attempt} already ran ({claim.outcome}); duplicate delivery"
+        )
+    if not claim.lease_expired:
+        return Decision(
+            Verdict.WAIT, f"attempt {claim.attempt} is running on {claim.worker}", attempt=claim.attempt
+        )
+    stalled = a if claim.attempt > a else None
+    if not claim.started:
+        # The dead worker never got JobStarted acknowledged (or took over and died before starting):
+        # run the claimed attempt again; a JobStarted it did write makes ours a harmless rejection.
+        return Decision(
+            Verdict.RUN if stalled is None else Verdict.TAKE_OVER,
+            f"worker {claim.worker} died before starting attempt {claim.attempt}",
+            attempt=claim.attempt,
+            stalled_attempt=stalled,
+        )
+    if claim.attempt >= max_attempts:
+        return Decision(
+            Verdict.FAIL_STALLED,
+            f"worker {claim.worker} died during attempt {claim.attempt}, the last allowed",
+            attempt=claim.attempt,
+            stalled_attempt=claim.attempt,
+        )
+    return Decision(
+        Verdict.TAKE_OVER,
+        f"worker {claim.worker} died during attempt {claim.attempt}; "
+        f"taking over as attempt {claim.attempt + 1}",
+        attempt=claim.attempt + 1,
+        stalled_attempt=claim.attempt,
+    )
+
+
+_CLAIM_COLUMNS = (
+    "job_id, attempt, origin_attempt, worker, state, started, outcome, lease_expires_at,"
+    " lease_expires_at < now() AS lease_expired"
+)
+
+
+class ClaimStore:
+    """encoder_claims (and a read of publish_jobs) in the deployment's Postgres schema."""
+
+    def __init__(self, conn: Connection, worker: str, lease_s: int) -> None:
+        self._conn = conn
+        self.worker = worker
+        self.lease_s = lease_s
+
+    @classmethod
+    def open(cls, database_url: str, schema: str, worker: str, lease_s: int) -> ClaimStore:
+        """Connect, apply the projector's and the encoder's migrations, and use `schema`."""
+        conn: Connection = psycopg.connect(database_url, autocommit=True)
+        migrate(conn, schema)  # publish_jobs, read below, belongs to the projector's migrations
+        migrate(conn, schema, package="services.encoder.migrations")
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        return cls(conn, worker, lease_s)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def claim(self, job_id: UUID) -> Claim | None:
+        """The job's claim row, or None."""
+        row = self._conn.execute(
+            f"SELECT {_CLAIM_COLUMNS} FROM encoder_claims WHERE job_id = %s", (job_id,)
+        ).fetchone()
+        return Claim(*row) if row else None
+
+    def job(self, job_id: UUID) -> JobView | None:
+        """The job's projected status and attempt, or None if the projector has not seen it yet."""
+        row = self._conn.execute(
+            "SELECT status, attempt FROM publish_jobs WHERE job_id = %s", (job_id,)
+        ).fetchone()
+        return JobView(JobStatus(row[0]), row[1]) if row else None
+
+    def acquire(self, job_id: UUID, decision: Decision, command_attempt: int, seen: Claim | None) -> bool:
+        """Win the claim the decision calls for; False when another process won it first.
+
+        A takeover names the exact row it judged dead (`seen`), so two survivors cannot both win it.
+        """
+        row = self._conn.execute(
+            """
+            INSERT INTO encoder_claims AS c
+                (job_id, attempt, origin_attempt, worker, state, started, lease_expires_at)
+            VALUES (%(job)s, %(attempt)s, %(origin)s, %(worker)s, 'running', false,
+                    now() + make_interval(secs => %(lease)s))
+            ON CONFLICT (job_id) DO UPDATE SET
+                attempt = EXCLUDED.attempt, origin_attempt = EXCLUDED.origin_attempt,
+                worker = EXCLUDED.worker, state = 'running', started = false, outcome = NULL,
+                lease_expires_at = EXCLUDED.lease_expires_at, claimed_at = now(), updated_at = now()
+            WHERE (c.attempt < EXCLUDED.origin_attempt AND c.origin_attempt < EXCLUDED.origin_attempt)
+               OR (c.origin_attempt = EXCLUDED.origin_attempt AND c.state = 'running'
+                   AND c.lease_expires_at < now() AND c.attempt = %(seen)s AND c.started = %(seen_started)s)
+            RETURNING job_id
+            """,
+            {
+                "job": job_id,
+                "attempt": decision.attempt,
+                "origin": command_attempt,
+                "worker": self.worker,
+                "lease": self.lease_s,
+                "seen": seen.attempt if seen is not None else 0,
+                "seen_started": seen.started if seen is not None else False,
+            },
+        ).fetchone()
+        return row is not None
+
+    def mark_started(self, job_id: UUID, attempt: int) -> bool:
+        """Record that JobStarted of our attempt is acknowledged; False if the claim is no longer ours."""
+        return self._update(job_id, attempt, "started = true")
+
+    def renew(self, job_id: UUID, attempt: int) -> bool:
+        """Extend our lease (at every heartbeat); False if the claim is no longer ours."""
+        return self._update(job_id, attempt, "lease_expires_at = now() + make_interval(secs => %(lease)s)")
+
+    def release(self, job_id: UUID, attempt: int) -> bool:
+        """Expire our lease now (graceful shutdown), so the next owner takes the job over at once."""
+        return self._update(job_id, attempt, "lease_expires_at = now() - interval '1 second'")
+
+    def _update(self, job_id: UUID, attempt: int, assignment: str) -> bool:
+        row = self._conn.execute(
+            f"UPDATE encoder_claims SET {assignment}, updated_at = now()"
+            " WHERE job_id = %(job)s AND attempt = %(attempt)s AND worker = %(worker)s AND state = 'running'"
+            " RETURNING job_id",
+            {"job": job_id, "attempt": attempt, "worker": self.worker, "lease": self.lease_s},
+        ).fetchone()
+        return row is not None
+
+    @contextmanager
+    def finishing(self, job_id: UUID, attempt: int, outcome: str) -> Iterator[bool]:
+        """Lock our claim; yields whether it is still ours. On a clean exit the claim is marked done.
+
+        G1: the caller publishes the attempt's final events inside this block, so they are published
+        at most once: a competitor's takeover blocks on the row lock and then finds the claim done.
+        If publishing raises, the transaction rolls back and the claim stays running.
+        """
+        with self._conn.transaction():
+            row = self._conn.execute(
+                "SELECT 1 FROM encoder_claims WHERE job_id = %s AND attempt = %s AND worker = %s"
+                " AND state = 'running' FOR UPDATE",
+                (job_id, attempt, self.worker),
+            ).fetchone()
+            yield row is not None
+            if row is not None:
+                self._conn.execute(
+                    "UPDATE encoder_claims SET state = 'done', outcome = %s, updated_at = now()"
+                    " WHERE job_id = %s",
+                    (outcome, job_id),
+                )
+
+    def close_queued(self, job_id: UUID, attempt: int, outcome: str) -> bool:
+        """Mark a job that no encoder is running as done (canceled while queued); False if one is."""
+        row = self._conn.execute(
+            """
+            INSERT INTO encoder_claims AS c
+                (job_id, attempt, origin_attempt, worker, state, outcome, lease_expires_at)
+            VALUES (%(job)s, %(attempt)s, %(attempt)s, %(worker)s, 'done', %(outcome)s, now())
+            ON CONFLICT (job_id) DO UPDATE SET state = 'done', outcome = EXCLUDED.outcome,
+                attempt = GREATEST(c.attempt, EXCLUDED.attempt),
+                origin_attempt = GREATEST(c.origin_attempt, EXCLUDED.attempt),
+                worker = EXCLUDED.worker, updated_at = now()
+            -- Only a job waiting for its next attempt, or one whose worker is dead, is ours to end.
+            WHERE (c.state = 'done' AND c.outcome = 'retry_scheduled')
+               OR (c.state = 'running' AND c.lease_expires_at < now())
+            RETURNING job_id
+            """,
+            {"job": job_id, "attempt": attempt, "worker": self.worker, "outcome": outcome},
+        ).fetchone()
+        return row is not None

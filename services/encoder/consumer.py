@@ -1,0 +1,293 @@
+"""The encoder's consumer loop: thin. Poll, decode (poison → DLQ), decide by claim, hand off, commit.
+
+How a long encode keeps its group membership (G2) and its offset discipline (G3):
+- One job at a time per process. When a job starts, every assigned partition is paused and the job
+  runs in a worker thread; this thread keeps calling poll(), which returns no records for paused
+  partitions but keeps the member alive (max.poll.interval.ms counts time between polls, not job
+  length) and serves rebalance callbacks. Partitions assigned mid-job are paused on arrival.
+- The job's offset is committed synchronously only after the runner's final events are
+  acknowledged; then the partitions resume; only then is the staging folder deleted.
+- A delivery that must wait (a retry not yet due, or a job whose live claim is held elsewhere) is
+  parked: its partition is paused and rewound to it, and resumed when due. Other partitions flow.
+- SIGTERM mid-job abandons the attempt: ffmpeg is killed, the lease released, the offset left
+  uncommitted, so the partition's next owner takes the job over at once (as the next attempt).
+- A revoked in-flight job keeps running: its results are fenced by its claim (claims.py), so the
+  partition's new owner waits for the claim to end and then skips the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from services.core import bus, codec
+from services.core.jobs import JobStatus
+from services.core.kafka_config import consumer_config, producer_config
+from services.core.messages import Envelope, MessageType
+from services.core.settings import Settings
+from services.core.storage import s3_client
+from services.encoder.cancel import CancelWatcher
+from services.encoder.claims import ClaimStore, Verdict, decide
+from services.encoder.runner import NOT_BEFORE_HEADER, JobRunner, Outcome, Publisher
+from services.encoder.upload import delete_prefix
+
+log = logging.getLogger("coursecast.encoder")
+
+POLL_TIMEOUT_S = 0.2
+# A parked delivery whose claim is held by a live worker is looked at again this often.
+WAIT_RECHECK_S = 2.0
+
+Partition = tuple[str, int]
+
+
+@dataclass
+class ActiveJob:
+    """The job this process is running, and the delivery to commit when it ends."""
+
+    runner: JobRunner
+    thread: threading.Thread
+    message: Partition
+    offset: int
+    staging_prefix: str
+
+
+class Encoder:
+    """One encoder process: a member of the encoder group on the commands and retry topics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker = f"encoder@{socket.gethostname()}:{os.getpid()}"
+        self._consumer = Consumer(consumer_config(settings, settings.encoder_group_id, "encoder"))
+        self._producer = Producer(producer_config(settings, "encoder"))
+        self._publisher = Publisher(self._producer, settings, self.worker)
+        self._claims = self._open_claims()
+        self._s3 = s3_client(settings)
+        self._watcher = CancelWatcher(settings)
+        self._active: ActiveJob | None = None
+        self._assigned: set[Partition] = set()
+        self._parked: dict[Partition, float] = {}
+
+    def _open_claims(self) -> ClaimStore:
+        s = self.settings
+        return ClaimStore.open(s.database_url, s.database_schema, self.worker, s.encoder_lease_s)
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until `stop` is set; a running job is finished first (SIGTERM drains)."""
+        topics = [self.settings.commands_topic, self.settings.commands_retry_topic]
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        self._watcher.start()
+        log.info("encoder started", extra={"worker": self.worker, "topics": topics})
+        try:
+            while not stop.is_set() or self._active is not None:
+                if stop.is_set() and self._active is not None:
+                    # SIGTERM mid-job: stop ffmpeg, release the lease, leave the offset uncommitted;
+                    # the partition's next owner takes the job over as the next attempt.
+                    self._active.runner.abandon()
+                message = self._consumer.poll(POLL_TIMEOUT_S)
+                self._reap_finished_job()
+                self._resume_due()
+                if message is None or stop.is_set():
+                    continue
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("consume error: %s", error)
+                    continue
+                self._handle(message)
+        finally:
+            self._watcher.close()
+            self._consumer.close()
+            self._producer.flush(10)
+            self._claims.close()
+
+    # --- rebalancing ---------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.incremental_assign(partitions)
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        if self._active is not None:
+            consumer.pause(partitions)  # one job at a time: new partitions wait for it too
+        log.info("assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= revoked
+        for key in revoked:
+            self._parked.pop(key, None)
+        if self._active is not None and self._active.message in revoked:
+            log.warning(
+                "the running job's partition was revoked; its result stays fenced by its claim",
+                extra={"job_id": str(self._active.runner.job_id)},
+            )
+        log.info("revoked", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+    # --- one delivery --------------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        if self._active is not None:
+            # Paused partitions deliver nothing, but a record fetched before the pause must not start
+            # a second job in this process: rewind it, it is read again after the running job.
+            tp = TopicPartition(message.topic() or "", message.partition() or 0, message.offset() or 0)
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+            return
+        try:
+            envelope = codec.decode(message.value())
+        except codec.CodecError as exc:
+            # G6: poison goes aside with its reason; the commands behind it keep flowing.
+            bus.dead_letter(self._producer, self.settings.commands_dlq_topic, message, exc)
+            log.warning("dead-lettered %s: %s", _where(message), exc.reason)
+            self._commit(message)
+            return
+        if envelope.type == MessageType.CANCEL_JOB:
+            self._cancel_idle_job(envelope)
+            self._commit(message)
+            return
+        if envelope.type != MessageType.PUBLISH_COURSE:
+            log.warning(
+                "ignored %s on the commands topic", envelope.type, extra={"job_id": str(envelope.job_id)}
+            )
+            self._commit(message)
+            return
+        not_before = _not_before(message)
+        if not_before is not None and not_before > time.time():
+            self._park(message, not_before - time.time())
+            return
+        self._start_or_skip(message, envelope)
+
+    def _start_or_skip(self, message: Message, envelope: Envelope) -> None:
+        extra = {"job_id": str(envelope.job_id), "attempt": envelope.attempt, "delivery": _where(message)}
+        claim = self._claims.claim(envelope.job_id)
+        decision = decide(
+            envelope.attempt, claim, self._claims.job(envelope.job_id), self.settings.max_attempts
+        )
+        if decision.verdict is Verdict.SKIP:
+            # G1: a redelivered command for a running, completed, failed or canceled job.
+            log.info("command skipped: %s", decision.reason, extra={**extra, "event": "command_skipped"})
+            self._commit(message)
+            return
+        if decision.verdict is Verdict.WAIT:
+            log.info("command waits: %s", decision.reason, extra=extra)
+            self._park(message, WAIT_RECHECK_S)
+            return
+        if not self._claims.acquire(envelope.job_id, decision, envelope.attempt, claim):
+            log.info("claim won by another encoder; looking again shortly", extra=extra)
+            self._park(message, WAIT_RECHECK_S)
+            return
+        log.info(
+            "claimed: %s",
+            decision.reason,
+            extra={**extra, "event": "claimed", "run_attempt": decision.attempt},
+        )
+        runner = JobRunner(
+            self.settings, envelope, decision, self._open_claims(), self._publisher, self._s3, self._watcher
+        )
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        # The watcher reads the commands partition behind this command: a CancelJob already queued
+        # there, or produced during the encode, reaches the runner (cancel.py).
+        self._watcher.watch(
+            envelope.job_id, partition, offset if topic == self.settings.commands_topic else None
+        )
+        self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
+        thread = threading.Thread(target=runner.run, name=f"job-{envelope.job_id}", daemon=True)
+        self._active = ActiveJob(runner, thread, (topic, partition), offset, envelope.data["staging_prefix"])
+        thread.start()
+
+    def _reap_finished_job(self) -> None:
+        active = self._active
+        if active is None or active.thread.is_alive():
+            return
+        self._active = None
+        self._watcher.unwatch()
+        result = active.runner.result
+        topic, partition = active.message
+        if result is not None and result.outcome is Outcome.ABANDONED:
+            log.info("job abandoned for shutdown; offset left for the next owner")
+        elif result is None or result.outcome is Outcome.UNPUBLISHED:
+            # The final events were not acknowledged: leave the offset, re-read the command later;
+            # the claim (still running, ours) makes that delivery wait for the lease, then take over.
+            self._consumer.seek(TopicPartition(topic, partition, active.offset))
+            self._parked[active.message] = time.monotonic() + WAIT_RECHECK_S
+        else:
+            # G3: the offset moves only now, after the attempt's final events were acknowledged.
+            self._commit_offset(topic, partition, active.offset + 1)
+            if result.delete_staging:
+                deleted = delete_prefix(self._s3, self.settings.s3_bucket, active.staging_prefix)
+                log.info("staging deleted", extra={"job_id": str(active.runner.job_id), "objects": deleted})
+        self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._parked])
+
+    def _cancel_idle_job(self, envelope: Envelope) -> None:
+        """CancelJob read by the main consumer: ends a job no live encoder is running (queued, or
+        processing under an expired lease). A running job's own encoder sees it through its watcher."""
+        extra = {"job_id": str(envelope.job_id)}
+        job = self._claims.job(envelope.job_id)
+        if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            log.info("cancel skipped: job is %s", job.status if job else "unknown", extra=extra)
+            return
+        if not self._claims.close_queued(envelope.job_id, job.attempt, "canceled"):
+            log.info("cancel left to the encoder running the job", extra=extra)
+            return
+        data = {"requested_by": envelope.data["requested_by"]}
+        if envelope.data.get("reason"):
+            data["reason"] = envelope.data["reason"]
+        self._publisher.event(MessageType.JOB_CANCELED, envelope.job_id, job.attempt, data)
+        log.info("queued job canceled", extra={**extra, "event": "job_canceled"})
+        delete_prefix(self._s3, self.settings.s3_bucket, f"staging/{envelope.job_id}/")
+
+    # --- offsets and parking -------------------------------------------------------------------
+
+    def _park(self, message: Message, delay_s: float) -> None:
+        key = (message.topic() or "", message.partition() or 0)
+        tp = TopicPartition(key[0], key[1], message.offset() or 0)
+        self._consumer.pause([tp])
+        self._consumer.seek(tp)
+        self._parked[key] = time.monotonic() + delay_s
+
+    def _resume_due(self) -> None:
+        if not self._parked or self._active is not None:
+            return
+        now = time.monotonic()
+        due = [key for key, at in self._parked.items() if at <= now]
+        for key in due:
+            del self._parked[key]
+        if due:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due if (t, p) in self._assigned])
+
+    def _commit(self, message: Message) -> None:
+        self._commit_offset(message.topic() or "", message.partition() or 0, (message.offset() or 0) + 1)
+
+    def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
+        try:
+            self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+        except KafkaException as exc:
+            # The partition moved to another member: it re-reads the command and the claim decides.
+            log.warning("commit of %s[%d]@%d failed: %s", topic, partition, offset, exc)
+
+
+def _where(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"
+
+
+def _not_before(message: Message) -> float | None:
+    headers = message.headers() or []
+    pairs = list(headers.items()) if isinstance(headers, dict) else headers
+    for key, value in pairs:
+        if key == NOT_BEFORE_HEADER and value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+def run_encoder(settings: Settings, stop: threading.Event) -> None:
+    """Entry point of `coursecast encoder`."""
+    Encoder(settings).run(stop)

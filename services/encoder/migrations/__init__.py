@@ -1,0 +1,1 @@
+"""SQL migrations of the encoder's tables, applied by services.projector.migrations.migrate."""

@@ -1,0 +1,115 @@
+"""ffmpeg as a subprocess: its own process group, a deadline, a stop check, and progress on stdout.
+
+G2: however an encode ends — finished, past the time limit, canceled, or its claim lost — the whole
+process group is killed and reaped before this module returns, so no ffmpeg outlives its attempt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from services.encoder.errors import AttemptError, PermanentError, TimeLimitError
+from services.encoder.progress import ProgressParser
+
+log = logging.getLogger("coursecast.encoder")
+
+WAIT_STEP_S = 0.2
+_STDERR_TAIL = 4_000
+
+
+def run_ffmpeg(
+    argv: Sequence[str],
+    *,
+    deadline: float,
+    time_limit_s: int,
+    should_stop: Callable[[], AttemptError | None],
+    parser: ProgressParser | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    what: str = "video",
+) -> None:
+    """Run ffmpeg to completion; raise TimeLimitError past `deadline` (monotonic), the error
+    `should_stop` returns when it returns one, or PermanentError if ffmpeg itself fails."""
+    with tempfile.TemporaryFile() as stderr:
+        # start_new_session: ffmpeg leads a process group of its own, so killpg reaches any child too.
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        started = time.monotonic()
+        log.info("ffmpeg started", extra={"event": "ffmpeg_started", "pid": process.pid, "what": what})
+        reader = threading.Thread(target=_read_progress, args=(process, parser, on_progress), daemon=True)
+        reader.start()
+        stop_error: AttemptError | None = None
+        try:
+            while process.poll() is None:
+                if time.monotonic() >= deadline:
+                    stop_error = TimeLimitError(
+                        f"The encode took longer than the time limit of {_duration(time_limit_s)} and "
+                        "was stopped. Very long or very high-resolution videos may need to be split, "
+                        "or an administrator can raise COURSECAST_ENCODE_TIME_LIMIT_S."
+                    )
+                else:
+                    stop_error = should_stop()
+                if stop_error is not None:
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(WAIT_STEP_S)
+        finally:
+            if process.poll() is None:
+                kill_group(process)
+            reader.join(5)
+        if stop_error is not None:
+            log.info("ffmpeg stopped", extra={"event": "ffmpeg_stopped", "reason": stop_error.error_type})
+            raise stop_error
+        elapsed = round(time.monotonic() - started, 3)
+        log.info("ffmpeg finished", extra={"event": "ffmpeg_finished", "what": what, "seconds": elapsed})
+        if process.returncode != 0:
+            stderr.seek(0)
+            tail = stderr.read()[-_STDERR_TAIL:].decode("utf-8", "replace").strip().splitlines()
+            log.warning("ffmpeg failed", extra={"event": "ffmpeg_failed", "stderr": tail[-5:]})
+            last = tail[-1] if tail else f"exit code {process.returncode}"
+            raise PermanentError(
+                f"The {what} could not be converted: ffmpeg reported “{last}”. The file may be damaged "
+                "or truncated; please export it again and upload it.",
+                "invalid_media",
+            )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ffmpeg's whole process group and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _read_progress(
+    process: subprocess.Popen[bytes],
+    parser: ProgressParser | None,
+    on_progress: Callable[[float], None] | None,
+) -> None:
+    assert process.stdout is not None
+    for raw in process.stdout:
+        if parser is None:
+            continue
+        fraction = parser.feed(raw.decode("ascii", "replace"))
+        if fraction is not None and on_progress is not None:
+            on_progress(fraction)
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"

@@ -1,0 +1,250 @@
+"""Helpers for encoder tests: stage a course in S3 as the api would, queue it, run `coursecast encoder`
+processes, and watch the job's row in publish_jobs (written by a real projector)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID, uuid4
+
+import orjson
+from confluent_kafka import Producer
+
+from services.core import codec
+from services.core.jobs import JobState
+from services.core.kafka_config import producer_config
+from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
+from services.core.messages import Envelope, MessageType, new_message
+from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.projector.store import JobStore
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+FAST = {"COURSECAST_ENCODER_X264_PRESET": "ultrafast"}
+
+
+def make_clip(path: Path, seconds: float, size: str = "320x180", rate: int = 25) -> Path:
+    """A H.264/AAC test clip (testsrc2 + sine), moov atom at the end as ffmpeg writes it by default."""
+    subprocess.run(
+        [
+            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
+            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "50",
+            "-c:a", "aac", "-shortest", str(path),
+        ],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def stage_course(
+    settings: Settings,
+    s3: S3Client,
+    job_id: UUID,
+    videos: Iterable[Path],
+    thumbnails: dict[int, Path] | None = None,
+) -> StagingManifest:
+    """Upload `videos` under staging/<job_id>/ and write the manifest, as the api does before queuing."""
+    staged = []
+    for index, path in enumerate(videos):
+        key = f"{staging_prefix(job_id)}videos/{index}{path.suffix}"
+        s3.upload_file(str(path), settings.s3_bucket, key)
+        thumbnail = None
+        if thumbnails and index in thumbnails:
+            image = thumbnails[index]
+            thumb_key = f"{staging_prefix(job_id)}thumbnails/{index}{image.suffix}"
+            s3.upload_file(str(image), settings.s3_bucket, thumb_key)
+            thumbnail = StagedFile(
+                key=thumb_key, filename=image.name, size_bytes=image.stat().st_size, content_type="image/png"
+            )
+        staged.append(
+            StagedVideo(
+                key=key,
+                filename=path.name,
+                size_bytes=max(1, path.stat().st_size),
+                content_type="video/mp4",
+                index=index,
+                thumbnail=thumbnail,
+            )
+        )
+    manifest = StagingManifest(
+        job_id=job_id, owner="instructor-1", course_name="배열 Arrays", curriculum="CS101", videos=staged
+    )
+    s3.put_object(Bucket=settings.s3_bucket, Key=manifest_key(job_id), Body=manifest.to_json())
+    return manifest
+
+
+def course_data(manifest: StagingManifest) -> dict[str, Any]:
+    """The data of JobQueued and PublishCourse for a staged manifest."""
+    return {
+        "owner": manifest.owner,
+        "course_name": manifest.course_name,
+        "curriculum": manifest.curriculum,
+        "staging_prefix": staging_prefix(manifest.job_id),
+        "manifest_key": manifest_key(manifest.job_id),
+        "video_count": len(manifest.videos),
+    }
+
+
+def publish_command(manifest: StagingManifest, attempt: int = 1) -> Envelope:
+    """A fresh PublishCourse envelope (new event id each call, like a redelivery by a producer retry)."""
+    return new_message(
+        MessageType.PUBLISH_COURSE,
+        job_id=manifest.job_id,
+        attempt=attempt,
+        data=course_data(manifest),
+        producer="test",
+    )
+
+
+def send(settings: Settings, topic: str, messages: Iterable[Envelope]) -> None:
+    """Produce envelopes to `topic`, acks=all."""
+    producer = Producer(producer_config(settings, "test"))
+    for message in messages:
+        producer.produce(topic, value=codec.encode(message), key=message.kafka_key())
+    assert producer.flush(30) == 0
+
+
+def queue_job(settings: Settings, manifest: StagingManifest) -> Envelope:
+    """JobQueued on the log, then PublishCourse on the commands topic (the api's two messages)."""
+    queued = new_message(
+        MessageType.JOB_QUEUED, job_id=manifest.job_id, attempt=1, data=course_data(manifest), producer="test"
+    )
+    send(settings, settings.events_topic, [queued])
+    command = publish_command(manifest)
+    send(settings, settings.commands_topic, [command])
+    return command
+
+
+def cancel(settings: Settings, job_id: UUID) -> None:
+    """Produce CancelJob for `job_id`."""
+    message = new_message(
+        MessageType.CANCEL_JOB,
+        job_id=job_id,
+        attempt=1,
+        data={"requested_by": "instructor-1"},
+        producer="test",
+    )
+    send(settings, settings.commands_topic, [message])
+
+
+def start_encoder(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    """A `coursecast encoder` process for these settings; its JSON log lines go to `log_path`."""
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "encoder"],
+            cwd=PROJECT_ROOT,
+            env=environment(settings, **extra_env),
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+def log_lines(log_path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines an encoder wrote."""
+    lines = []
+    for raw in log_path.read_bytes().splitlines():
+        try:
+            lines.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return lines
+
+
+def count_events(log_path: Path, event: str, **match: Any) -> int:
+    """How many log lines carry `event` (and the `match` fields)."""
+    return sum(
+        1
+        for line in log_lines(log_path)
+        if line.get("event") == event and all(line.get(k) == v for k, v in match.items())
+    )
+
+
+def wait_for(
+    settings: Settings,
+    job_id: UUID,
+    statuses: set[str],
+    timeout_s: float,
+    processes: Iterable[subprocess.Popen[bytes]] = (),
+) -> JobState:
+    """Poll publish_jobs until the job is in one of `statuses`; returns its row."""
+    deadline = time.monotonic() + timeout_s
+    last: JobState | None = None
+    store: JobStore | None = None
+    try:
+        while time.monotonic() < deadline:
+            for process in processes:
+                assert process.poll() is None, f"a service exited early with {process.returncode}"
+            try:
+                if store is None:
+                    store = JobStore.open(
+                        settings.database_url, settings.database_schema, settings.events_topic
+                    )
+                last = store.job(job_id)
+            except Exception:  # the schema may not exist yet
+                store = None
+            if last is not None and last.status.value in statuses:
+                return last
+            time.sleep(0.25)
+    finally:
+        if store is not None:
+            store.close()
+    raise AssertionError(f"job {job_id} not in {statuses} within {timeout_s} s; last row: {last}")
+
+
+def job_events(settings: Settings, job_id: UUID) -> list[tuple[str, int, str | None]]:
+    """(type, attempt, rejection or None) of every event of the job, in log order."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        rows = store.connection.execute(
+            "SELECT e.type, e.attempt, r.rejection FROM job_events e"
+            " LEFT JOIN rejected_events r USING (event_id) WHERE e.job_id = %s ORDER BY e.kafka_offset",
+            (job_id,),
+        ).fetchall()
+    finally:
+        store.close()
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
+def longest_silence_s(settings: Settings, job_id: UUID, attempt: int) -> float:
+    """The longest gap between consecutive events of a running attempt (G2's heartbeat bound)."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        row = store.connection.execute(
+            "SELECT max(gap) FROM (SELECT extract(epoch FROM occurred_at - lag(occurred_at)"
+            " OVER (ORDER BY kafka_offset)) AS gap FROM job_events WHERE job_id = %s AND attempt = %s"
+            " AND type <> 'JobQueued') gaps",
+            (job_id, attempt),
+        ).fetchone()
+    finally:
+        store.close()
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def ffmpeg_processes(marker: str) -> list[int]:
+    """Pids of live processes whose command line contains `marker` (a /proc scan, no psutil)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue
+        if marker in cmdline and "ffmpeg" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def new_job_id() -> UUID:
+    """A fresh job id."""
+    return uuid4()

@@ -1,0 +1,145 @@
+"""The two production incidents of DESIGN.md, replayed against the encoder as acceptance tests.
+
+Long encodes are made cheap on the shared 2-core machine honestly: the clip is small (320x180) and
+the encoder reads it at its native frame rate (COURSECAST_ENCODER_REALTIME_INPUT, ffmpeg `-re`), so
+a 42 s clip takes at least 42 s of wall time to encode while using little CPU.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from services.core.settings import Settings
+from tests.integration.encoder_harness import (
+    FAST,
+    count_events,
+    ffmpeg_processes,
+    job_events,
+    log_lines,
+    longest_silence_s,
+    make_clip,
+    new_job_id,
+    queue_job,
+    send,
+    stage_course,
+    start_encoder,
+    wait_for,
+)
+from tests.integration.projector_harness import isolated, start_projector, stop
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.integration
+
+REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    """Topics, schema and groups of this test only, with short liveness settings."""
+    with isolated(settings, partitions=2) as base:
+        yield base.model_copy(update={"heartbeat_interval_s": 5, "session_timeout_ms": 6_000})
+
+
+def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_job(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    # The Redis visibility timeout of the incident, in Kafka terms: a member that does not poll for
+    # 10 s is evicted. The encode takes at least 40 s, so polling must go on while ffmpeg runs.
+    own = own.model_copy(update={"max_poll_interval_ms": 10_000})
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "loops.mp4", seconds=42)])
+    log = tmp_path / "encoder.log"
+    projector = start_projector(own)
+    encoder = start_encoder(own, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, encoder]
+    try:
+        command = queue_job(own, manifest)
+        started = time.monotonic()
+        wait_for(own, job_id, {"processing"}, 30, processes)
+        time.sleep(12)  # past max.poll.interval.ms into the encode
+        send(own, own.commands_topic, [command] * 5)  # redelivered during the encode
+        done = wait_for(own, job_id, {"completed", "failed"}, 120, processes)
+        encode_s = time.monotonic() - started
+        assert done.status.value == "completed", (done.error_type, done.error_message)
+        send(own, own.commands_topic, [command] * 5)  # right after completion
+        _wait_log(log, "command_skipped", 10, 30)
+        stop(encoder)
+        # Later, and to a fresh encoder process: the staging manifest is gone by now (NoSuchKey in
+        # the incident), and the command must still be acknowledged as a duplicate, not run.
+        later = tmp_path / "encoder-later.log"
+        encoder = start_encoder(own, later, **REALTIME)
+        processes[1] = encoder
+        time.sleep(3)
+        send(own, own.commands_topic, [command] * 5)
+        _wait_log(later, "command_skipped", 5, 30)
+        final = wait_for(own, job_id, {"completed", "failed"}, 10, processes)
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert encode_s >= 40
+    assert final.status.value == "completed"
+    assert final.completed_at == done.completed_at
+    assert final.error_type is None
+    assert count_events(log, "ffmpeg_started", what="video 'loops.mp4'") == 1  # one encode
+    assert count_events(later, "ffmpeg_started") == 0
+    assert count_events(log, "command_skipped") + count_events(later, "command_skipped") == 15
+    events = job_events(own, job_id)
+    assert [t for t, _, _ in events].count("JobStarted") == 1
+    assert [t for t, _, _ in events].count("JobCompleted") == 1
+    assert all(rejection is None for _, _, rejection in events)
+    # G2: the running job spoke at least every heartbeat interval (5 s here), with a little slack.
+    assert longest_silence_s(own, job_id, 1) <= 5 + 2
+    # No rebalance moved the job: the first encoder was assigned once and never revoked.
+    messages = [line["message"] for line in log_lines(log)]
+    assert messages.count("revoked") == 0 or messages.index("revoked") > messages.index(
+        "attempt ended: completed"
+    )
+    assert messages.count("assigned") == 1
+
+
+def test_incident_2_time_limit_fails_the_job_with_a_reason_and_leaves_no_ffmpeg(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    own = own.model_copy(update={"encode_time_limit_s": 5, "heartbeat_interval_s": 2})
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "long.mp4", seconds=32)])
+    log = tmp_path / "encoder.log"
+    projector = start_projector(own)
+    encoder = start_encoder(own, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, encoder]
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 30, processes)
+        started = time.monotonic()
+        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 5 + 15, processes)
+        ended_after = time.monotonic() - started
+        leftovers = ffmpeg_processes(str(job_id))
+    finally:
+        for process in processes:
+            stop(process)
+    assert job.status.value == "failed"
+    assert job.error_type == "timeout"
+    assert job.error_message is not None
+    assert "time limit of 5 s" in job.error_message
+    assert job.completed_at is None
+    assert ended_after <= 5 + 15
+    assert leftovers == []
+    assert count_events(log, "ffmpeg_stopped", reason="timeout") == 1
+
+
+def _wait_log(log: Path, event: str, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if count_events(log, event) >= count:
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{count} x {event} not logged within {timeout_s} s: {count_events(log, event)}")

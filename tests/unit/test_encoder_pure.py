@@ -1,0 +1,244 @@
+"""The encoder's pure parts: ladder choice, progress parsing, claim decisions, error classification."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from services.core.jobs import JobStatus
+from services.encoder.claims import Claim, JobView, Verdict, decide
+from services.encoder.errors import PermanentError, TimeLimitError, TransientError, classify
+from services.encoder.ladder import Source, choose_ladder, hls_command, parse_master
+from services.encoder.probe import check_limits, describe
+from services.encoder.progress import ProgressParser, Step, overall_percent
+from services.encoder.runner import retry_delay
+from services.encoder.thumbnails import frame_offset
+from services.encoder.upload import cache_control, content_type
+
+# --- ladder ------------------------------------------------------------------------------------
+
+
+def test_a_1080p_source_gets_the_whole_ladder_best_first() -> None:
+    ladder = choose_ladder(Source(1920, 1080, 60))
+    assert [(r.name, r.width, r.height) for r in ladder] == [
+        ("1080p", 1920, 1080),
+        ("720p", 1280, 720),
+        ("480p", 854, 480),
+        ("360p", 640, 360),
+        ("240p", 426, 240),
+    ]
+    assert [r.video_bitrate for r in ladder] == sorted((r.video_bitrate for r in ladder), reverse=True)
+
+
+def test_a_720p_source_is_never_upscaled() -> None:
+    assert max(r.height for r in choose_ladder(Source(1280, 720, 60))) == 720
+
+
+def test_a_portrait_source_keeps_its_orientation() -> None:
+    ladder = choose_ladder(Source(1080, 1920, 60))
+    assert (ladder[0].width, ladder[0].height) == (1080, 1920)
+    assert all(r.height > r.width for r in ladder)
+
+
+def test_a_source_below_the_lowest_rung_keeps_its_own_size_rounded_down_to_even() -> None:
+    (only,) = choose_ladder(Source(321, 181, 10))
+    assert (only.width, only.height) == (320, 180)
+
+
+def test_an_audio_only_source_gets_one_audio_rendition() -> None:
+    (only,) = choose_ladder(Source(0, 0, 10, has_video=False))
+    assert (only.width, only.height, only.audio_bitrate) == (0, 0, 128_000)
+
+
+def test_the_hls_command_decodes_once_and_maps_every_rendition() -> None:
+    ladder = choose_ladder(Source(1280, 720, 60))
+    argv = hls_command(Path("/in.mp4"), Path("/out"), ladder, preset="ultrafast")
+    assert argv.count("-i") == 1
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert f"split={len(ladder)}" in graph
+    assert f"asplit={len(ladder)}" in graph
+    var_map = argv[argv.index("-var_stream_map") + 1]
+    assert var_map.split() == [f"v:{i},a:{i},name:{i}" for i in range(len(ladder))]
+    assert argv[argv.index("-hls_time") + 1] == "6"
+    assert argv[argv.index("-force_key_frames") + 1] == "expr:gte(t,n_forced*6)"
+    assert argv[argv.index("-master_pl_name") + 1] == "master.m3u8"
+    assert "-re" not in argv
+    assert "-re" in hls_command(Path("/in.mp4"), Path("/out"), ladder, realtime_input=True)
+
+
+def test_the_master_playlist_is_parsed_into_variants() -> None:
+    text = (
+        "#EXTM3U\n#EXT-X-VERSION:6\n"
+        '#EXT-X-STREAM-INF:BANDWIDTH=1020800,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2"\n0/index.m3u8\n\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=580800,RESOLUTION=426x240,CODECS="avc1.640015,mp4a.40.2"\n1/index.m3u8\n'
+    )
+    variants = parse_master(text)
+    assert [(v.uri, v.bandwidth, v.width, v.height) for v in variants] == [
+        ("0/index.m3u8", 1020800, 640, 360), ("1/index.m3u8", 580800, 426, 240),
+    ]  # fmt: skip
+    assert variants[0].codecs == "avc1.64001e,mp4a.40.2"
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_blocks_become_fractions_of_the_duration() -> None:
+    parser = ProgressParser(duration_s=10)
+    assert parser.feed("frame=10") is None
+    assert parser.feed("out_time_us=N/A") is None
+    assert parser.feed("progress=continue") == 0.0
+    parser.feed("out_time_us=2500000")
+    assert parser.feed("progress=continue") == 0.25
+    parser.feed("out_time_ms=99000000")
+    assert parser.feed("progress=continue") == 1.0
+    assert parser.feed("progress=end") == 1.0
+    assert parser.ended
+
+
+def test_overall_percent_moves_through_steps_and_videos() -> None:
+    assert overall_percent(0, 1, Step.PROBING, 0) == 0
+    assert overall_percent(0, 1, Step.TRANSCODING, 1) == 85
+    assert overall_percent(0, 2, Step.UPLOADING, 1) == 50
+    assert overall_percent(1, 2, Step.UPLOADING, 1) == 100
+
+
+# --- claims ------------------------------------------------------------------------------------
+
+
+def _claim(
+    attempt: int,
+    state: str = "running",
+    *,
+    expired: bool = False,
+    started: bool = True,
+    origin: int | None = None,
+) -> Claim:
+    return Claim(
+        uuid4(), attempt, origin or attempt, "encoder@b:1", state, started, None, datetime.now(UTC), expired
+    )
+
+
+def test_an_unclaimed_attempt_runs() -> None:
+    assert decide(1, None, JobView(JobStatus.QUEUED, 1), 3).verdict is Verdict.RUN
+    assert decide(1, None, None, 3).verdict is Verdict.RUN  # the projector may not have seen it yet
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.CANCELED, JobStatus.FAILED])
+def test_a_redelivered_command_of_an_ended_job_is_skipped(status: JobStatus) -> None:
+    decision = decide(1, _claim(1, "done"), JobView(status, 1), 3)
+    assert decision.verdict is Verdict.SKIP
+    assert str(status) in decision.reason
+
+
+def test_a_redelivered_command_of_a_finished_attempt_is_skipped_even_before_the_projector_knows() -> None:
+    assert decide(1, _claim(1, "done"), JobView(JobStatus.PROCESSING, 1), 3).verdict is Verdict.SKIP
+
+
+def test_a_command_of_a_stale_attempt_is_skipped() -> None:
+    assert decide(1, _claim(2), JobView(JobStatus.PROCESSING, 2), 3).verdict is Verdict.SKIP
+    assert decide(1, _claim(2, origin=2), None, 3).verdict is Verdict.SKIP
+
+
+def test_a_command_whose_attempt_runs_on_a_live_worker_waits() -> None:
+    assert decide(1, _claim(1), JobView(JobStatus.PROCESSING, 1), 3).verdict is Verdict.WAIT
+
+
+def test_a_dead_workers_started_attempt_is_stalled_and_the_next_attempt_runs() -> None:
+    decision = decide(1, _claim(1, expired=True), JobView(JobStatus.PROCESSING, 1), 3)
+    assert (decision.verdict, decision.attempt, decision.stalled_attempt) == (Verdict.TAKE_OVER, 2, 1)
+
+
+def test_a_dead_worker_on_the_last_attempt_fails_the_job_as_stalled() -> None:
+    decision = decide(3, _claim(3, expired=True), JobView(JobStatus.PROCESSING, 3), 3)
+    assert (decision.verdict, decision.stalled_attempt) == (Verdict.FAIL_STALLED, 3)
+
+
+def test_a_dead_worker_that_never_started_is_simply_run_again() -> None:
+    decision = decide(1, _claim(1, expired=True, started=False), JobView(JobStatus.QUEUED, 1), 3)
+    assert (decision.verdict, decision.attempt, decision.stalled_attempt) == (Verdict.RUN, 1, None)
+
+
+def test_a_retry_command_runs_after_the_previous_attempt_scheduled_it() -> None:
+    assert decide(2, _claim(1, "done"), JobView(JobStatus.QUEUED, 2), 3).verdict is Verdict.RUN
+
+
+# --- errors and limits -------------------------------------------------------------------------
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject")  # type: ignore[typeddict-item]
+
+
+def test_a_missing_object_is_permanent_and_says_what_is_missing() -> None:
+    error = classify(_client_error("NoSuchKey", 404), "'lecture.mp4'")
+    assert isinstance(error, PermanentError)
+    assert error.error_type == "NoSuchKey"
+    assert "'lecture.mp4' could not be found" in error.message
+
+
+@pytest.mark.parametrize(("code", "status"), [("SlowDown", 503), ("InternalError", 500), ("Whatever", 502)])
+def test_storage_5xx_and_throttling_are_transient(code: str, status: int) -> None:
+    assert isinstance(classify(_client_error(code, status)), TransientError)
+
+
+def test_a_connection_error_is_transient_and_an_unknown_bug_is_not() -> None:
+    assert classify(EndpointConnectionError(endpoint_url="http://s3")).retryable
+    assert not classify(ValueError("boom")).retryable
+
+
+def test_a_timeout_keeps_its_type() -> None:
+    error = TimeLimitError("too long")
+    assert classify(error) is error
+    assert error.error_type == "timeout"
+
+
+def test_retry_delay_doubles_caps_and_jitters() -> None:
+    assert [retry_delay(a, 10, 600, 0) for a in (1, 2, 3)] == [10, 20, 40]
+    assert retry_delay(10, 10, 600, 0) == 600
+    assert retry_delay(1, 10, 600, 1) == 15
+
+
+def test_probe_results_become_a_source_or_a_readable_refusal() -> None:
+    info = {
+        "format": {"duration": "12.5"},
+        "streams": [
+            {"codec_type": "video", "codec_name": "h264", "width": 1920, "height": 1080,
+             "avg_frame_rate": "30/1", "side_data_list": [{"rotation": -90}]},
+            {"codec_type": "audio", "codec_name": "aac"},
+        ],
+    }  # fmt: skip
+    assert describe(info, "a.mp4") == Source(1080, 1920, 12.5, True, True, 30.0)
+    with pytest.raises(PermanentError, match="no video or audio"):
+        describe({"format": {"duration": "1"}, "streams": []}, "a.mp4")
+    with pytest.raises(PermanentError, match="cannot convert") as caught:
+        describe(
+            {"format": {"duration": "1"}, "streams": [{"codec_type": "video", "codec_name": "cinepak"}]},
+            "a.avi",
+        )
+    assert caught.value.error_type == "unsupported_codec"
+
+
+def test_inputs_over_limits_are_refused_with_the_limit_in_the_message() -> None:
+    with pytest.raises(PermanentError, match="limit is 60 minutes"):
+        check_limits(Source(1280, 720, 7200), "long.mp4", 3600, 4096, 2160)
+    with pytest.raises(PermanentError, match="7680x4320"):
+        check_limits(Source(7680, 4320, 60), "8k.mp4", 3600, 4096, 2160)
+    check_limits(Source(2160, 3840, 60), "portrait-4k.mp4", 3600, 4096, 2160)
+
+
+def test_outputs_get_the_content_type_and_cache_control_players_expect() -> None:
+    assert content_type(Path("master.m3u8")) == "application/vnd.apple.mpegurl"
+    assert content_type(Path("seg_00001.ts")) == "video/mp2t"
+    assert content_type(Path("poster.webp")) == "image/webp"
+    assert "immutable" in cache_control(Path("seg.ts"))
+    assert "immutable" not in cache_control(Path("a.m3u8"))
+
+
+def test_the_representative_frame_is_looked_for_past_the_intro() -> None:
+    assert frame_offset(1) == 0
+    assert frame_offset(60) == 6
+    assert frame_offset(3600) == 30
