@@ -31,9 +31,9 @@ stack-down:  ## stop what stack-up started
 stack-status:  ## each component, its address and whether it answers
 	@$(COURSECAST) stack status
 
-demo: stack-up  ## bring the stack up and send an event through it end to end
+demo: stack-up  ## publish a sample course end to end: progress, status, playable HLS URL
 	@$(COURSECAST) roundtrip
-	@$(COURSECAST) stack status
+	@$(COURSECAST) demo
 
 lint: $(BIN)/.installed  ## ruff and mypy
 	@$(BIN)/ruff check .

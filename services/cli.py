@@ -54,5 +54,13 @@ def roundtrip() -> None:
     )
 
 
+@app.command()
+def demo() -> None:
+    """Publish a sample course through the whole pipeline and show it ending (needs the stack up)."""
+    from services.tools.demo import run_demo
+
+    raise typer.Exit(run_demo(get_settings()))
+
+
 if __name__ == "__main__":
     app()

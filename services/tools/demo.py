@@ -1,0 +1,199 @@
+"""`coursecast demo`: publish a sample course through the whole pipeline and show it ending.
+
+Starts a projector, an encoder, the watchdog and the api against the running local stack, creates an
+instructor, uploads a generated lecture (testsrc2 + sine) with a Korean course name, follows the job
+over Server-Sent Events until it ends, proves the master playlist plays (ffprobe reads it over HTTP),
+checks that `replay --rebuild` finds no difference, and stops what it started. The steps are also the
+building blocks of the end-to-end test.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import orjson
+from rich.console import Console
+
+from services.core.settings import PROJECT_ROOT, Settings, environment
+
+console = Console()
+SERVICES = ("projector", "encoder", "watchdog", "api")
+READY_TIMEOUT_S = 60.0
+JOB_TIMEOUT_S = 600.0
+
+
+def coursecast(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a `coursecast` command with these settings and capture what it prints."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=PROJECT_ROOT,
+        env=environment(settings, COLUMNS="120"),
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=300,
+    )
+
+
+@contextmanager
+def running_services(settings: Settings, logs: Path, names: tuple[str, ...] = SERVICES) -> Iterator[None]:
+    """The named services in the background (output in logs/<name>.log), answering before the block
+    starts and stopped with SIGTERM when it ends."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        processes = [stack.enter_context(_service(settings, name, logs)) for name in names]
+        if "api" in names:
+            _wait_ready(api_base(settings), processes)
+        yield
+
+
+@contextmanager
+def _service(settings: Settings, name: str, logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = (logs / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", name],
+        cwd=PROJECT_ROOT,
+        env=environment(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        log.close()
+
+
+def api_base(settings: Settings) -> str:
+    """Where the api answers."""
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def _wait_ready(base: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise RuntimeError("a service exited during start-up; see its log")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the api was not ready within {READY_TIMEOUT_S:.0f} s")
+
+
+def create_instructor(settings: Settings) -> tuple[str, str]:
+    """A new instructor and the token printed for them once."""
+    name = f"demo-{uuid4().hex[:6]}"
+    printed = coursecast(settings, "users", "create", name, "--role", "instructor").stdout
+    return name, printed.strip().splitlines()[-1]
+
+
+def make_lecture(path: Path, seconds: int = 20, size: str = "1280x720") -> Path:
+    """A lecture-like clip: a moving test pattern with a tone, H.264 + AAC."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-shortest", str(path)],
+        check=True,
+        timeout=120,
+    )  # fmt: skip
+    return path
+
+
+def follow(client: httpx.Client, job_id: str, echo: bool = True) -> list[dict[str, Any]]:
+    """Every job update of the SSE stream until the job ends."""
+    updates: list[dict[str, Any]] = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/stream", timeout=JOB_TIMEOUT_S) as stream:
+        kind = ""
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.partition(":")[2].strip()
+            elif line.startswith("data:") and kind == "job":
+                update = orjson.loads(line.partition(":")[2])
+                updates.append(update)
+                if echo:
+                    console.print(
+                        f"  {datetime.now():%H:%M:%S}  {update['status']:<10} attempt {update['attempt']}  "
+                        f"{float(update['progress_percent']):5.1f}%  {update.get('current_step') or ''}"
+                    )
+            elif line.startswith("data:") and kind == "end":
+                break
+    return updates
+
+
+def playable(url: str) -> bool:
+    """True when ffprobe, fetching over HTTP like a player, finds a video stream behind `url`."""
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "compact", url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return probe.returncode == 0 and "codec_type=video" in probe.stdout
+
+
+def run_demo(settings: Settings) -> int:
+    """The whole demo; returns the process exit status."""
+    logs = PROJECT_ROOT / ".cache" / "demo"
+    console.print("[bold]1. starting projector, encoder, watchdog and api[/bold] (logs in .cache/demo/)")
+    with running_services(settings, logs):
+        user, token = create_instructor(settings)
+        console.print(f"[bold]2. created instructor[/bold] {user} (token shown once, stored as a hash)")
+        lecture = make_lecture(logs / "lecture-01.mp4")
+        client = httpx.Client(
+            base_url=api_base(settings), headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        with lecture.open("rb") as video:
+            response = client.post(
+                "/v1/courses",
+                data={"name": "자료구조 입문 (demo)", "curriculum": "CS-101"},
+                files={"videos": ("1강 배열.mp4", video, "video/mp4")},
+                headers={"Idempotency-Key": f"demo-{user}"},
+            )
+        if response.status_code != 202:
+            console.print(f"[red]upload refused: {response.status_code} {response.text}[/red]")
+            return 1
+        job_id = str(response.json()["job_id"])
+        console.print(
+            f"[bold]3. uploaded[/bold] a 20 s 720p lecture → 202 Accepted, {response.headers['location']}"
+        )
+
+        console.print("[bold]4. following the job[/bold] (Server-Sent Events)")
+        follow(client, job_id)
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] != "completed":
+            console.print(
+                f"[red]job ended {job['status']}: {job.get('error_type')}: {job.get('error_message')}[/red]"
+            )
+            return 1
+        video = job["outputs"]["videos"][0]
+        master = video["master_playlist_url"]
+        plays = playable(master)
+        console.print(f"[bold green]5. completed[/bold green] at {job['completed_at']}")
+        console.print(f"   master playlist: {master}")
+        console.print(f"   ffprobe over HTTP: {'playable' if plays else 'NOT playable'}")
+        console.print(f"   renditions: {', '.join(r['name'] for r in video['renditions'])}")
+        console.print(f"   thumbnail: {video['thumbnail_url']}")
+
+    console.print("[bold]6. checking the status table against the log[/bold]")
+    rebuild = coursecast(settings, "replay", "--rebuild", check=False)
+    console.print(rebuild.stdout.strip().splitlines()[-1] if rebuild.stdout.strip() else rebuild.stderr)
+    return 0 if plays and rebuild.returncode == 0 else 1
