@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("coursecast.encoder")
 
 NOT_BEFORE_HEADER = "coursecast.not_before"
+# Progress is looked at this often, and reported when it moved this much (or the step changed).
+PROGRESS_CHECK_S = 1.0
+PROGRESS_REPORT_PERCENT = 5.0
 # Longest wait, before JobStarted, for the cancel watcher to read what is queued behind the command.
 CANCEL_CATCH_UP_S = 3.0
 
@@ -475,15 +478,26 @@ class JobRunner:
             self._percent = overall_percent(position, count, step, fraction)
 
     def _heartbeat(self) -> None:
-        """G2: JobProgress at least every heartbeat interval, and the lease renewed with it (G1)."""
+        """G2: JobProgress at least every heartbeat interval, and the lease renewed with it (G1).
+
+        Between heartbeats, progress is also reported as soon as it moves by PROGRESS_REPORT_PERCENT
+        or the step changes, so a person watching sees the encode advance, not only a pulse.
+        """
         interval = min(self.settings.heartbeat_interval_s, max(1.0, self.settings.encoder_lease_s / 3))
-        while not self._done.wait(interval):
+        last_sent, last_percent, last_step = time.monotonic(), 0.0, self._step
+        while not self._done.wait(min(interval, PROGRESS_CHECK_S)):
+            with self._state_lock:
+                percent, step = self._percent, self._step
+                data = {"percent": percent, "step": step.value, "video_index": self._video_index}
+            due = time.monotonic() - last_sent >= interval
+            moved = percent - last_percent >= PROGRESS_REPORT_PERCENT or step != last_step
+            if not (due or moved):
+                continue
+            last_sent, last_percent, last_step = time.monotonic(), percent, step
             if not self.claims.renew(self.job_id, self.attempt):
                 log.warning("lease lost; stopping", extra=self._log_extra)
                 self._fenced.set()
                 return
-            with self._state_lock:
-                data = {"percent": self._percent, "step": self._step.value, "video_index": self._video_index}
             try:
                 self.publisher.event(MessageType.JOB_PROGRESS, self.job_id, self.attempt, data)
             except bus.DeliveryFailedError as exc:
