@@ -1,8 +1,10 @@
 """G3 across a broker failure: on a three-broker cluster (RF 3, min ISR 2) a broker killed mid-stream
 loses no acknowledged event, and the projector's table still equals the log.
 
-The cluster is the stack's own 3-broker mode, started on ports of its own (39092–39094) and in a
-folder of its own, so it runs beside the shared single-broker stack and is stopped at the end.
+The cluster is the stack's own 3-broker mode, started on ports of its own (brokers 19192–19194,
+controllers 29192–29194: below Linux's ephemeral range, which starts at 32768, so no client's outgoing
+socket can hold one of them) and in a folder of its own, so it runs beside the shared single-broker
+stack and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def cluster(settings: Settings) -> Iterator[Settings]:
     """A running three-broker KRaft cluster and settings that reach all of it."""
     base = settings.model_copy(
         update={
-            "kafka_bootstrap_servers": "127.0.0.1:39092",
+            "kafka_bootstrap_servers": "127.0.0.1:19192",
             "stack_dir": PROJECT_ROOT / ".cache" / "stack-faults",
         }
     )
