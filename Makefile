@@ -44,7 +44,7 @@ unit: $(BIN)/.installed  ## the unit tests alone: no servers needed
 	@$(BIN)/pytest tests/unit -q
 
 test: install lint  ## install, start the stack, run the whole suite, stop what was started
-	@bash stack/with-stack.sh $(BIN)/pytest -q --durations=10
+	@bash stack/with-stack.sh sh -c '$(BIN)/pytest -q --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
 
 bench: stack-up  ## benchmarks, printing ratios against baselines measured in the same run
 	@$(BIN)/python -m bench
