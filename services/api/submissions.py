@@ -388,23 +388,12 @@ def _upload_ids(values: list[str] | None) -> list[UUID]:
 
 async def replay_idempotent(db: AsyncConn, user: User, key: str) -> Accepted:
     """The job an earlier request with this Idempotency-Key published; 409 while that request runs."""
-    cursor = await db.execute(
-        "SELECT job_id, published_at FROM api_submissions WHERE owner = %s AND idempotency_key = %s",
-        (user.name, key),
-    )
-    row = await cursor.fetchone()
-    if row is None:
+    earlier = await find_idempotent(db, user, key)
+    if earlier is None:
         raise ProblemError(
             409, "idempotency-conflict", "the earlier request with this Idempotency-Key failed; retry"
         )
-    if row[1] is None:
-        raise ProblemError(
-            409,
-            "idempotency-in-progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
-        )
-    return Accepted(row[0], replayed=True)
+    return earlier
 
 
 async def find_idempotent(db: AsyncConn, user: User, key: str) -> Accepted | None:

@@ -37,7 +37,7 @@ def coursecast(settings: Settings, *args: str, check: bool = True) -> subprocess
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         cwd=PROJECT_ROOT,
-        env=environment(settings, COLUMNS="120"),
+        env=environment(settings, COLUMNS="200"),
         capture_output=True,
         text=True,
         check=check,
