@@ -119,7 +119,9 @@ def plan(settings: Settings, layout: StackLayout, brokers: int) -> KafkaCluster:
             f"the local stack runs Kafka on {LOOPBACK} only, but COURSECAST_KAFKA_BOOTSTRAP_SERVERS "
             f"is {settings.kafka_bootstrap_servers!r}"
         )
-    home = layout.kafka_data / f"brokers-{brokers}"
+    # The controller quorum's addresses are written into the formatted metadata, so a data folder
+    # belongs to one mode *and* one set of ports: another port plan gets a folder (and format) of its own.
+    home = layout.kafka_data / f"brokers-{brokers}-port-{port}"
     nodes = tuple(
         KafkaNode(
             node_id=i + 1,
