@@ -329,7 +329,7 @@ class JobRunner:
                 video.thumbnail.key, folder / f"uploaded{suffix}", video.thumbnail.filename
             )
         self._check()
-        source = describe(probe(source_path, video.filename), video.filename)
+        source = describe(probe(source_path, video.filename, self.settings.probe_timeout_s), video.filename)
         check_limits(
             source,
             video.filename,
@@ -366,6 +366,9 @@ class JobRunner:
             deadline=self._deadline,
             time_limit_s=self.settings.encode_time_limit_s,
             should_stop=self._should_stop,
+            max_image_pixels=self.settings.max_image_pixels,
+            probe_timeout_s=self.settings.probe_timeout_s,
+            uploaded_filename=video.thumbnail.filename if video.thumbnail is not None else None,
         )
 
         self._set_step(position, count, Step.UPLOADING, 0.0)
