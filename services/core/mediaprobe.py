@@ -32,6 +32,7 @@ ANALYZE_DURATION_US: Final = 5_000_000
 IMAGE_HEADER_BYTES: Final = 256 * 1024
 
 _NOT_ON_WHITELIST = re.compile(r"^\[([\w,]+) @ [^\]]*\] Format not on whitelist")
+_COMPLAINT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 
 
 class MediaRefusedError(Exception):
@@ -107,12 +108,14 @@ def refusal_reason(stderr: str, path: Path) -> str:
         refused = _NOT_ON_WHITELIST.match(line)
         if refused:
             return f"its content is in the {refused.group(1).split(',')[0]} format, which we do not accept"
-    if not lines:
+    # The demuxer's own complaint ("moov atom not found") says more than the final generic line.
+    complaints = [_COMPLAINT.sub("", line) for line in lines if _COMPLAINT.match(line)]
+    if not complaints and not lines:
         return ""
-    last = lines[-1]
+    reason = complaints[-1] if complaints else lines[-1]
     for name in (local_input(path), str(path.resolve()), str(path)):
-        last = last.replace(f"{name}: ", "").replace(name, path.name)
-    return re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", last)
+        reason = reason.replace(f"{name}: ", "").replace(name, path.name)
+    return reason
 
 
 def image_dimensions(head: bytes) -> tuple[int, int] | None:
