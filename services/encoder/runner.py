@@ -49,7 +49,7 @@ from services.encoder.errors import (
 from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser, Step, overall_percent
-from services.encoder.thumbnails import make_images
+from services.encoder.thumbnails import check_image, make_images
 from services.encoder.upload import tree, upload_files
 
 if TYPE_CHECKING:
@@ -327,6 +327,13 @@ class JobRunner:
             suffix = PurePosixPath(video.thumbnail.key).suffix
             thumb_path = self._download(
                 video.thumbnail.key, folder / f"uploaded{suffix}", video.thumbnail.filename
+            )
+            # An image over the pixel limit fails the job now, not after the whole encode.
+            check_image(
+                thumb_path,
+                video.thumbnail.filename,
+                self.settings.max_image_pixels,
+                self.settings.probe_timeout_s,
             )
         self._check()
         source = describe(probe(source_path, video.filename, self.settings.probe_timeout_s), video.filename)

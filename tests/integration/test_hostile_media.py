@@ -27,6 +27,7 @@ from services.encoder.probe import probe
 from services.encoder.thumbnails import check_image
 from tests.integration.encoder_harness import (
     FAST,
+    count_events,
     job_events,
     make_clip,
     new_job_id,
@@ -268,3 +269,5 @@ def test_a_16000_pixel_square_thumbnail_fails_the_job_with_a_clear_message(
     types = [event for event, _, _ in job_events(own, job_id)]
     assert "JobRetryScheduled" not in types
     assert "JobCompleted" not in types
+    # Refused before the encode: no ffmpeg ran at all, so nothing decoded the 768 MB picture.
+    assert count_events(log, "ffmpeg_started") == 0
