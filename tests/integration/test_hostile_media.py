@@ -179,6 +179,36 @@ def test_an_encoder_probe_that_hangs_is_killed_and_is_a_transient_error(tmp_path
     assert probes_of(stuck.name) == [], "the timed-out ffprobe is still running"
 
 
+def test_a_probe_timeout_in_the_encoder_is_retried_with_backoff_never_failed_as_invalid_media(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    # A real ffprobe on a real staged clip, with a timeout no ffprobe can meet (it is killed at once).
+    hurried = own.model_copy(update={"probe_timeout_s": 0.001, "max_attempts": 2})
+    job_id = new_job_id()
+    manifest = stage_course(
+        hurried, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=1, size="160x120")]
+    )
+    log = tmp_path / "encoder.log"
+    processes: list[subprocess.Popen[bytes]] = [start_projector(hurried), start_encoder(hurried, log, **FAST)]
+    try:
+        queue_job(hurried, manifest)
+        job = wait_for(hurried, job_id, {"completed", "failed"}, 120, processes)
+    finally:
+        for process in processes:
+            stop(process)
+    assert job.status.value == "failed", job
+    assert job.attempt == 2
+    assert job.error_type == "probe_timeout"
+    assert "took longer than 0.001 s" in (job.error_message or "")
+    events = job_events(hurried, job_id)
+    assert [
+        (event, attempt) for event, attempt, _ in events if event in {"JobRetryScheduled", "JobFailed"}
+    ] == [
+        ("JobRetryScheduled", 1),
+        ("JobFailed", 2),
+    ]
+
+
 def test_an_api_probe_that_hangs_is_a_503_problem_with_retry_after(tmp_path: Path) -> None:
     stuck = tmp_path / f"stuck-{uuid4().hex[:8]}.mp4"
     os.mkfifo(stuck)
