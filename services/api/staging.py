@@ -7,16 +7,17 @@ api holds about one part (8 MiB by default) per request, whatever the file's siz
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
+import tempfile
 import unicodedata
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 
 from services.api.problems import ProblemError
+from services.core import mediaprobe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 MAX_KEY_NAME = 80
 MAX_DISPLAY_NAME = 255
-FFPROBE_TIMEOUT_S = 30.0
+PROBE_RETRY_AFTER_S = 30
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -87,27 +88,67 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-async def probe_streams(url: str) -> list[dict[str, Any]] | None:
-    """The stream list ffprobe reads from `url` (a presigned GET), or None if it cannot read one."""
-    process = await asyncio.create_subprocess_exec(
-        "ffprobe", "-v", "error", "-show_streams", "-of", "json", url,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+def check_image_size(head: bytes, filename: str, max_pixels: int) -> None:
+    """422 when the image header announces more than `max_pixels` (read, never decoded)."""
+    size = mediaprobe.image_dimensions(head)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ProblemError(
+            422,
+            "image-too-large",
+            f"{display_name(filename)!r} is {size[0]}x{size[1]} pixels; the largest image accepted has "
+            f"{max_pixels} pixels",
+            filename=display_name(filename),
+            limit_pixels=max_pixels,
+        )
+
+
+async def probe_staged(
+    s3: S3Client, bucket: str, key: str, window_bytes: int, timeout_s: float
+) -> list[dict[str, Any]] | None:
+    """The stream list ffprobe reads from a staged object, or None if it cannot read one.
+
+    ffprobe never sees the network: it reads a local sparse copy holding the object's first and last
+    `window_bytes` at their own offsets (an MP4's index often sits at the end), on the leash of
+    `services.core.mediaprobe`. A probe that hangs is killed at `timeout_s` and answered with 503.
+    """
+    with tempfile.TemporaryDirectory(prefix="coursecast-probe-") as folder:
+        copy = Path(folder) / f"upload{PurePosixPath(key).suffix}"
+        await to_thread.run_sync(lambda: _sparse_copy(s3, bucket, key, copy, window_bytes))
+        return await probe_local_copy(copy, timeout_s)
+
+
+async def probe_local_copy(path: Path, timeout_s: float) -> list[dict[str, Any]] | None:
+    """The stream list of a local file on the leash; None if refused, 503 problem if it timed out."""
     try:
-        out, _ = await asyncio.wait_for(process.communicate(), FFPROBE_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
+        info = await to_thread.run_sync(lambda: mediaprobe.probe(path, mediaprobe.VIDEO_DEMUXERS, timeout_s))
+    except mediaprobe.MediaRefusedError:
         return None
-    if process.returncode != 0:
-        return None
-    try:
-        streams = json.loads(out or b"{}").get("streams", [])
-    except ValueError:
-        return None
+    except mediaprobe.ProbeTimeoutError:
+        raise ProblemError(
+            503,
+            "probe-timeout",
+            "checking the uploaded video took too long; please try again in a moment",
+            headers={"Retry-After": str(PROBE_RETRY_AFTER_S)},
+        ) from None
+    streams = info.get("streams", [])
     return streams if isinstance(streams, list) else None
+
+
+def _sparse_copy(s3: S3Client, bucket: str, key: str, path: Path, window_bytes: int) -> None:
+    size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+    ranges = [(0, size - 1)] if size <= 2 * window_bytes else [
+        (0, window_bytes - 1),
+        (size - window_bytes, size - 1),
+    ]  # fmt: skip
+    with path.open("wb") as file:
+        for first, last in ranges:
+            if last < first:
+                continue
+            body = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={first}-{last}")["Body"]
+            file.seek(first)
+            for chunk in body.iter_chunks(1024 * 1024):
+                file.write(chunk)
+        file.truncate(size)  # the gap between the windows stays a hole: no disk, reads as zeros
 
 
 # --- S3 multipart writer -------------------------------------------------------------------------

@@ -33,9 +33,10 @@ from services.api.publisher import KafkaUnavailableError
 from services.api.routes.uploads import claim_uploads
 from services.api.staging import (
     StagedObject,
+    check_image_size,
     delete_prefix,
     display_name,
-    probe_streams,
+    probe_staged,
     safe_key_name,
     sniff_image,
     sniff_video,
@@ -222,6 +223,8 @@ class CourseSubmission:
                 )
             if not staged.sniffed:
                 self._sniff(staged)
+            if staged.form_field == "thumbnails":
+                check_image_size(bytes(staged.head), staged.filename, self.settings.max_image_pixels)
         await asyncio.gather(*(self._probe(v) for v in videos))
         self.video_entries = [_entry(v) for v in videos]
         self.thumbnail_entries = [_entry(t) for t in thumbnails]
@@ -244,12 +247,13 @@ class CourseSubmission:
         return name, curriculum
 
     async def _probe(self, staged: StagedObject) -> None:
-        url = await to_thread.run_sync(
-            lambda: self.services.s3.generate_presigned_url(
-                "get_object", Params={"Bucket": staged.bucket, "Key": staged.key}, ExpiresIn=300
-            )
+        streams = await probe_staged(
+            self.services.s3,
+            staged.bucket,
+            staged.key,
+            self.settings.api_probe_window_bytes,
+            self.settings.probe_timeout_s,
         )
-        streams = await probe_streams(url)
         if not streams or not any(s.get("codec_type") == "video" for s in streams):
             raise ProblemError(
                 415,

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     encoder_realtime_input: bool = False
     encoder_upload_concurrency: int = Field(default=8, ge=1)
 
+    # --- Media probing (api and encoder) -------------------------------------------------------
+    # ffprobe is killed past this; in the encoder that is a transient error (retried), in the api a 503.
+    probe_timeout_s: float = Field(default=30.0, gt=0)
+    # An uploaded thumbnail with more pixels than this is refused before any decoder allocates it.
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    # The api probes a local sparse copy of an upload's first and last this-many bytes (the MP4
+    # index may sit at the end), never the object over the network.
+    api_probe_window_bytes: int = Field(default=8 * 1024**2, ge=64 * 1024)
+
     # --- API ---------------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65_535)

@@ -15,6 +15,8 @@ from typing import Any, Final
 
 import ffmpeg
 
+from services.core import mediaprobe
+
 SEGMENT_S: Final = 6
 MASTER_NAME: Final = "master.m3u8"
 PLAYLIST_NAME: Final = "index.m3u8"
@@ -122,8 +124,11 @@ def hls_command(
     realtime_input: bool = False,
 ) -> list[str]:
     """The ffmpeg argv that writes the whole ladder into `out_dir/<i>/` plus `out_dir/master.m3u8`."""
-    input_args: dict[str, Any] = {"re": None} if realtime_input else {}
-    stream = ffmpeg.input(str(source_path), **input_args)
+    # The source is opened on the leash: video demuxers and the `file` protocol only.
+    input_args: dict[str, Any] = mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS)
+    if realtime_input:
+        input_args["re"] = None
+    stream = ffmpeg.input(mediaprobe.local_input(source_path), **input_args)
     outputs: list[Any] = []
     options: dict[str, Any] = {}
     var_map: list[str] = []

@@ -1,30 +1,39 @@
-"""ffprobe adapter: what a staged file contains, or a permanent error saying why it cannot be used."""
+"""ffprobe adapter: what a staged file contains, or a classified error saying why it cannot be used.
+
+The probe runs on the leash of `services.core.mediaprobe` (video demuxers only, `file` protocol only,
+bounded reads, killed at its timeout): a playlist or polyglot that slipped past the api fails the job
+as invalid media without ffprobe opening anything else, and a probe that hangs is a transient error.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import ffmpeg
-
-from services.encoder.errors import PermanentError, unreadable_media
+from services.core import mediaprobe
+from services.encoder.errors import PermanentError, TransientError, unreadable_media
 from services.encoder.ladder import Source
 
-PROBE_TIMEOUT_S = 60
+PROBE_TIMEOUT_S = 30.0
 # Video codecs ffmpeg decodes reliably enough to publish; anything else is refused up front.
 SUPPORTED_VIDEO_CODECS = frozenset(
     {"h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mpeg2video", "mjpeg", "prores", "dnxhd", "theora", "wmv3"}
 )
 
 
-def probe(path: Path, filename: str) -> dict[str, Any]:
-    """ffprobe's JSON for `path`; an unreadable file is a permanent error naming `filename`."""
+def probe(path: Path, filename: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
+    """ffprobe's JSON for `path`; an unreadable or refused file is a permanent error naming
+    `filename`, a probe killed at `timeout_s` a transient one (the job is retried)."""
     try:
-        result: dict[str, Any] = ffmpeg.probe(str(path), timeout=PROBE_TIMEOUT_S)
-    except ffmpeg.Error as exc:
-        detail = exc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise unreadable_media(filename, detail[-1] if detail else "") from None
-    return result
+        return mediaprobe.probe(path, mediaprobe.VIDEO_DEMUXERS, timeout_s)
+    except mediaprobe.MediaRefusedError as exc:
+        raise unreadable_media(filename, exc.reason) from None
+    except mediaprobe.ProbeTimeoutError:
+        raise TransientError(
+            f"Reading the video {filename!r} took longer than {timeout_s:g} s and was stopped; "
+            "the job will be retried.",
+            "probe_timeout",
+        ) from None
 
 
 def describe(info: dict[str, Any], filename: str) -> Source:

@@ -49,7 +49,7 @@ from services.encoder.errors import (
 from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser, Step, overall_percent
-from services.encoder.thumbnails import make_images
+from services.encoder.thumbnails import check_image, make_images
 from services.encoder.upload import tree, upload_files
 
 if TYPE_CHECKING:
@@ -328,8 +328,15 @@ class JobRunner:
             thumb_path = self._download(
                 video.thumbnail.key, folder / f"uploaded{suffix}", video.thumbnail.filename
             )
+            # An image over the pixel limit fails the job now, not after the whole encode.
+            check_image(
+                thumb_path,
+                video.thumbnail.filename,
+                self.settings.max_image_pixels,
+                self.settings.probe_timeout_s,
+            )
         self._check()
-        source = describe(probe(source_path, video.filename), video.filename)
+        source = describe(probe(source_path, video.filename, self.settings.probe_timeout_s), video.filename)
         check_limits(
             source,
             video.filename,
@@ -366,6 +373,9 @@ class JobRunner:
             deadline=self._deadline,
             time_limit_s=self.settings.encode_time_limit_s,
             should_stop=self._should_stop,
+            max_image_pixels=self.settings.max_image_pixels,
+            probe_timeout_s=self.settings.probe_timeout_s,
+            uploaded_filename=video.thumbnail.filename if video.thumbnail is not None else None,
         )
 
         self._set_step(position, count, Step.UPLOADING, 0.0)

@@ -1,4 +1,10 @@
-"""Thumbnails and posters as WebP (ffmpeg's libwebp): a representative frame, or the uploaded image."""
+"""Thumbnails and posters as WebP (ffmpeg's libwebp): a representative frame, or the uploaded image.
+
+Every input is opened on the leash of `services.core.mediaprobe` (accepted demuxers, `file` only).
+An uploaded image is measured from its header and probed (bounded, `-max_pixels`) before anything
+decodes it, so an image over COURSECAST_MAX_IMAGE_PIXELS fails the job with a clear message instead
+of allocating a frame the size of the machine's memory.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ from typing import Any
 
 import ffmpeg
 
-from services.encoder.errors import AttemptError, PermanentError
+from services.core import mediaprobe
+from services.encoder.errors import AttemptError, PermanentError, TransientError
 from services.encoder.ladder import Source
 from services.encoder.process import run_ffmpeg
 
@@ -18,6 +25,8 @@ POSTER_MAX_SHORT_SIDE = 720
 # histogram, so a black fade or a flash frame is never the pick.
 CANDIDATE_FRAMES = 100
 WEBP_QUALITY = 80
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+IMAGE_PROBE_TIMEOUT_S = 30.0
 
 
 def _quiet(node: Any) -> Any:
@@ -34,7 +43,11 @@ def frame_offset(duration_s: float) -> float:
 def frame_images_command(source_path: Path, source: Source, thumbnail: Path, poster: Path) -> list[str]:
     """One ffmpeg run that picks a representative frame and writes the thumbnail and the poster."""
     picked = (
-        ffmpeg.input(str(source_path), ss=frame_offset(source.duration_s))
+        ffmpeg.input(
+            mediaprobe.local_input(source_path),
+            ss=frame_offset(source.duration_s),
+            **mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS),
+        )
         .video.filter("thumbnail", CANDIDATE_FRAMES)
         .filter_multi_output("split", 2)
     )
@@ -51,9 +64,14 @@ def frame_images_command(source_path: Path, source: Source, thumbnail: Path, pos
     return args
 
 
-def normalise_command(uploaded: Path, thumbnail: Path) -> list[str]:
+def normalise_command(
+    uploaded: Path, thumbnail: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> list[str]:
     """Convert an uploaded image (JPEG, PNG, WebP, …) to a WebP at most THUMBNAIL_WIDTH wide."""
-    stream = ffmpeg.input(str(uploaded)).filter("scale", f"min({THUMBNAIL_WIDTH},iw)", -2)
+    leash = mediaprobe.input_options(mediaprobe.IMAGE_DEMUXERS, max_pixels)
+    stream = ffmpeg.input(mediaprobe.local_input(uploaded), **leash).filter(
+        "scale", f"min({THUMBNAIL_WIDTH},iw)", -2
+    )
     output = stream.output(str(thumbnail), vframes=1, vcodec="libwebp", quality=WEBP_QUALITY)
     args: list[str] = ffmpeg.compile(_quiet(output), overwrite_output=True)
     return args
@@ -68,6 +86,54 @@ def placeholder_command(thumbnail: Path) -> list[str]:
     return args
 
 
+def check_image(
+    uploaded: Path,
+    filename: str,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    timeout_s: float = IMAGE_PROBE_TIMEOUT_S,
+) -> tuple[int, int]:
+    """The uploaded image's (width, height), measured before anything decodes it; refuses an image
+    over `max_pixels` (input_over_limits) or one ffprobe cannot read on the leash (invalid_thumbnail)."""
+    size = mediaprobe.read_image_dimensions(uploaded)
+    if size is not None:
+        _check_pixels(size, filename, max_pixels)
+    try:
+        info = mediaprobe.probe(uploaded, mediaprobe.IMAGE_DEMUXERS, timeout_s, max_pixels)
+    except mediaprobe.ProbeTimeoutError:
+        raise TransientError(
+            f"Reading the thumbnail {filename!r} took longer than {timeout_s:g} s and was stopped; "
+            "the job will be retried.",
+            "probe_timeout",
+        ) from None
+    except mediaprobe.MediaRefusedError:
+        raise _unreadable_image(filename, max_pixels) from None
+    stream = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), None)
+    width, height = (int(stream.get("width") or 0), int(stream.get("height") or 0)) if stream else (0, 0)
+    if width <= 0 or height <= 0:
+        # -max_pixels makes the decoder refuse an oversized picture, leaving its size unknown.
+        raise _unreadable_image(filename, max_pixels)
+    _check_pixels((width, height), filename, max_pixels)
+    return width, height
+
+
+def _check_pixels(size: tuple[int, int], filename: str, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise PermanentError(
+            f"The uploaded thumbnail {filename!r} is {width}x{height} pixels; the largest we accept "
+            f"has {max_pixels:,} pixels. Please upload a smaller image (1280x720 is plenty).",
+            "input_over_limits",
+        )
+
+
+def _unreadable_image(filename: str, max_pixels: int) -> PermanentError:
+    return PermanentError(
+        f"The uploaded thumbnail {filename!r} is not an image we can read, or it has more than "
+        f"{max_pixels:,} pixels. Please upload a JPEG, PNG or WebP image.",
+        "invalid_thumbnail",
+    )
+
+
 def make_images(
     source_path: Path,
     source: Source,
@@ -77,6 +143,9 @@ def make_images(
     deadline: float,
     time_limit_s: int,
     should_stop: Callable[[], AttemptError | None],
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    probe_timeout_s: float = IMAGE_PROBE_TIMEOUT_S,
+    uploaded_filename: str | None = None,
 ) -> tuple[Path, Path | None, str]:
     """(thumbnail, poster or None, source "uploaded"|"frame") for one video, written in `out_dir`."""
     thumbnail, poster = out_dir / "thumbnail.webp", out_dir / "poster.webp"
@@ -90,12 +159,10 @@ def make_images(
         run(placeholder_command(thumbnail), "thumbnail")
     if uploaded is None:
         return thumbnail, poster if source.has_video else None, "frame"
+    filename = uploaded_filename or uploaded.name
+    check_image(uploaded, filename, max_image_pixels, probe_timeout_s)
     try:
-        run(normalise_command(uploaded, thumbnail), "uploaded thumbnail")
+        run(normalise_command(uploaded, thumbnail, max_image_pixels), "uploaded thumbnail")
     except PermanentError:
-        raise PermanentError(
-            f"The uploaded thumbnail {uploaded.name!r} is not an image we can read. "
-            "Please upload a JPEG, PNG or WebP image.",
-            "invalid_thumbnail",
-        ) from None
+        raise _unreadable_image(filename, max_image_pixels) from None
     return thumbnail, poster if source.has_video else None, "uploaded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -9,6 +10,7 @@ from uuid import uuid4
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from services.core import mediaprobe
 from services.core.jobs import JobStatus
 from services.encoder.claims import Claim, JobView, Verdict, decide
 from services.encoder.errors import PermanentError, TimeLimitError, TransientError, classify
@@ -16,7 +18,7 @@ from services.encoder.ladder import Source, choose_ladder, hls_command, parse_ma
 from services.encoder.probe import check_limits, describe
 from services.encoder.progress import ProgressParser, Step, overall_percent
 from services.encoder.runner import retry_delay
-from services.encoder.thumbnails import frame_offset
+from services.encoder.thumbnails import frame_images_command, frame_offset, normalise_command
 from services.encoder.upload import cache_control, content_type
 
 # --- ladder ------------------------------------------------------------------------------------
@@ -242,3 +244,97 @@ def test_the_representative_frame_is_looked_for_past_the_intro() -> None:
     assert frame_offset(1) == 0
     assert frame_offset(60) == 6
     assert frame_offset(3600) == 30
+
+
+# --- ffmpeg is given only what it should read ----------------------------------------------------
+
+
+def _input_flags(argv: list[str], name: str) -> dict[str, str]:
+    """The `-flag value` options given to the input `name` (between the previous input and its -i)."""
+    at = argv.index(mediaprobe.local_input(Path(name))) - 1
+    assert argv[at] == "-i"
+    first = max((i + 2 for i in range(at) if argv[i] == "-i"), default=0)
+    return {arg: argv[i + 1] for i, arg in enumerate(argv[first:at], first) if arg.startswith("-")}
+
+
+def test_every_ffmpeg_input_is_limited_to_accepted_demuxers_and_local_files() -> None:
+    source = Source(1280, 720, 30.0)
+    video_demuxers = ",".join(mediaprobe.VIDEO_DEMUXERS)
+    image_demuxers = ",".join(mediaprobe.IMAGE_DEMUXERS)
+    ladder_argv = hls_command(Path("/w/source.mp4"), Path("/w/out"), choose_ladder(source))
+    frames_argv = frame_images_command(Path("/w/source.mp4"), source, Path("/w/t.webp"), Path("/w/p.webp"))
+    image_argv = normalise_command(Path("/w/uploaded.png"), Path("/w/t.webp"), max_pixels=1_000_000)
+    for argv, name, demuxers in (
+        (ladder_argv, "/w/source.mp4", video_demuxers),
+        (frames_argv, "/w/source.mp4", video_demuxers),
+        (image_argv, "/w/uploaded.png", image_demuxers),
+    ):
+        flags = _input_flags(argv, name)
+        assert flags["-format_whitelist"] == demuxers
+        assert flags["-protocol_whitelist"] == "file"
+    assert _input_flags(image_argv, "/w/uploaded.png")["-max_pixels"] == "1000000"
+    for demuxer in ("hls", "dash", "concat", "webm_dash_manifest", "lavfi", "image2"):
+        assert demuxer not in video_demuxers.split(",")
+
+
+def test_the_probe_is_bounded_and_reads_only_a_local_file_through_accepted_demuxers() -> None:
+    argv = mediaprobe.probe_argv(Path("/w/upload.mp4"), mediaprobe.VIDEO_DEMUXERS)
+    flags = dict(zip(argv[4:14:2], argv[5:14:2], strict=True))
+    assert flags == {
+        "-format_whitelist": "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv",
+        "-protocol_whitelist": "file",
+        "-probesize": str(mediaprobe.PROBE_SIZE_BYTES),
+        "-analyzeduration": str(mediaprobe.ANALYZE_DURATION_US),
+        "-show_streams": "-show_format",
+    }
+    assert argv[-1] == "file:/w/upload.mp4"
+    assert "-timeout" not in argv  # the timeout is the subprocess's, not an ffprobe flag
+
+
+def test_a_refusal_names_the_refused_format_and_never_a_local_path() -> None:
+    path = Path("/tmp/coursecast-x/0/source.mp4")
+    whitelisted = (
+        "[dash @ 0x55d] Format not on whitelist 'mov,mp4'\nfile:/tmp/coursecast-x/0/source.mp4: Invalid"
+    )
+    assert mediaprobe.refusal_reason(whitelisted, path) == (
+        "its content is in the dash format, which we do not accept"
+    )
+    damaged = "[mov,mp4 @ 0x55f] moov atom not found\nfile:/tmp/coursecast-x/0/source.mp4: Invalid data"
+    assert mediaprobe.refusal_reason(damaged, path) == "moov atom not found"
+    text = "file:/tmp/coursecast-x/0/source.mp4: Invalid data found when processing input"
+    assert mediaprobe.refusal_reason(text, path) == "Invalid data found when processing input"
+    assert mediaprobe.refusal_reason("", path) == ""
+
+
+def _png_head(width: int, height: int) -> bytes:
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + b"\x00\x00\x00\rIHDR"
+        + struct.pack(">II", width, height)
+        + b"\x08\x02\x00\x00\x00"
+    )
+
+
+def test_image_sizes_are_read_from_png_jpeg_and_webp_headers_without_decoding() -> None:
+    assert mediaprobe.image_dimensions(_png_head(16_000, 16_000)) == (16_000, 16_000)
+    # JPEG: SOI, an APP0 segment, then a baseline SOF0 with height 480 and width 640.
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + bytes(9)
+    sof0 = b"\xff\xc0" + struct.pack(">HBHHB", 17, 8, 480, 640, 3) + bytes(9)
+    assert mediaprobe.image_dimensions(b"\xff\xd8" + app0 + sof0) == (640, 480)
+    # WebP extended (VP8X): 24-bit width-1 and height-1.
+    vp8x = (
+        b"RIFF"
+        + bytes(4)
+        + b"WEBPVP8X"
+        + bytes(4)
+        + bytes(4)
+        + (9999).to_bytes(3, "little")
+        + (4999).to_bytes(3, "little")
+    )
+    assert mediaprobe.image_dimensions(vp8x) == (10_000, 5_000)
+    # WebP lossless (VP8L): 14-bit width-1 and height-1 after the 0x2f signature.
+    bits = (1919) | (1079 << 14)
+    vp8l = b"RIFF" + bytes(4) + b"WEBPVP8L" + bytes(4) + b"\x2f" + bits.to_bytes(4, "little") + bytes(5)
+    assert mediaprobe.image_dimensions(vp8l) == (1920, 1080)
+    assert mediaprobe.image_dimensions(b"GIF89a" + bytes(40)) is None
+    assert mediaprobe.image_dimensions(_png_head(1, 1)[:20]) is None  # too short to tell

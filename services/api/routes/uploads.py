@@ -25,7 +25,14 @@ from services.api.db import AsyncConn
 from services.api.deps import CurrentUser, DbDep, Services, ServicesDep
 from services.api.models import UploadComplete, UploadCreate, UploadPart, UploadPublic
 from services.api.problems import ProblemError, problem_responses
-from services.api.staging import display_name, probe_streams, safe_key_name, sniff_image, sniff_video
+from services.api.staging import (
+    check_image_size,
+    display_name,
+    probe_staged,
+    safe_key_name,
+    sniff_image,
+    sniff_video,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -173,18 +180,20 @@ async def complete_upload(
                 415, "not-a-video", f"{row['filename']!r} is not a video: its first bytes say otherwise"
             )
         else:
-            url = await to_thread.run_sync(
-                lambda: s3.generate_presigned_url(
-                    "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=300
-                )
+            streams = await probe_staged(
+                s3, bucket, key, settings.api_probe_window_bytes, settings.probe_timeout_s
             )
-            streams = await probe_streams(url)
             if not streams or not any(s.get("codec_type") == "video" for s in streams):
                 problem = ProblemError(
                     415, "not-a-video", f"ffprobe finds no video stream in {row['filename']!r}"
                 )
     elif sniff_image(first) is None:
         problem = ProblemError(422, "not-an-image", f"{row['filename']!r} is not a JPEG, PNG or WebP image")
+    else:
+        try:
+            check_image_size(first, str(row["filename"]), settings.max_image_pixels)
+        except ProblemError as too_large:
+            problem = too_large
     if problem is not None:
         await _expire(services, db, row)
         raise problem
