@@ -8,39 +8,13 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from uuid import uuid4
 
 import pytest
 
-from services.core.messages import Envelope
-from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
-from services.projector.replay import compare, drop_schema, replay
-from services.projector.store import JobStore
 from services.tools.synthetic import history
+from tests.integration.projection_checks import assert_table_is_the_log
 from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
-
-
-def assert_table_is_the_log(own: Settings, events: list[Envelope]) -> None:
-    """The live schema equals both the reference fold and a fresh rebuild, with every event once."""
-    store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
-    try:
-        reference = InMemoryJobProjection().handle_all(events)
-        assert store.jobs() == reference.jobs
-        stored_events = store.connection.execute(
-            "SELECT count(*), count(DISTINCT event_id) FROM job_events"
-        ).fetchone()
-        assert stored_events == (len(reference.seen), len(reference.seen))
-        rejected = store.connection.execute("SELECT count(*) FROM rejected_events").fetchone()
-        assert rejected == (len(reference.rejected),)
-    finally:
-        store.close()
-    rebuild = f"rebuild_{uuid4().hex[:10]}"
-    try:
-        replay(own, rebuild)
-        assert compare(own.database_url, own.database_schema, rebuild) == []
-    finally:
-        drop_schema(own.database_url, rebuild)
 
 
 @pytest.fixture
