@@ -581,3 +581,19 @@ def test_printable_makes_machine_text_acceptable_as_a_free_text_field(codec: Cod
     )
     assert failed.data["message"] == "\ufffd[31mmoov atom not found\ufffd[0m\ufffd\tat\r\n0x7f:\ufffd"
     assert codec.decode(codec.encode(failed)) == failed
+
+
+def test_a_lone_surrogate_is_malformed_at_consume_and_at_produce(codec: Codec) -> None:
+    # Postgres (UTF-8) cannot hold half a surrogate pair either; JSON's escape must not smuggle one in.
+    document = as_document(example(MessageType.CANCEL_JOB))
+    raw = orjson.dumps(document).replace(b'"wrong video uploaded"', b'"a\\ud800b"')
+    assert "surrogate" in reason_of(codec, raw, MalformedMessage)
+    cancel = new_message(
+        MessageType.CANCEL_JOB,
+        job_id=JOB_ID,
+        attempt=1,
+        data={"requested_by": "instructor-42", "reason": "a\ud800b"},
+        producer="api",
+    )
+    with pytest.raises(MalformedMessage, match="not serializable as JSON"):
+        codec.encode(cancel)
