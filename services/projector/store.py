@@ -234,8 +234,7 @@ class JobStore:
         delay = RECONNECT_FIRST_DELAY_S
         while True:
             try:
-                if self._conn.closed:
-                    assert self._database_url is not None
+                if self._conn.closed and self._database_url is not None:
                     self._conn = _connect(self._database_url, self.schema, self._role)
                     log.info("reconnected to postgres (schema %s)", self.schema)
                 return action()
