@@ -15,10 +15,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from services.core.messages import MessageType
 from services.core.settings import Settings
 from services.tools.synthetic import history
 from tests.integration.projection_checks import assert_table_is_the_log
 from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
+from tests.unit.job_events import event
 
 
 @pytest.fixture
@@ -135,3 +137,35 @@ def test_projector_rides_out_its_postgres_connection_killed_mid_stream_without_l
         assert not set(survivors) & {pid for pid, _ in killed}, "a terminated backend is still listed"
         assert stderr.count("reconnected to postgres") >= len(killed)
         assert_table_is_the_log(own, events)
+
+
+def test_projector_killed_while_isolating_a_refused_event_resumes_without_loss_or_duplicate(
+    settings: Settings,
+) -> None:
+    # One partition, so the refused event is in the first batch and the kill lands in its isolation:
+    # the batch's first try fails at COPY (no fault point reached), each part that goes in reaches one.
+    quick = settings.model_copy(update={"projector_batch_size": 100, "session_timeout_ms": 6000})
+    with isolated(quick, partitions=1) as own:
+        good = history(jobs=60, events_per_job=8, seed=17)
+        running = next(e.job_id for e in good if e.type == "JobStarted")
+        refused = event(MessageType.JOB_PROGRESS, running, attempt=2**31)
+        produce(own, [*good[:10], refused, *good[10:]])
+
+        doomed = start_projector(own, COURSECAST_FAULT_POINT="projector.mid_batch:3")
+        assert doomed.wait(120) == -signal.SIGKILL, "the fault hook did not kill the projector"
+        doomed_log = (doomed.stderr.read() if doomed.stderr else b"").decode()
+        assert "isolating the event it refuses" in doomed_log
+        survivor = start_projector(own)
+        try:
+            wait_caught_up(own, timeout_s=120, processes=[survivor])
+        finally:
+            assert stop(survivor) == 0
+        result = assert_table_is_the_log(own, good)
+        assert result.refused == 1
+        with psycopg.connect(own.database_url) as conn:
+            rows = conn.execute(
+                sql.SQL("SELECT event_id, sqlstate FROM {}.refused_events").format(
+                    sql.Identifier(own.database_schema)
+                )
+            ).fetchall()
+        assert rows == [(refused.event_id, "22003")]
