@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError, best_match
 
 from services.core.messages import Envelope
 from services.core.settings import PROJECT_ROOT
@@ -42,6 +43,9 @@ _SCHEMA_FILE = re.compile(r"^(?P<type>[A-Z][A-Za-z0-9]*)\.v(?P<version>[1-9][0-9
 _MAX_REASON = 500
 # Enforces "format" (uuid, date-time via rfc3339-validator), which JSON Schema treats as advisory by default.
 _FORMATS: Final = Draft202012Validator.FORMAT_CHECKER
+# Unicode's control characters (category Cc). Every string of the contract forbids them through a
+# `pattern` (free text allows tab, line feed and carriage return); this finds one to name it in a reason.
+_CONTROL_CHARACTER: Final = re.compile("[\u0000-\u001f\u007f-\u009f]")
 
 JSONObject = dict[str, Any]
 Upcaster = Callable[[JSONObject], JSONObject]
@@ -101,12 +105,48 @@ def _load_accelerator() -> Any | None:
 _ACCELERATOR: Final = _load_accelerator()
 
 
+@functools.cache
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled with ECMA-262's meaning of a final `$`: the very end of the string.
+
+    Python's `$` also matches before a final line feed, so "name\\n" would pass a single-line pattern
+    in jsonschema while jsonschema-rs refuses it; the contract must not depend on the back end.
+    """
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(
+    validator: Any, pattern: str, instance: Any, _schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    """The `pattern` keyword of JSON Schema, with ECMA-262 anchors."""
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Explainer: Final = validators.extend(Draft202012Validator, {"pattern": _pattern})  # type: ignore[no-untyped-call]
+
+
+def _explain(error: ValidationError) -> str:
+    """The rule a value broke, in words; a control character is named by its code point and position."""
+    # A string refused by its pattern, format or enum (alone or under anyOf): the character says why.
+    if error.validator not in ("type", "minLength", "maxLength") and isinstance(error.instance, str):
+        found = _CONTROL_CHARACTER.search(error.instance)
+        if found is not None:
+            return (
+                f"contains the control character U+{ord(found.group()):04X} at position {found.start()};"
+                " strings of the contract may not hold control characters"
+            )
+    return error.message
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledSchema:
     """One message schema compiled twice: a fast yes/no check, and jsonschema to explain a no."""
 
     label: str
-    explainer: Draft202012Validator
+    explainer: Any  # a Draft202012Validator with ECMA-262 `pattern` anchors
     fast: Any | None  # a jsonschema_rs validator, when the accelerator is installed
 
     def check(self, document: Any) -> None:
@@ -117,7 +157,7 @@ class _CompiledSchema:
         error = best_match(self.explainer.iter_errors(document))
         if error is not None:
             path = error.json_path if error.path else "$"
-            raise SchemaViolation(f"{self.label}: {path}: {error.message}")
+            raise SchemaViolation(f"{self.label}: {path}: {_explain(error)}")
         if self.fast is not None:
             # The two validators disagree: the stricter one wins, so nothing doubtful reaches a handler.
             fast_error = next(iter(self.fast.iter_errors(document)), None)
@@ -129,7 +169,7 @@ def _compile(schema: JSONObject, label: str, accelerate: bool) -> _CompiledSchem
     fast = None
     if accelerate and _ACCELERATOR is not None:
         fast = _ACCELERATOR.validator_for(schema, validate_formats=True)
-    return _CompiledSchema(label, Draft202012Validator(schema, format_checker=_FORMATS), fast)
+    return _CompiledSchema(label, _Explainer(schema, format_checker=_FORMATS), fast)
 
 
 # Guarantees of the codec:
@@ -186,7 +226,10 @@ class Codec:
         Draft202012Validator.check_schema(schema)
         # The data schema is embedded whole (its $id makes it its own resource, so its local $refs resolve).
         message_schema = copy.deepcopy(self._envelope_schema)
-        message_schema["properties"]["data"] = copy.deepcopy(dict(schema))
+        data_schema = copy.deepcopy(dict(schema))
+        # Same dialect as the envelope; without its own `$schema` the explainer keeps our `pattern`.
+        data_schema.pop("$schema", None)
+        message_schema["properties"]["data"] = data_schema
         self._validators[(type, version)] = _compile(message_schema, f"{type} v{version}", self._accelerate)
         self._latest[type] = max(version, self._latest.get(type, 0))
 

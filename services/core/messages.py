@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ __all__ = [
     "MessageType",
     "job_key",
     "new_message",
+    "printable",
 ]
 
 
@@ -47,6 +49,19 @@ EVENT_TYPES: Final[frozenset[str]] = frozenset(MessageType) - COMMAND_TYPES
 # The version producers emit today. Consumers always receive this version: the codec upcasts older
 # messages of the log to it, so a handler never branches on a version. A test checks it against schemas/.
 LATEST_VERSION: Final[Mapping[str, int]] = {t.value: 1 for t in MessageType}
+
+
+# The control characters free text (`message`, `reason`) may not hold: Unicode Cc except tab, LF, CR.
+_FORBIDDEN_IN_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` fit for a free-text field: each control character the contract forbids becomes U+FFFD.
+
+    For text a producer did not write itself (ffmpeg's stderr, an exception's message): the codec
+    refuses a message holding a control character, so such text must pass through here first.
+    """
+    return _FORBIDDEN_IN_TEXT.sub("\ufffd", text)
 
 
 def job_key(job_id: uuid.UUID) -> bytes:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Events applied per Postgres transaction: larger batches amortise the commit, smaller ones
     # shorten the event-to-API lag.
     projector_batch_size: int = Field(default=10_000, ge=1)
+    # How long the projector keeps reconnecting to Postgres (with backoff) after losing its connection,
+    # before it gives up and exits for its supervisor to restart it. Nothing is lost either way (G3).
+    projector_reconnect_timeout_s: float = Field(default=300.0, ge=0)
 
     # --- Watchdog (G2) -----------------------------------------------------------------------
     watchdog_app_id: str = "coursecast-watchdog"

@@ -85,7 +85,8 @@ def replay(
         result = run_replay(settings, schema, ends, until=as_of, progress=on_progress)
     console.print(
         f"replayed {result.events:,} events into schema [bold]{schema}[/bold] in {result.seconds:.1f} s "
-        f"({result.events_per_second:,.0f} events/s; {result.dead} undecodable skipped)"
+        f"({result.events_per_second:,.0f} events/s; {result.dead} undecodable skipped,"
+        f" {result.refused} refused by postgres)"
     )
     if as_of is not None:
         return

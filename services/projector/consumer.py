@@ -1,7 +1,8 @@
 """The projector's consumer loop: poll a batch, dead-letter poison, apply in Postgres, then commit to Kafka.
 
 Thin by design (decode, call the store, commit). The guarantees live in the order of the steps:
-- Postgres commits the events *and* the next offsets together (store.apply_batch);
+- Postgres commits the events *and* the next offsets together (store.apply_batch), setting aside
+  any event Postgres refuses and riding out a lost connection, so neither stops the loop;
 - only then is the Kafka offset committed — a crash in between re-reads records the store skips;
 - on every assignment the consumer seeks to the offsets stored in Postgres, not to Kafka's.
 """
@@ -44,6 +45,7 @@ class ProjectorStats:
     rejected: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    refused: int = 0
 
 
 class Projector:
@@ -144,13 +146,20 @@ class Projector:
         self.stats.applied += outcome.applied
         self.stats.rejected += outcome.rejected
         self.stats.duplicates += outcome.duplicates
+        self.stats.refused += outcome.refused
         if self._on_batch is not None:
             self._on_batch(outcome)
 
 
 def run_projector(settings: Settings, stop: threading.Event) -> None:
     """Entry point of `coursecast projector`."""
-    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    store = JobStore.open(
+        settings.database_url,
+        settings.database_schema,
+        settings.events_topic,
+        role="projector",
+        reconnect_timeout_s=settings.projector_reconnect_timeout_s,
+    )
     try:
         Projector(settings, store).run(stop)
     finally:

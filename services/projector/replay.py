@@ -42,6 +42,7 @@ class ReplayResult:
     schema: str
     events: int = 0
     dead: int = 0
+    refused: int = 0
     seconds: float = 0.0
     end_offsets: dict[int, int] = field(default_factory=dict)
 
@@ -68,7 +69,7 @@ def fresh_schema(database_url: str, schema: str, topic: str) -> JobStore:
     """A new, empty, migrated schema (any previous one of that name is dropped)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    return JobStore.open(database_url, schema, topic)
+    return JobStore.open(database_url, schema, topic, role="replay")
 
 
 def live_offsets(settings: Settings) -> dict[int, int]:
@@ -122,8 +123,9 @@ def replay(
         pending = {p for p in partitions if ends.get(p, 0) > 0}
         done: dict[int, int] = {}
 
-        def committed(_outcome: BatchOutcome, next_offsets: dict[int, int]) -> None:
+        def committed(outcome: BatchOutcome, next_offsets: dict[int, int]) -> None:
             done.update(next_offsets)
+            result.refused += outcome.refused  # Postgres refuses them again, as it did live
             if progress is not None:
                 progress(sum(done.values()), total)
 
@@ -208,6 +210,14 @@ def compare(database_url: str, live_schema: str, replay_schema: str) -> list[Dif
                 " EXCEPT SELECT event_id, rejection, reason FROM {r}.rejected_events"
             ).format(l=sql.Identifier(left), r=sql.Identifier(right))
             differences.extend(Difference(f"{side} (rejected_events)", row) for row in conn.execute(query))
+            query = sql.SQL(
+                "SELECT {c} FROM {l}.refused_events EXCEPT SELECT {c} FROM {r}.refused_events"
+            ).format(
+                c=sql.SQL("kafka_partition, kafka_offset, event_id, sqlstate, reason"),
+                l=sql.Identifier(left),
+                r=sql.Identifier(right),
+            )
+            differences.extend(Difference(f"{side} (refused_events)", row) for row in conn.execute(query))
     return differences
 
 

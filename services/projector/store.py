@@ -8,25 +8,40 @@ One transaction per batch (G3, G4):
    `publish_jobs` and refusals to `rejected_events`;
 4. store the next offset per partition, NOTIFY listeners, commit.
 A process that dies anywhere before the commit leaves nothing behind; after it, nothing is repeated.
+
+Two kinds of trouble do not stop the projector:
+- an event Postgres refuses (a value out of a column's range, a character it cannot hold, a violated
+  constraint) fails its batch; the batch is then applied again under savepoints, halving the part
+  that fails until the one event Postgres refuses is found. That event goes to `refused_events` with
+  the database's reason, in the same transaction as everything else and the offsets (G3, G6);
+- a lost connection (or any other OperationalError) is retried on a new connection, with backoff,
+  for up to `reconnect_timeout_s`. The offset rows make the retry exactly once: what committed
+  before the loss is skipped, what did not is applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import errors, pq, sql
+from psycopg.adapt import Buffer, Dumper
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from services.core import faults
 from services.core.jobs import JobState, JobStatus, Rejection, apply
-from services.core.messages import Envelope
+from services.core.messages import Envelope, printable
 from services.projector.migrations import migrate
+
+log = logging.getLogger("coursecast.projector")
 
 # Listeners (the API's live stream) learn of changed jobs through this channel; payload = job_id.
 NOTIFY_CHANNEL = "job_changed"
@@ -71,6 +86,35 @@ COLUMN_TYPES = {
 }  # fmt: skip
 
 Connection = psycopg.Connection[tuple[Any, ...]]
+T = TypeVar("T")
+
+# How Postgres refuses the values of one event. Anything else (a lost connection, a programming
+# error) is not the fault of one event and is never blamed on one.
+REFUSALS: Final = (psycopg.DataError, psycopg.IntegrityError)
+# Connections are tagged in pg_stat_activity with the role and the schema they write.
+APPLICATION_NAME_MAX = 63
+RECONNECT_FIRST_DELAY_S = 0.2
+RECONNECT_MAX_DELAY_S = 5.0
+
+INT4_MIN, INT4_MAX = -(2**31), 2**31 - 1
+_PACK_INT4 = struct.Struct("!i").pack
+
+
+class CheckedInt4BinaryDumper(Dumper):
+    """int4 for binary COPY that refuses what does not fit, as Postgres does.
+
+    psycopg's C dumper for a column declared int4 wraps silently: 2**32 + 5 would be stored as 5,
+    a corrupted attempt number. This one raises the error Postgres itself raises for that value
+    (22003, a DataError), so the event that carries it is refused, never truncated.
+    """
+
+    format = pq.Format.BINARY
+    oid = psycopg.postgres.types["int4"].oid
+
+    def dump(self, obj: int) -> Buffer | None:
+        if not INT4_MIN <= obj <= INT4_MAX:
+            raise errors.NumericValueOutOfRange(f'value "{obj}" is out of range for type integer')
+        return _PACK_INT4(obj)
 
 
 def binary_copy(table: str, columns: Sequence[str]) -> tuple[sql.Composed, list[str]]:
@@ -98,25 +142,65 @@ class BatchOutcome:
     rejected: int = 0
     duplicates: int = 0
     already_applied: int = 0
+    refused: int = 0
     changed_jobs: set[UUID] = field(default_factory=set)
+
+    def add(self, other: BatchOutcome) -> None:
+        """Count `other` (a part of this batch) in this outcome."""
+        self.applied += other.applied
+        self.rejected += other.rejected
+        self.duplicates += other.duplicates
+        self.refused += other.refused
+        self.changed_jobs |= other.changed_jobs
 
 
 class JobStore:
     """publish_jobs, job_events, rejected_events and projector_offsets in one Postgres schema."""
 
-    def __init__(self, conn: Connection, schema: str, topic: str) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        schema: str,
+        topic: str,
+        *,
+        database_url: str | None = None,
+        role: str = "store",
+        reconnect_timeout_s: float = 0.0,
+    ) -> None:
         self._conn = conn
         self.schema = schema
         self.topic = topic
         self._cache = _JobCache()
+        # Without a URL the store cannot open a new connection, and a lost one is final.
+        self._database_url = database_url
+        self._role = role
+        self._reconnect_timeout_s = reconnect_timeout_s
 
     @classmethod
-    def open(cls, database_url: str, schema: str, topic: str) -> JobStore:
-        """Connect, apply pending migrations and point the session at `schema`."""
-        conn: Connection = psycopg.connect(database_url, autocommit=True)
+    def open(
+        cls,
+        database_url: str,
+        schema: str,
+        topic: str,
+        *,
+        role: str = "store",
+        reconnect_timeout_s: float = 60.0,
+    ) -> JobStore:
+        """Connect, apply pending migrations and point the session at `schema`.
+
+        The connection is named "coursecast <role> <schema>" in pg_stat_activity. A connection lost
+        later is replaced, for up to `reconnect_timeout_s` of trying (0: never).
+        """
+        conn = _connect(database_url, schema, role)
         migrate(conn, schema)
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-        return cls(conn, schema, topic)
+        return cls(
+            conn,
+            schema,
+            topic,
+            database_url=database_url,
+            role=role,
+            reconnect_timeout_s=reconnect_timeout_s,
+        )
 
     def close(self) -> None:
         """Close the connection."""
@@ -136,7 +220,32 @@ class JobStore:
         if partitions is not None:
             query += " AND kafka_partition = ANY(%s)"
             params.append(list(partitions))
-        return {row[0]: row[1] for row in self._conn.execute(query, params)}
+        return self._reconnecting(lambda: {row[0]: row[1] for row in self._conn.execute(query, params)})
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def _reconnecting(self, action: Callable[[], T]) -> T:
+        """Run `action`, on a new connection after each OperationalError, until it succeeds or time is up.
+
+        Safe for `apply_batch` because one batch is one transaction: a retry after a loss re-reads the
+        offset rows and applies exactly what the lost transaction did not commit.
+        """
+        deadline = time.monotonic() + self._reconnect_timeout_s
+        delay = RECONNECT_FIRST_DELAY_S
+        while True:
+            try:
+                if self._conn.closed and self._database_url is not None:
+                    self._conn = _connect(self._database_url, self.schema, self._role)
+                    log.info("reconnected to postgres (schema %s)", self.schema)
+                return action()
+            except psycopg.OperationalError as exc:
+                if self._database_url is None or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("postgres: %s; retrying in %.1f s", str(exc).strip(), delay)
+                if self._conn.broken:
+                    self._conn.close()
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
     # --- apply -----------------------------------------------------------------------------------
 
@@ -146,10 +255,25 @@ class JobStore:
         `next_offsets` covers every partition the batch consumed, including messages that were not
         records (dead-lettered poison), so those are never read again either.
         """
+        return self._reconnecting(lambda: self._apply_batch_once(records, next_offsets))
+
+    def _apply_batch_once(
+        self, records: Sequence[LogRecord], next_offsets: Mapping[int, int]
+    ) -> BatchOutcome:
+        try:
+            return self._transaction(records, next_offsets, isolate=False)
+        except REFUSALS as exc:
+            # Rare, so the common path stays one COPY per table; only this batch pays for savepoints.
+            log.warning("postgres refused the batch (%s); isolating the event it refuses", _reason(exc))
+            return self._transaction(records, next_offsets, isolate=True)
+
+    def _transaction(
+        self, records: Sequence[LogRecord], next_offsets: Mapping[int, int], *, isolate: bool
+    ) -> BatchOutcome:
         outcome = BatchOutcome()
         try:
             with self._conn.transaction():
-                self._apply_in_transaction(records, next_offsets, outcome)
+                self._apply_in_transaction(records, next_offsets, outcome, isolate)
         except BaseException:
             # What this batch computed may not be in Postgres: trust only Postgres from here on.
             self._cache.clear()
@@ -157,7 +281,11 @@ class JobStore:
         return outcome
 
     def _apply_in_transaction(
-        self, records: Sequence[LogRecord], next_offsets: Mapping[int, int], outcome: BatchOutcome
+        self,
+        records: Sequence[LogRecord],
+        next_offsets: Mapping[int, int],
+        outcome: BatchOutcome,
+        isolate: bool,
     ) -> None:
         stored = self._lock_offsets(sorted(next_offsets))
         self._cache.keep_only_if_unchanged(stored)
@@ -168,9 +296,27 @@ class JobStore:
         states = self._cache.get_many(partition_of)
         states.update(self._load_jobs(set(partition_of) - set(states)))
 
+        if isolate:
+            self._apply_isolating(fresh, states, known, outcome)
+        else:
+            self._apply_records(fresh, states, known, outcome)
+        advanced = {p: max(o, stored.get(p, 0)) for p, o in next_offsets.items()}
+        self._store_offsets(advanced)
+        self._notify(outcome.changed_jobs)
+        self._cache.remember(states, partition_of, advanced)
+
+    def _apply_records(
+        self,
+        records: Sequence[LogRecord],
+        states: dict[UUID, JobState],
+        known: set[UUID],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Run `records` through the state machine from `states` and write what they did."""
         new_events: list[LogRecord] = []
         rejections: list[tuple[Envelope, Rejection, JobState | None]] = []
-        for record in fresh:
+        changed: set[UUID] = set()
+        for record in records:
             envelope = record.envelope
             if envelope.event_id in known:
                 outcome.duplicates += 1
@@ -183,18 +329,88 @@ class JobStore:
                 rejections.append((envelope, result, current))
                 continue
             states[envelope.job_id] = result
-            outcome.changed_jobs.add(envelope.job_id)
+            changed.add(envelope.job_id)
 
         self._append_events(new_events)
         faults.reach("projector.mid_batch")
-        self._upsert_jobs([states[job_id] for job_id in outcome.changed_jobs])
+        self._upsert_jobs([states[job_id] for job_id in changed])
         self._record_rejections(rejections)
-        advanced = {p: max(o, stored.get(p, 0)) for p, o in next_offsets.items()}
-        self._store_offsets(advanced)
-        self._notify(outcome.changed_jobs)
-        outcome.applied = len(new_events) - len(rejections)
-        outcome.rejected = len(rejections)
-        self._cache.remember(states, partition_of, advanced)
+        outcome.applied += len(new_events) - len(rejections)
+        outcome.rejected += len(rejections)
+        outcome.changed_jobs |= changed
+
+    def _apply_isolating(
+        self,
+        records: Sequence[LogRecord],
+        states: dict[UUID, JobState],
+        known: set[UUID],
+        outcome: BatchOutcome,
+    ) -> None:
+        """Apply `records` in order, setting aside each event Postgres refuses.
+
+        A part is tried under a savepoint, from the states the parts before it left; if Postgres
+        refuses it, it is rolled back and its halves are tried in turn, down to the single event
+        that is refused. One refused event in n costs about 2·log2(n) savepoints.
+        """
+        if not records:
+            return
+        trial_states, trial_known, trial = dict(states), set(known), BatchOutcome()
+        try:
+            with self._conn.transaction():  # a savepoint inside the batch's transaction
+                self._apply_records(records, trial_states, trial_known, trial)
+        except REFUSALS as exc:
+            if len(records) == 1:
+                self._record_refusal(records[0], exc)
+                outcome.refused += 1
+                return
+            middle = len(records) // 2
+            self._apply_isolating(records[:middle], states, known, outcome)
+            self._apply_isolating(records[middle:], states, known, outcome)
+            return
+        states.update(trial_states)
+        known |= trial_known
+        outcome.add(trial)
+
+    def _record_refusal(self, record: LogRecord, error: psycopg.Error) -> None:
+        e = record.envelope
+        sqlstate = error.sqlstate or "XX000"
+        reason = _reason(error)
+        log.error(
+            "postgres refused event %s (%s of job %s, %s[%d]@%d): %s %s",
+            e.event_id,
+            e.type,
+            e.job_id,
+            self.topic,
+            record.partition,
+            record.offset,
+            sqlstate,
+            reason,
+        )
+        document = {
+            "event_id": str(e.event_id),
+            "type": e.type,
+            "version": e.version,
+            "job_id": str(e.job_id),
+            "attempt": e.attempt,
+            "occurred_at": e.occurred_at.isoformat(),
+            "producer": e.producer,
+            "data": e.data,
+        }
+        self._conn.execute(
+            "INSERT INTO refused_events"
+            " (kafka_partition, kafka_offset, event_id, job_id, type, sqlstate, reason, event)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                record.partition,
+                record.offset,
+                e.event_id,
+                e.job_id,
+                e.type,
+                sqlstate,
+                reason,
+                orjson.dumps(document, default=_mapping_as_dict),
+            ),
+        )
 
     def _lock_offsets(self, partitions: list[int]) -> dict[int, int]:
         # Row locks serialise two projectors that briefly hold the same partition during a
@@ -271,10 +487,11 @@ class JobStore:
                 copy.set_types(types)
                 for state in states:
                     copy.write_row(state_to_row(state))
+            # Emptied at once: a batch being isolated upserts once per part, in one transaction.
             cur.execute(
                 sql.SQL(
                     "INSERT INTO publish_jobs ({c}) SELECT {c} FROM changed_jobs"
-                    " ON CONFLICT (job_id) DO UPDATE SET {u}"
+                    " ON CONFLICT (job_id) DO UPDATE SET {u}; DELETE FROM changed_jobs"
                 ).format(c=columns, u=updates)
             )
 
@@ -374,6 +591,30 @@ class _JobCache:
             if partition is not None:
                 self._jobs.setdefault(partition, {})[job_id] = state
         self._written.update(written)
+
+
+def _connect(database_url: str, schema: str, role: str) -> Connection:
+    """An autocommit connection whose session writes `schema`, named for pg_stat_activity."""
+    name = f"coursecast {role} {schema}"[:APPLICATION_NAME_MAX]
+    conn: Connection = psycopg.connect(database_url, autocommit=True, application_name=name)
+    conn.adapters.register_dumper(None, CheckedInt4BinaryDumper)
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    return conn
+
+
+def _reason(error: psycopg.Error) -> str:
+    """The database's message and detail, without the COPY line context that varies with the batch."""
+    diag = error.diag
+    reason = diag.message_primary or str(error).strip()
+    if diag.message_detail:
+        reason += f" ({diag.message_detail})"
+    return printable(reason)
+
+
+def _mapping_as_dict(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"type {type(value).__name__} is not JSON serializable")
 
 
 def state_to_row(state: JobState) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from services.core import codec as codec_module
 from services.core.codec import (
@@ -33,6 +34,7 @@ from services.core.messages import (
     MessageType,
     job_key,
     new_message,
+    printable,
 )
 from tests.unit.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
 
@@ -439,3 +441,159 @@ def _fields(message: Envelope) -> dict[str, Any]:
 def _shipped_registry_is_untouched() -> Iterator[None]:
     yield
     assert dict(codec_module.default_codec.latest_version) == dict(LATEST_VERSION)
+
+
+# --- no control characters in any string (Postgres cannot store U+0000; logs must not be steered) --
+
+FREE_TEXT_FIELDS = {"message", "reason"}
+CONTROL_CHARACTERS = ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x80", "\x9f"]
+LINE_BREAKS = ["\t", "\n", "\r"]
+
+
+def string_schemas(node: object, name: str | None = None) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """Every (property name, schema) of a string in a schema document, however deeply nested."""
+    if isinstance(node, dict):
+        kind = node.get("type")
+        if kind == "string" or (isinstance(kind, list) and "string" in kind):
+            yield name, node
+        for key, value in node.items():
+            if key in ("properties", "$defs"):
+                for child_name, child in value.items():
+                    yield from string_schemas(child, child_name)
+            else:
+                yield from string_schemas(value, name)
+    elif isinstance(node, list):
+        for item in node:
+            yield from string_schemas(item, name)
+
+
+def string_paths(node: object, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """The path of every string value in a JSON document."""
+    if isinstance(node, str):
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from string_paths(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from string_paths(value, (*path, index))
+
+
+def replaced(document: Any, path: tuple[str | int, ...], value: str) -> Any:
+    """A deep copy of `document` with the string at `path` replaced."""
+    copied = orjson.loads(orjson.dumps(document))
+    target = copied
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return copied
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_string_of_every_schema_forbids_control_characters_by_pattern(path: Any) -> None:
+    strings = list(string_schemas(orjson.loads(path.read_bytes())))
+    assert strings, path.name
+    for name, schema in strings:
+        assert "pattern" in schema, f"{path.name}: {name} has no pattern"
+        check = Draft202012Validator({"type": "string", "pattern": schema["pattern"]})
+        for control in CONTROL_CHARACTERS:
+            assert not check.is_valid(f"a{control}b"), f"{path.name}: {name} allows {control!r}"
+        for line_break in LINE_BREAKS:
+            allowed = name in FREE_TEXT_FIELDS
+            assert check.is_valid(f"a{line_break}b") == allowed, f"{path.name}: {name} and {line_break!r}"
+
+
+@pytest.mark.parametrize("message_type", list(MessageType))
+@pytest.mark.parametrize("control", ["\x00", "\x1b", "\x7f", "\x85"])
+def test_decode_rejects_a_control_character_in_any_string_of_any_message(
+    codec: Codec, message_type: MessageType, control: str
+) -> None:
+    document = as_document(example(message_type))
+    paths = list(string_paths(document))
+    assert ("producer",) in paths
+    for path in paths:
+        raw = orjson.dumps(replaced(document, path, f"a{control}b"))
+        reason = reason_of(codec, raw, SchemaViolation)
+        assert str(path[-1]) in reason, reason
+        assert f"control character U+{ord(control):04X} at position 1" in reason, reason
+
+
+def test_decode_rejects_an_escaped_nul_in_a_cancel_reason_with_the_field_and_code_point(codec: Codec) -> None:
+    document = as_document(example(MessageType.CANCEL_JOB))
+    raw = orjson.dumps(document).replace(b'"wrong video uploaded"', b'"a\\u0000b"')
+    assert b"\\u0000" in raw
+    reason = reason_of(codec, raw, SchemaViolation)
+    assert reason.startswith(
+        "CancelJob v1: $.data.reason: contains the control character U+0000 at position 1"
+    )
+
+
+def test_encode_refuses_a_nul_so_a_producer_never_emits_one(codec: Codec) -> None:
+    cancel = new_message(
+        MessageType.CANCEL_JOB,
+        job_id=JOB_ID,
+        attempt=1,
+        data={"requested_by": "instructor-42", "reason": "a\x00b"},
+        producer="api",
+    )
+    with pytest.raises(SchemaViolation, match=r"\$\.data\.reason: contains the control character U\+0000"):
+        codec.encode(cancel)
+    nul_producer = dataclasses.replace(example(MessageType.JOB_STARTED), producer="api\x00")
+    with pytest.raises(SchemaViolation, match=r"\$\.producer: contains the control character U\+0000"):
+        codec.encode(nul_producer)
+
+
+@pytest.mark.parametrize("line_break", LINE_BREAKS)
+def test_free_text_keeps_tabs_and_line_breaks(codec: Codec, line_break: str) -> None:
+    failed = new_message(
+        MessageType.JOB_FAILED,
+        job_id=JOB_ID,
+        attempt=1,
+        data={"error_type": "invalid_media", "message": f"line one{line_break}line two", "retryable": False},
+        producer="encoder@host:1",
+    )
+    assert codec.decode(codec.encode(failed)) == failed
+
+
+@pytest.mark.parametrize("line_break", LINE_BREAKS)
+def test_a_single_line_field_refuses_a_line_break_even_at_its_end(codec: Codec, line_break: str) -> None:
+    for value in (f"Intro{line_break}", f"Intro{line_break}duction"):
+        document = replaced(as_document(example(MessageType.JOB_QUEUED)), ("data", "course_name"), value)
+        reason = reason_of(codec, orjson.dumps(document), SchemaViolation)
+        assert "$.data.course_name" in reason, reason
+
+
+def test_unicode_text_that_is_not_a_control_character_is_accepted(codec: Codec) -> None:
+    document = replaced(
+        as_document(example(MessageType.JOB_QUEUED)), ("data", "course_name"), "알고리즘 · Ünïcödé ☃ \u2028"
+    )
+    assert codec.decode(orjson.dumps(document)).data["course_name"] == "알고리즘 · Ünïcödé ☃ \u2028"
+
+
+def test_printable_makes_machine_text_acceptable_as_a_free_text_field(codec: Codec) -> None:
+    stderr_line = "\x1b[31mmoov atom not found\x1b[0m\x00\tat\r\n0x7f:\x7f"
+    failed = new_message(
+        MessageType.JOB_FAILED,
+        job_id=JOB_ID,
+        attempt=1,
+        data={"error_type": "invalid_media", "message": printable(stderr_line), "retryable": False},
+        producer="encoder@host:1",
+    )
+    assert failed.data["message"] == "\ufffd[31mmoov atom not found\ufffd[0m\ufffd\tat\r\n0x7f:\ufffd"
+    assert codec.decode(codec.encode(failed)) == failed
+
+
+def test_a_lone_surrogate_is_malformed_at_consume_and_at_produce(codec: Codec) -> None:
+    # Postgres (UTF-8) cannot hold half a surrogate pair either; JSON's escape must not smuggle one in.
+    document = as_document(example(MessageType.CANCEL_JOB))
+    raw = orjson.dumps(document).replace(b'"wrong video uploaded"', b'"a\\ud800b"')
+    assert "surrogate" in reason_of(codec, raw, MalformedMessage)
+    cancel = new_message(
+        MessageType.CANCEL_JOB,
+        job_id=JOB_ID,
+        attempt=1,
+        data={"requested_by": "instructor-42", "reason": "a\ud800b"},
+        producer="api",
+    )
+    with pytest.raises(MalformedMessage, match="not serializable as JSON"):
+        codec.encode(cancel)
