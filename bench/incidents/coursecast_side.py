@@ -29,8 +29,8 @@ from tests.integration.encoder_harness import (
     FAST,
     count_events,
     ffmpeg_processes,
-    new_job_id,
     log_lines,
+    new_job_id,
     queue_job,
     send,
     stage_course,
@@ -41,7 +41,13 @@ from tests.integration.projector_harness import isolated, start_projector, stop
 
 REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 TERMINAL = {"completed", "failed", "canceled"}
-ENDINGS = {"JobCompleted", "JobFailed", "JobTimedOut", "JobStalled", "JobCanceled"}  # events that end an attempt
+ENDINGS = {
+    "JobCompleted",
+    "JobFailed",
+    "JobTimedOut",
+    "JobStalled",
+    "JobCanceled",
+}  # events that end an attempt
 
 # The Redis visibility timeout of the incident, in Kafka terms: a member that does not poll for this
 # long is evicted and its partitions move. The encode is longer than it, so it is crossed mid-encode.
@@ -77,7 +83,9 @@ class Services:
 
     def events(self, job_id: UUID) -> list[tuple[str, datetime, str | None]]:
         """(type, occurred_at, rejection) of every event of the job the projector stored, in log order."""
-        store = JobStore.open(self.settings.database_url, self.settings.database_schema, self.settings.events_topic)
+        store = JobStore.open(
+            self.settings.database_url, self.settings.database_schema, self.settings.events_topic
+        )
         try:
             rows = store.connection.execute(
                 "SELECT e.type, e.occurred_at, r.rejection FROM job_events e"
@@ -102,7 +110,9 @@ def running_services(settings: Settings, workdir: Path) -> Iterator[Services]:
         stderr=watchdog_log,
     )
     log = workdir / "encoder-0.log"
-    services = Services(settings, workdir, projector, watchdog, start_encoder(settings, log, **REALTIME), [log])
+    services = Services(
+        settings, workdir, projector, watchdog, start_encoder(settings, log, **REALTIME), [log]
+    )
     try:
         yield services
     finally:
@@ -117,7 +127,11 @@ def redelivery(settings: Settings, workdir: Path, clip: Path) -> RedeliveryFigur
     began = time.monotonic()
     with isolated(settings, partitions=2) as base:
         own = base.model_copy(
-            update={"heartbeat_interval_s": 5, "session_timeout_ms": 6_000, "max_poll_interval_ms": MAX_POLL_INTERVAL_MS}
+            update={
+                "heartbeat_interval_s": 5,
+                "session_timeout_ms": 6_000,
+                "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
+            }
         )
         job_id = new_job_id()
         manifest = stage_course(own, s3_client(own), job_id, [clip])
@@ -192,5 +206,3 @@ def time_limit(settings: Settings, workdir: Path, clip: Path) -> TimeLimitFigure
 
 def _logged(log: Path, message: str) -> bool:
     return log.exists() and any(line.get("message") == message for line in log_lines(log))
-
-

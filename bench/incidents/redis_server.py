@@ -73,4 +73,3 @@ def _wait_ping(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> 
 def is_installed() -> bool:
     """Whether Debian's redis-server is on PATH."""
     return shutil.which("redis-server") is not None
-

@@ -84,7 +84,7 @@ def connect() -> psycopg.Connection[tuple[Any, ...]]:
 
 def save(job_id: UUID, **fields: Any) -> None:
     """`job.save(update_fields=[...])`: write only these fields, and updated_at."""
-    assignments = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields]
+    assignments: list[sql.Composable] = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in fields]
     assignments.append(sql.SQL("updated_at = now()"))
     query = sql.SQL("UPDATE {}.publish_job SET {} WHERE id = %s").format(
         sql.Identifier(CONFIG.schema), sql.SQL(", ").join(assignments)
@@ -150,10 +150,15 @@ def run_publish_job(job_id: UUID) -> None:
                 s3().upload_file(str(path), SETTINGS.s3_bucket, f"{CONFIG.prefix}hls/{job_id}/{path.name}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        save(job_id, status="completed", completed_at=datetime.now(UTC))
-        duration_ms = int((datetime.now(UTC) - started).total_seconds() * 1000)
+        completed_at = datetime.now(UTC)
+        save(job_id, status="completed", completed_at=completed_at)
         log_event(
-            logging.INFO, "publish_job_completed", "Publish job completed", job_id=str(job_id), duration_ms=duration_ms
+            logging.INFO,
+            "publish_job_completed",
+            "Publish job completed",
+            job_id=str(job_id),
+            completed_at=completed_at.isoformat(),
+            duration_ms=int((completed_at - started).total_seconds() * 1000),
         )
         # The staging files are no longer needed once the job is published.
         listed = s3().list_objects_v2(Bucket=SETTINGS.s3_bucket, Prefix=staging_dir(job_id))
@@ -172,8 +177,10 @@ def run_publish_job(job_id: UUID) -> None:
         raise
 
 
-@app.task(bind=True, max_retries=2, default_retry_delay=CONFIG.retry_delay_s, name="media.tasks.publish_course_task")
-def publish_course_task(self: Task, job_id: str) -> None:  # type: ignore[type-arg]
+@app.task(  # type: ignore[untyped-decorator]  # celery ships no types
+    bind=True, max_retries=2, default_retry_delay=CONFIG.retry_delay_s, name="media.tasks.publish_course_task"
+)
+def publish_course_task(self: Task, job_id: str) -> None:
     """The seed's task: any error is retried, up to twice."""
     try:
         run_publish_job(UUID(job_id))
