@@ -9,6 +9,7 @@ least N seconds of wall time while using little CPU.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +120,8 @@ def running_services(settings: Settings, workdir: Path) -> Iterator[Services]:
         for process in services.processes:
             stop(process)
         watchdog_log.close()
+        # faust keeps a data folder named after the app id in its working directory.
+        shutil.rmtree(PROJECT_ROOT / f"{settings.watchdog_app_id}-data", ignore_errors=True)
 
 
 def redelivery(settings: Settings, workdir: Path, clip: Path) -> RedeliveryFigures:

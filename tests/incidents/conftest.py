@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 # The integration session fixture: the local stack (Kafka, Postgres, S3, ffmpeg) up for the session.
-from tests.integration.conftest import s3, stack
+from tests.integration.conftest import stack
 
-__all__ = ["s3", "stack"]
+__all__ = ["stack"]
 
 
 def asked_for_incidents(markexpr: str) -> bool:
