@@ -9,19 +9,22 @@ least N seconds of wall time while using little CPU.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
 from bench.incidents.conditions import wait_until
-from bench.incidents.figures import RedeliveryFigures, TimeLimitFigures
+from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from services.core.jobs import JobState
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
@@ -55,6 +58,7 @@ ENDINGS = {
 MAX_POLL_INTERVAL_MS = 10_000
 REDELIVERIES = 5  # per moment: during the encode, right after completion, later to a fresh encoder
 TIME_LIMIT_S = 6  # the replica's scaled-down hard time limit
+STALL_TIMEOUT_S = 6  # silence after which the watchdog presumes a worker dead
 
 
 @dataclass
@@ -169,7 +173,7 @@ def redelivery(settings: Settings, workdir: Path, clip: Path) -> RedeliveryFigur
     )
 
 
-def time_limit(settings: Settings, workdir: Path, clip: Path) -> TimeLimitFigures:
+def time_limit(settings: Settings, workdir: Path, clip: Path) -> StoppedEncodeFigures:
     """Incident 2: the encode runs past a hard time limit shorter than it."""
     began = time.monotonic()
     with isolated(settings, partitions=2) as base:
@@ -193,8 +197,8 @@ def time_limit(settings: Settings, workdir: Path, clip: Path) -> TimeLimitFigure
     started_at = next(at for kind, at, rejection in events if kind == "JobStarted" and rejection is None)
     limit_at = started_at.timestamp() + TIME_LIMIT_S
     ended_at = next(at for kind, at, rejection in events if kind in ENDINGS and rejection is None)
-    return TimeLimitFigures(
-        time_limit_s=TIME_LIMIT_S,
+    return StoppedEncodeFigures(
+        cause=f"hard time limit {TIME_LIMIT_S:g} s",
         final_status=job.status.value,
         error_type=job.error_type,
         error_message=job.error_message,
@@ -202,9 +206,57 @@ def time_limit(settings: Settings, workdir: Path, clip: Path) -> TimeLimitFigure
         explained=job.error_message is not None,
         endings_recorded=sum(1 for kind, _, rejection in events if kind in ENDINGS and rejection is None),
         ffmpeg_left=ffmpeg_left,
-        limit_logged=limit_logged,
+        cause_logged=limit_logged,
         duration_s=time.monotonic() - began,
     )
+
+
+def worker_killed(settings: Settings, workdir: Path, clip: Path) -> StoppedEncodeFigures:
+    """Incident 2's mechanism on its own: the only encoder is killed with SIGKILL mid-encode, so no
+    worker is left to speak for the job; the watchdog must end it, with a reason, within a bound."""
+    began = time.monotonic()
+    with isolated(settings, partitions=2) as base:
+        own = base.model_copy(
+            update={"heartbeat_interval_s": 2, "stall_timeout_s": STALL_TIMEOUT_S, "watchdog_interval_s": 1.0}
+        )
+        job_id = new_job_id()
+        manifest = stage_course(own, s3_client(own), job_id, [clip])
+        with running_services(own, workdir) as services:
+            queue_job(own, manifest)
+            wait_for(own, job_id, {"processing"}, 60, services.processes)
+            wait_until(lambda: bool(ffmpeg_processes(str(job_id))), 60, "the job's ffmpeg")
+            services.encoder.send_signal(signal.SIGKILL)
+            services.encoder.wait(10)
+            killed_at = time.time()
+            survivors = [services.projector, services.watchdog]
+            job = wait_for(own, job_id, TERMINAL, STALL_TIMEOUT_S + 60, survivors)
+            ffmpeg_left = len(ffmpeg_processes(str(job_id)))
+            events = services.events(job_id)
+            _clean_up_after_the_dead_encoder(job_id)
+        verdict = f"verdict JobStalled for job {job_id}"
+        cause_logged = verdict in (workdir / "watchdog.log").read_text(errors="replace")
+    ended_at = next(at for kind, at, rejection in events if kind in ENDINGS and rejection is None)
+    return StoppedEncodeFigures(
+        cause="kill -9 of the process running the encode",
+        final_status=job.status.value,
+        error_type=job.error_type,
+        error_message=job.error_message,
+        unexplained_s=max(0.0, ended_at.timestamp() - killed_at),
+        explained=job.error_message is not None,
+        endings_recorded=sum(1 for kind, _, rejection in events if kind in ENDINGS and rejection is None),
+        ffmpeg_left=ffmpeg_left,
+        cause_logged=cause_logged,
+        duration_s=time.monotonic() - began,
+    )
+
+
+def _clean_up_after_the_dead_encoder(job_id: UUID) -> None:
+    """What the killed encoder left behind for this job: its ffmpeg (which outlives it) and work folder."""
+    for pid in ffmpeg_processes(str(job_id)):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for folder in Path(tempfile.gettempdir()).glob(f"coursecast-{job_id}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _logged(log: Path, message: str) -> bool:

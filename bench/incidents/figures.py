@@ -31,18 +31,19 @@ class RedeliveryFigures:
 
 
 @dataclass(frozen=True)
-class TimeLimitFigures:
-    """Incident 2: one job whose encode runs past the hard time limit."""
+class StoppedEncodeFigures:
+    """Incident 2 and its variant: one job whose encode is stopped from outside — by the hard time
+    limit, or by its worker process dying (SIGKILL, as the time limit did to Celery's pool process)."""
 
-    time_limit_s: float
+    cause: str  # what stopped the encode
     final_status: str
     error_type: str | None
     error_message: str | None
-    unexplained_s: float  # seconds past the time limit during which the job's row said nothing of why
+    unexplained_s: float  # seconds after the stop during which the job's row said nothing of why
     explained: bool  # the job's row ended with a reason
     endings_recorded: int  # records that end the job with a reason: failure log lines / terminal events
     ffmpeg_left: int  # ffmpeg processes of the job still alive once the job was judged
-    limit_logged: bool  # some process logged that this job hit the limit
+    cause_logged: bool  # some process logged what stopped this job's encode, naming the job or its task
     duration_s: float
 
     @property

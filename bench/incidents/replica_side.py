@@ -29,7 +29,7 @@ from psycopg import sql
 
 from bench.incidents.conditions import wait_until
 from bench.incidents.config import DDL, ReplicaConfig
-from bench.incidents.figures import RedeliveryFigures, TimeLimitFigures
+from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from bench.incidents.redis_server import redis_server
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
@@ -51,6 +51,7 @@ class Replica:
 
     config: ReplicaConfig
     settings: Settings
+    worker: subprocess.Popen[bytes]
     worker_log: Path
     client: Celery
     store: redis.Redis
@@ -132,7 +133,7 @@ def running_replica(settings: Settings, workdir: Path) -> Iterator[Replica]:
         client.conf.broker_transport_options = {"global_keyprefix": f"{schema}:celery:"}
         store = redis.Redis.from_url(broker_url)
         worker = _start_worker(settings, config, worker_log)
-        replica = Replica(config, settings, worker_log, client, store)
+        replica = Replica(config, settings, worker, worker_log, client, store)
         try:
             wait_until(
                 lambda: "ready." in worker_log.read_text(errors="replace"),
@@ -183,43 +184,73 @@ def redelivery(settings: Settings, workdir: Path, long_clip: Path, short_clip: P
 
 def time_limit(
     settings: Settings, workdir: Path, long_clip: Path, observe_s: float = 15.0
-) -> TimeLimitFigures:
-    """Incident 2: the hard time limit SIGKILLs the pool process in the middle of the encode; the task's
+) -> StoppedEncodeFigures:
+    """Incident 2: the hard time limit kills the pool process in the middle of the encode; the task's
     own error handling never runs, so nothing ever writes the job's row again."""
     started = time.monotonic()
     with running_replica(settings, workdir) as replica:
         job = uuid4()
         replica.stage(job, long_clip, "DDL - 2")
         replica.enqueue(job)
-        wait_until(
-            lambda: _count(replica.app_lines(job), "staging_prepare_completed") == 1,
-            60,
-            "the encode to start",
-        )
+        _wait_encoding(replica, job)
         limit_at = _started_at(replica.app_lines(job)) + TIME_LIMIT_S
         wait_until(
-            lambda: "Hard time limit" in replica.worker_log.read_text(errors="replace"), 60, "the time limit"
+            lambda: "Hard time limit" in replica.worker_log.read_text(errors="replace"), 60, "the limit"
         )
         ffmpeg_left = len(ffmpeg_processes(str(job)))
-        # Watch the job for a while: does anything ever say what happened to it?
-        deadline = time.monotonic() + observe_s
-        row = replica.row(job)
-        while time.monotonic() < deadline and row["status"] == "processing":
-            time.sleep(0.5)
-            row = replica.row(job)
-        unexplained_s = time.time() - limit_at
+        row, unexplained_s = _watch(replica, job, limit_at, observe_s)
         endings = [line for line in replica.app_lines(job) if line.get("event") in ENDINGS]
         worker_log = replica.worker_log.read_text(errors="replace")
-    return TimeLimitFigures(
-        time_limit_s=TIME_LIMIT_S,
+    return StoppedEncodeFigures(
+        cause=f"hard time limit {TIME_LIMIT_S:g} s",
         final_status=row["status"],
         error_type=None,
         error_message=row["error_message"],
-        unexplained_s=unexplained_s if row["status"] == "processing" else 0.0,
+        unexplained_s=unexplained_s,
         explained=row["error_message"] is not None,
         endings_recorded=len(endings),
         ffmpeg_left=ffmpeg_left,
-        limit_logged=f"Hard time limit ({TIME_LIMIT_S}s) exceeded for {TASK}[{job}]" in worker_log,
+        cause_logged=f"Hard time limit ({TIME_LIMIT_S}s) exceeded for {TASK}[{job}]" in worker_log,
+        duration_s=time.monotonic() - started,
+    )
+
+
+def worker_killed(
+    settings: Settings, workdir: Path, long_clip: Path, observe_s: float = 15.0
+) -> StoppedEncodeFigures:
+    """Incident 2's mechanism on its own: the pool process running the encode is killed with SIGKILL
+    (an OOM kill, a node drained, or the time limit). With acks_late False the message was acknowledged
+    when the task started, so nothing runs it again, and nothing writes the job's row."""
+    started = time.monotonic()
+    with running_replica(settings, workdir) as replica:
+        job = uuid4()
+        replica.stage(job, long_clip, "DDL - 2")
+        replica.enqueue(job)
+        _wait_encoding(replica, job)
+        wait_until(lambda: bool(ffmpeg_processes(str(job))), 30, "the job's ffmpeg")
+        pool_process = _parent(ffmpeg_processes(str(job))[0])
+        assert _parent(pool_process) == replica.worker.pid, "ffmpeg is not run by our worker's pool"
+        os.kill(pool_process, signal.SIGKILL)
+        killed_at = time.time()
+        wait_until(
+            lambda: "exited with 'signal 9" in replica.worker_log.read_text(errors="replace"),
+            30,
+            "the worker to notice its pool process died",
+        )
+        ffmpeg_left = len(ffmpeg_processes(str(job)))
+        row, unexplained_s = _watch(replica, job, killed_at, observe_s)
+        endings = [line for line in replica.app_lines(job) if line.get("event") in ENDINGS]
+        worker_lines = replica.worker_log.read_text(errors="replace").splitlines()
+    return StoppedEncodeFigures(
+        cause="kill -9 of the process running the encode",
+        final_status=row["status"],
+        error_type=None,
+        error_message=row["error_message"],
+        unexplained_s=unexplained_s,
+        explained=row["error_message"] is not None,
+        endings_recorded=len(endings),
+        ffmpeg_left=ffmpeg_left,
+        cause_logged=any(str(job) in line and "ERROR" in line for line in worker_lines),
         duration_s=time.monotonic() - started,
     )
 
@@ -276,6 +307,28 @@ def _quiet(replica: Replica, still_s: float = 2 * VISIBILITY_TIMEOUT_S) -> bool:
         default=0.0,
     )
     return time.time() - newest >= still_s
+
+
+def _wait_encoding(replica: Replica, job_id: UUID) -> None:
+    """Until the task has read the manifest and started ffmpeg for the job."""
+    lines = replica.app_lines
+    wait_until(lambda: _count(lines(job_id), "staging_prepare_completed") == 1, 60, "the encode to start")
+
+
+def _watch(replica: Replica, job_id: UUID, since: float, observe_s: float) -> tuple[dict[str, Any], float]:
+    """Watch the job's row for `observe_s`: does anything ever say what happened to it? Returns the
+    last row and the seconds since `since` (epoch) that it stayed `processing` (0 if it moved)."""
+    deadline = time.monotonic() + observe_s
+    row = replica.row(job_id)
+    while time.monotonic() < deadline and row["status"] == "processing":
+        time.sleep(0.5)
+        row = replica.row(job_id)
+    return row, (time.time() - since if row["status"] == "processing" else 0.0)
+
+
+def _parent(pid: int) -> int:
+    """The parent pid of a live process (from /proc)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
 
 
 def _count(lines: list[dict[str, Any]], event: str) -> int:

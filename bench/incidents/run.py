@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from bench.incidents.figures import RedeliveryFigures, TimeLimitFigures
+from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from services.core.settings import PROJECT_ROOT, Settings
 from tests.integration.encoder_harness import make_clip
 
@@ -61,6 +61,10 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
             "replica": replica_side.time_limit(settings, workdir, made["long"]),
             "coursecast": coursecast_side.time_limit(settings, workdir, made["long"]),
         },
+        "worker_killed": {
+            "replica": replica_side.worker_killed(settings, workdir, made["long"]),
+            "coursecast": coursecast_side.worker_killed(settings, workdir, made["long"]),
+        },
     }
 
 
@@ -87,17 +91,17 @@ REDELIVERY_ROWS: list[Row] = [
     ("scenario wall time", lambda f: f"{f.duration_s:.1f} s"),
 ]
 
-TIME_LIMIT_ROWS: list[Row] = [
-    ("hard time limit (encode is longer)", lambda f: f"{f.time_limit_s:g} s"),
+STOPPED_ROWS: list[Row] = [
+    ("what stopped the encode", lambda f: f.cause),
     ("final status", lambda f: f.final_status),
     ("error_type", lambda f: f.error_type or "—"),
     ("error message on the job", lambda f: _text(f.error_message)),
     (
-        "seconds past the limit with no reason on the job",
+        "seconds after the stop with no reason on the job",
         lambda f: f"≥ {f.unexplained_s:.1f} (still processing)" if f.stuck else f"{f.unexplained_s:.1f}",
     ),
     ("records that end the job with a reason", lambda f: str(f.endings_recorded)),
-    ("a log line names the limit and the job", lambda f: _yes(f.limit_logged)),
+    ("a log line names the cause and the job (or its task)", lambda f: _yes(f.cause_logged)),
     ("ffmpeg processes of the job left running", lambda f: str(f.ffmpeg_left)),
     ("**job stuck processing**", lambda f: f"**{_yes(f.stuck)}**"),
     ("scenario wall time", lambda f: f"{f.duration_s:.1f} s"),
@@ -114,8 +118,15 @@ def table(title: str, rows: list[Row], replica: Any, coursecast: Any) -> str:
 def held(figures: dict[str, Any]) -> bool:
     """CourseCast showed neither incident."""
     redelivery: RedeliveryFigures = figures["redelivery"]["coursecast"]
-    limit: TimeLimitFigures = figures["time_limit"]["coursecast"]
-    return not redelivery.corrupted and redelivery.encodes == 1 and not limit.stuck and limit.explained
+    stopped: list[StoppedEncodeFigures] = [
+        figures[name]["coursecast"] for name in ("time_limit", "worker_killed")
+    ]
+    return (
+        not redelivery.corrupted
+        and redelivery.encodes == 1
+        and all(not f.stuck and f.explained for f in stopped)
+        and figures["time_limit"]["coursecast"].ffmpeg_left == 0
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -126,12 +137,17 @@ def main(argv: list[str]) -> int:
     settings = Settings()
     with tempfile.TemporaryDirectory(prefix="bench-incidents-") as tmp:
         figures = run(settings, Path(tmp))
-    one, two = figures["redelivery"], figures["time_limit"]
+    one, two, killed = figures["redelivery"], figures["time_limit"], figures["worker_killed"]
     print("incidents bench: the seed's two incidents, Celery + Redis replica vs CourseCast")
-    print("(replica: visibility_timeout 3 s, prefetch 4, acks_late False, time_limit 6 s, retry delay 1 s)\n")
+    print("(replica: visibility_timeout 3 s, prefetch 4, acks_late False, time_limit 6 s, retry delay 1 s;")
+    print(" CourseCast: max.poll.interval.ms 10 s, time limit 6 s, stall timeout 6 s)\n")
     print(table("Incident 1 — redelivery", REDELIVERY_ROWS, one["replica"], one["coursecast"]))
     print()
-    print(table("Incident 2 — hard time limit", TIME_LIMIT_ROWS, two["replica"], two["coursecast"]))
+    print(table("Incident 2 — hard time limit", STOPPED_ROWS, two["replica"], two["coursecast"]))
+    print()
+    print(
+        table("Incident 2's mechanism — worker killed", STOPPED_ROWS, killed["replica"], killed["coursecast"])
+    )
     print()
     summary = {name: {side: f.as_dict() for side, f in sides.items()} for name, sides in figures.items()}
     print(orjson.dumps(summary, default=str).decode())

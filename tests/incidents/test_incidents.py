@@ -77,3 +77,29 @@ def test_time_limit_leaves_the_job_processing_on_the_replica_and_fails_it_with_a
     assert coursecast.endings_recorded == 1
     assert coursecast.ffmpeg_left == 0
     assert not coursecast.stuck
+
+
+def test_a_killed_worker_leaves_the_job_processing_on_the_replica_and_the_watchdog_ends_it_on_coursecast(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from bench.incidents import coursecast_side, replica_side
+
+    long = make_clip(tmp_path / "long.mp4", seconds=20)
+
+    replica = replica_side.worker_killed(settings, tmp_path, long)
+    coursecast = coursecast_side.worker_killed(settings, tmp_path, long)
+
+    # The replica: the message was acknowledged when the task started; nobody ever ends the job.
+    assert replica.stuck, replica
+    assert not replica.explained
+    assert replica.endings_recorded == 0
+    # CourseCast: the watchdog presumes the silent worker dead and ends the job with a reason, within
+    # the stall timeout plus its patrol interval and the projector's lag (generous on a loaded machine).
+    assert coursecast.final_status == "failed", coursecast
+    assert coursecast.error_type == "stalled"
+    assert coursecast.error_message is not None
+    assert "presumed dead" in coursecast.error_message
+    assert coursecast.endings_recorded == 1
+    assert coursecast.cause_logged
+    assert coursecast.unexplained_s <= coursecast_side.STALL_TIMEOUT_S + 30
+    assert not coursecast.stuck
