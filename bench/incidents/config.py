@@ -45,6 +45,11 @@ class ReplicaConfig:
             app_log=os.environ.get("INCIDENTS_APP_LOG", "incidents-app.log"),
         )
 
+    @property
+    def work_prefix(self) -> str:
+        """Name prefix of the task's temporary work folders; a killed task leaves its folder behind."""
+        return f"incidents-replica-{self.schema}-"
+
     def env(self) -> dict[str, str]:
         """These settings as the INCIDENTS_* variables of a worker process."""
         return {

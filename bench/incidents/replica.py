@@ -140,7 +140,7 @@ def run_publish_job(job_id: UUID) -> None:
     started = datetime.now(UTC)
     try:
         manifest = read_json_key(f"{staging_dir(job_id)}manifest.json")
-        work = Path(tempfile.mkdtemp(prefix="incidents-replica-"))
+        work = Path(tempfile.mkdtemp(prefix=CONFIG.work_prefix))
         try:
             source = work / "source.mp4"
             s3().download_file(SETTINGS.s3_bucket, manifest["videos"][0]["key"], str(source))

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -148,6 +150,8 @@ def running_replica(settings: Settings, workdir: Path) -> Iterator[Replica]:
             with psycopg.connect(settings.database_url, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
             _delete_prefix(settings, config.prefix)
+            for folder in Path(tempfile.gettempdir()).glob(f"{config.work_prefix}*"):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def redelivery(settings: Settings, workdir: Path, long_clip: Path, short_clip: Path) -> RedeliveryFigures:
