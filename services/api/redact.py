@@ -61,6 +61,12 @@ def public_data(data: Any) -> Any:
     return data
 
 
+def public_producer(producer: str) -> str:
+    """The role that wrote an event ("encoder", "api", "watchdog"), without its host and pid."""
+    role = producer.split("@", 1)[0].removeprefix("coursecast-")
+    return public_text(role) or "unknown"
+
+
 def public_job_row(row: dict[str, Any]) -> dict[str, Any]:
     """A job row (JobPublic's columns) with its error message masked."""
     if row.get("error_message"):

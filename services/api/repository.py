@@ -14,7 +14,7 @@ from services.api.auth import Role, User
 from services.api.db import AsyncConn
 from services.api.models import JobEventPublic, JobPublic
 from services.api.problems import ProblemError
-from services.api.redact import public_data, public_job_row, public_text
+from services.api.redact import public_data, public_job_row, public_producer, public_text
 
 _PUBLIC = (
     "job_id, owner, course_name, curriculum, video_count, status, attempt, progress_percent, current_step,"
@@ -149,6 +149,7 @@ async def job_events(db: AsyncConn, job_id: UUID) -> list[JobEventPublic]:
         JobEventPublic.model_validate(
             {
                 **row,
+                "producer": public_producer(row["producer"]),
                 "data": public_data(row["data"]),
                 "rejection_reason": public_text(row["rejection_reason"]),
             }
