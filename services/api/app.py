@@ -86,11 +86,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     problem = {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
+    for route, path in schema.get("paths", {}).items():
+        for method, operation in path.items():
             responses = operation.setdefault("responses", {})
-            errors = (("400", "Malformed request"), ("422", "Invalid request"), ("405", "Method not allowed"))
+            errors = [("400", "Malformed request"), ("422", "Invalid request"), ("405", "Method not allowed")]
+            if route.startswith("/v1/"):
+                errors.append(("503", "Service unavailable (database or Kafka busy or unreachable)"))
+                if method in ("post", "put", "patch", "delete"):
+                    # RequestGuard: authentication and the body bound come before the route.
+                    errors += [("401", "Unauthorized"), ("413", "Request body too large")]
             for status, description in errors:
-                responses[status] = {"description": description, **problem}
+                responses.setdefault(status, {"description": description, **problem})
     app.openapi_schema = schema
     return schema
