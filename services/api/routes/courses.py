@@ -10,7 +10,6 @@ from uuid import UUID, uuid4
 from fastapi import APIRouter, Header, Request, Response
 
 from services.api import idempotency
-from services.api.db import AsyncConn
 from services.api.deps import Services, ServicesDep, StreamingUser
 from services.api.formstream import boundary_of
 from services.api.models import CourseAccepted
@@ -117,8 +116,7 @@ async def create_course(
         except BaseException:
             await asyncio.shield(_undo(services, submission, held))
             raise
-        async with services.pool.connection() as db:
-            await _until_projected(db, accepted.job_id, changed, settings.read_your_writes_timeout_s)
+        await _until_projected(services, accepted.job_id, changed, settings.read_your_writes_timeout_s)
     return _accepted(response, accepted.job_id, JobStatus.QUEUED)
 
 
@@ -134,16 +132,17 @@ async def _undo(
 
 
 async def _until_projected(
-    db: AsyncConn, job_id: UUID, changed: asyncio.Queue[None], timeout_s: float
+    services: Services, job_id: UUID, changed: asyncio.Queue[None], timeout_s: float
 ) -> None:
     """Wait (bounded) for the projector's NOTIFY of the new job.
 
     Not needed for correctness — GET falls back to the api's published submission — but it makes the
     common case answer from the projector's row, with the log's own view of the job.
     """
-    cursor = await db.execute("SELECT 1 FROM publish_jobs WHERE job_id = %s", (job_id,))
-    if await cursor.fetchone() is not None:
-        return
+    async with services.pool.connection() as db:  # returned before the wait
+        cursor = await db.execute("SELECT 1 FROM publish_jobs WHERE job_id = %s", (job_id,))
+        if await cursor.fetchone() is not None:
+            return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(changed.get(), timeout_s)
 
