@@ -68,7 +68,8 @@ def public_producer(producer: str) -> str:
 
 
 def public_job_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row (JobPublic's columns) with its error message masked."""
-    if row.get("error_message"):
-        row["error_message"] = public_text(row["error_message"])
+    """A job row (JobPublic's columns) with the pipeline's free text masked."""
+    for column in ("error_message", "current_step"):
+        if row.get(column):
+            row[column] = public_text(row[column])
     return row

@@ -676,6 +676,23 @@ def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiSt
         assert [j["job_id"] for j in client.get("/v1/jobs").json()["items"]] == [slow.answer.json()["job_id"]]
 
 
+def test_a_key_whose_request_was_refused_can_be_used_again_with_a_corrected_form(
+    api_stack: ApiStack, clip: Path
+) -> None:
+    _, token = api_stack.user()
+    key = {"Idempotency-Key": f"fix-{uuid4()}"}
+    with api_stack.client(token) as client:
+        refused = client.post(
+            "/v1/courses",
+            data={"name": "Course", "curriculum": "CS-101"},
+            files=[("videos", ("a.mp4", b"this is not a video at all", "video/mp4"))],
+            headers=key,
+        )
+        assert_problem(refused, 415)
+        corrected = submit(client, clip, name="Course", headers=key)
+        assert corrected.status_code == 202, corrected.text
+
+
 def test_a_key_whose_client_disconnected_mid_upload_is_free_again(api_stack: ApiStack, clip: Path) -> None:
     _, token = api_stack.user()
     key = f"gone-{uuid4()}"
