@@ -335,6 +335,8 @@ class CourseSubmission:
                 "the job log is unreachable right now; nothing was accepted, try again later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
+        # Committed on the log: from here on the staged files belong to the job, whatever happens next.
+        self.keep_staging = True
         await db.execute("UPDATE api_submissions SET published_at = now() WHERE job_id = %s", (self.job_id,))
         log.info("course accepted", extra={"job_id": str(self.job_id), "owner": self.user.name})
         return Accepted(self.job_id, replayed=False)

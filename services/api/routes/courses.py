@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
+import psycopg
 from fastapi import APIRouter, Header, Request, Response
 
 from services.api import idempotency
 from services.api.deps import Services, ServicesDep, StreamingUser
 from services.api.formstream import boundary_of
 from services.api.models import CourseAccepted
-from services.api.problems import problem_responses
+from services.api.problems import ProblemError, problem_responses
 from services.api.submissions import CourseSubmission
 from services.core.jobs import JobStatus
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/courses", tags=["courses"])
 
 # Printable ASCII, no spaces at the ends: a key is data (stored, compared), never free text.
@@ -111,11 +114,16 @@ async def create_course(
                 name, curriculum = await submission.validate(db)
             async with services.pool.connection() as db:
                 accepted = await submission.publish(db, name, curriculum)
-            if held is not None:
-                await asyncio.shield(idempotency.mark_published(services.pool, held))
         except BaseException:
             await asyncio.shield(_undo(services, submission, held))
             raise
+        # The job is on the log: nothing below may undo it, and nothing below may fail the request.
+        if held is not None:
+            try:
+                await asyncio.shield(idempotency.mark_published(services.pool, held))
+            except Exception:
+                # The lease runs out, and the key is then answered as published (its job is projected).
+                log.exception("could not mark an Idempotency-Key published", extra={"job_id": str(job_id)})
         await _until_projected(services, accepted.job_id, changed, settings.read_your_writes_timeout_s)
     return _accepted(response, accepted.job_id, JobStatus.QUEUED)
 
@@ -139,10 +147,13 @@ async def _until_projected(
     Not needed for correctness — GET falls back to the api's published submission — but it makes the
     common case answer from the projector's row, with the log's own view of the job.
     """
-    async with services.pool.connection() as db:  # returned before the wait
-        cursor = await db.execute("SELECT 1 FROM publish_jobs WHERE job_id = %s", (job_id,))
-        if await cursor.fetchone() is not None:
-            return
+    try:
+        async with services.pool.connection() as db:  # returned before the wait
+            cursor = await db.execute("SELECT 1 FROM publish_jobs WHERE job_id = %s", (job_id,))
+            if await cursor.fetchone() is not None:
+                return
+    except (ProblemError, psycopg.Error):
+        return  # the pool is busy or Postgres is down: the job is accepted all the same
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(changed.get(), timeout_s)
 
