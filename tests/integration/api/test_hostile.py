@@ -818,6 +818,7 @@ def test_job_views_and_histories_show_no_hostnames_pids_paths_or_tracebacks(
             streamed = "\n".join(stream.iter_lines())
     assert job["error_type"] == "invalid_media"
     assert "no video stream" in job["error_message"]
+    assert all("server" not in a.headers for a in answers)
     for text in [*(a.text for a in answers), streamed]:
         for internal in INTERNAL:
             assert internal not in text, (internal, text)
