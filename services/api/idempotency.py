@@ -6,15 +6,19 @@
   client's library picks a new boundary for each retry of the same form). The same key with another
   body, method or path is refused with 422; with the same body it answers the job it published.
 - A request that dies gives its key back: deleted when it fails or its client disconnects, and by lease
-  expiry when the process itself died (the live request renews the lease while its body streams).
+  expiry when the process itself died (a live request renews its lease in the background, however
+  slowly its client sends; a request that lost its lease anyway — Postgres unreachable for a whole
+  lease — finds out before publishing and publishes nothing).
   A lease-expired reservation whose job reached the log anyway (the process died between the Kafka
   commit and recording it) is treated as published, never as free.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-import time
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from uuid import UUID
@@ -22,6 +26,8 @@ from uuid import UUID
 from services.api.auth import User
 from services.api.db import Pool
 from services.api.problems import ProblemError
+
+log = logging.getLogger(__name__)
 
 _MASK = b"\x00boundary\x00"
 
@@ -113,12 +119,40 @@ async def renew(pool: Pool, held: Reservation, lease_s: float) -> None:
         )
 
 
+@contextlib.asynccontextmanager
+async def holding(pool: Pool, held: Reservation | None, lease_s: float) -> AsyncIterator[None]:
+    """Renew the reservation's lease every third of it while the block runs (the request is alive)."""
+    if held is None:
+        yield
+        return
+
+    async def renew_forever() -> None:
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            try:
+                await renew(pool, held, lease_s)
+            except Exception:
+                log.warning("could not renew an Idempotency-Key lease", exc_info=True)
+
+    task = asyncio.create_task(renew_forever(), name=f"idempotency-lease-{held.job_id}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def record_body(pool: Pool, held: Reservation, body_sha256: bytes) -> None:
-    """Record the digest of the body read under the key (before the job is published)."""
+    """Record the digest of the body read under the key, before the job is published; 409 if the
+    reservation was lost meanwhile (its lease ran out and another request took the key)."""
     async with pool.connection() as db:
-        await db.execute(
-            "UPDATE api_idempotency_keys SET body_sha256 = %s WHERE job_id = %s", (body_sha256, held.job_id)
+        cursor = await db.execute(
+            "UPDATE api_idempotency_keys SET body_sha256 = %s WHERE job_id = %s AND lease_expires_at > now()",
+            (body_sha256, held.job_id),
         )
+    if cursor.rowcount != 1:
+        raise in_progress()
 
 
 async def mark_published(pool: Pool, held: Reservation) -> None:
@@ -170,19 +204,8 @@ class BodyDigest:
         return self._hash.digest()
 
 
-async def digesting(
-    body: AsyncIterator[bytes],
-    digest: BodyDigest,
-    renew_every_s: float | None = None,
-    renewal: Reservation | None = None,
-    pool: Pool | None = None,
-    lease_s: float = 0.0,
-) -> AsyncIterator[bytes]:
-    """The body, unchanged, feeding `digest` and renewing the reservation's lease as it goes."""
-    next_renewal = time.monotonic() + (renew_every_s or 0.0)
+async def digesting(body: AsyncIterator[bytes], digest: BodyDigest) -> AsyncIterator[bytes]:
+    """The body, unchanged, feeding `digest` as it goes."""
     async for chunk in body:
         digest.update(chunk)
-        if renewal is not None and pool is not None and renew_every_s and time.monotonic() >= next_renewal:
-            await renew(pool, renewal, lease_s)
-            next_renewal = time.monotonic() + renew_every_s
         yield chunk

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # 429 past this many live job streams (SSE) of one user in one api process.
     api_max_streams_per_user: int = Field(default=8, ge=1)
     # An Idempotency-Key reserved by a request that died (crash, lost connection) is free again
-    # after this long; a live request renews its reservation while the body streams.
+    # after this long; a live request renews its reservation in the background every third of it.
     api_idempotency_lease_s: float = Field(default=60.0, ge=1)
 
     # --- Local stack -------------------------------------------------------------------------

@@ -97,23 +97,18 @@ async def create_course(
             return _accepted(response, outcome.job_id, JobStatus.QUEUED)
         held = outcome
     submission = CourseSubmission(services, user, job_id)
-    body = idempotency.digesting(
-        request.stream(),
-        digest,
-        renew_every_s=settings.api_idempotency_lease_s / 3,
-        renewal=held,
-        pool=services.pool,
-        lease_s=settings.api_idempotency_lease_s,
-    )
+    body = idempotency.digesting(request.stream(), digest)
+    lease_s = settings.api_idempotency_lease_s
     with services.changes.subscribe(submission.job_id) as changed:
         try:
-            await submission.receive(request.headers.get("content-type"), body)
-            if held is not None:
-                await idempotency.record_body(services.pool, held, digest.digest())
-            async with services.pool.connection() as db:
-                name, curriculum = await submission.validate(db)
-            async with services.pool.connection() as db:
-                accepted = await submission.publish(db, name, curriculum)
+            async with idempotency.holding(services.pool, held, lease_s):
+                await submission.receive(request.headers.get("content-type"), body)
+                if held is not None:
+                    await idempotency.record_body(services.pool, held, digest.digest())
+                async with services.pool.connection() as db:
+                    name, curriculum = await submission.validate(db)
+                async with services.pool.connection() as db:
+                    accepted = await submission.publish(db, name, curriculum)
         except BaseException:
             await asyncio.shield(_undo(services, submission, held))
             raise

@@ -156,6 +156,20 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def wait_reserved(settings: Settings, key: str) -> None:
+    """Wait until the api has reserved `key` (it does so as soon as it has the request's headers)."""
+    with psycopg.connect(settings.database_url, autocommit=True) as db:
+        db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.database_schema)))
+        wait_for(
+            lambda: (
+                db.execute("SELECT 1 FROM api_idempotency_keys WHERE idempotency_key = %s", (key,)).fetchone()
+                is not None
+            ),
+            30,
+            f"the api to reserve {key}",
+        )
+
+
 # --- 1. control characters -------------------------------------------------------------------------
 
 
@@ -658,6 +672,7 @@ def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiSt
     slow.start()
     try:
         assert slow.started.wait(60)
+        wait_reserved(api_stack.settings, key)
         with api_stack.client(token) as client:
             # The first request is still sending its body; the second must not stage a second course.
             second = submit(client, clip, name="Slow course", headers={"Idempotency-Key": key})
@@ -712,15 +727,11 @@ def test_a_key_whose_client_disconnected_mid_upload_is_free_again(api_stack: Api
     url = urlsplit(api_stack.base_url)
     with socket.create_connection((url.hostname or "", url.port or 80), timeout=10) as sock:
         sock.sendall(head + body[: len(body) // 2])
+        wait_reserved(api_stack.settings, key)
         with api_stack.client(token) as client:
             # While the first request is alive, its key is taken.
-            wait_for(
-                lambda: (
-                    submit(client, clip, name="Course", headers={"Idempotency-Key": key}).status_code == 409
-                ),
-                30,
-                "the key to be reserved",
-            )
+            taken = submit(client, clip, name="Course", headers={"Idempotency-Key": key})
+            assert taken.status_code == 409, taken.text
     # The socket is closed mid-body: the api notices and gives the key back.
     answers: list[int] = []
 
@@ -748,9 +759,30 @@ def test_a_key_whose_api_process_died_mid_upload_is_free_after_its_lease(
     slow.start()
     try:
         assert slow.started.wait(60)
-        api.kill()  # kill -9: no cleanup runs in the api
+        # A live request keeps its key however slowly its client sends: stalled for three leases, the
+        # reservation is still live (renewed in the background) and a duplicate still gets 409.
+        with psycopg.connect(short_lease.database_url, autocommit=True) as db:
+            db.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(short_lease.database_schema)))
+
+            def held_for_three_leases() -> bool:
+                row = db.execute(
+                    "SELECT lease_expires_at > now(), now() - created_at > interval '6 seconds'"
+                    " FROM api_idempotency_keys WHERE idempotency_key = %s",
+                    (key,),
+                ).fetchone()
+                if row is None:
+                    return False  # the api has not read the request's headers yet
+                assert row[0], "a live request's lease ran out"
+                return bool(row[1])
+
+            wait_for(held_for_three_leases, 30, "three leases to pass")
+        with stack.client(token) as client:
+            taken = submit(client, clip, name="Slow course", headers={"Idempotency-Key": key})
+            assert taken.status_code == 409, taken.text
+        api.kill()  # kill -9: no cleanup runs in the api, nothing deletes the reservation
         api.wait(30)
     finally:
+        stop(api)
         release.set()
         slow.join(60)
     api, base = start_api(short_lease)
