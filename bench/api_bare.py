@@ -23,10 +23,16 @@ from services.core.settings import get_settings
 def create_app() -> FastAPI:
     """A FastAPI app with GET /bare/jobs/{job_id}."""
     settings = get_settings()
-    pool = Pool(settings.database_url, settings.database_schema, settings.api_db_pool_size)
+    pool = Pool(
+        settings.database_url,
+        settings.database_schema,
+        settings.api_db_pool_size,
+        settings.api_db_pool_timeout_s,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await pool.open()
         yield
         await pool.close()
 

@@ -6,15 +6,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from services.api import problems
 from services.api.db import JobChanges, Pool, migrate_api
-from services.api.deps import Services
+from services.api.deps import Services, StreamSlots
+from services.api.guard import RequestGuard
 from services.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.api.publisher import Publisher
 from services.api.routes import courses, health, jobs, uploads
+from services.core.kafka_config import admin_config
 from services.core.settings import Settings, get_settings
 from services.core.storage import s3_client
 
@@ -30,10 +33,17 @@ def bootstrap(settings: Settings) -> Services:
     """Choose and build the process's dependencies (called once, at startup)."""
     return Services(
         settings=settings,
-        pool=Pool(settings.database_url, settings.database_schema, settings.api_db_pool_size),
+        pool=Pool(
+            settings.database_url,
+            settings.database_schema,
+            settings.api_db_pool_size,
+            settings.api_db_pool_timeout_s,
+        ),
         changes=JobChanges(settings.database_url),
         publisher=Publisher(settings),
         s3=s3_client(settings),
+        admin=AdminClient(admin_config(settings)),
+        streams=StreamSlots(settings.api_max_streams_per_user),
     )
 
 
@@ -46,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate_api(settings.database_url, settings.database_schema)
         services = bootstrap(settings)
         app.state.services = services
+        await services.pool.open()
         await services.changes.start()
         sweeper = uploads.start_sweeper(services)
         try:
@@ -58,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CourseCast API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
+    app.add_middleware(RequestGuard)
     for module in (health, courses, uploads, jobs):
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -74,11 +86,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     problem = {"content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-    for path in schema.get("paths", {}).values():
-        for operation in path.values():
+    for route, path in schema.get("paths", {}).items():
+        for method, operation in path.items():
             responses = operation.setdefault("responses", {})
-            errors = (("400", "Malformed request"), ("422", "Invalid request"), ("405", "Method not allowed"))
+            errors = [("400", "Malformed request"), ("422", "Invalid request"), ("405", "Method not allowed")]
+            if route.startswith("/v1/"):
+                errors.append(("503", "Service unavailable (database or Kafka busy or unreachable)"))
+                if method in ("post", "put", "patch", "delete"):
+                    # RequestGuard: authentication and the body bound come before the route.
+                    errors += [("401", "Unauthorized"), ("413", "Request body too large")]
             for status, description in errors:
-                responses[status] = {"description": description, **problem}
+                responses.setdefault(status, {"description": description, **problem})
     app.openapi_schema = schema
     return schema

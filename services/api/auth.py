@@ -62,6 +62,13 @@ def token_hash(token: str) -> bytes:
 
 AnyConn = psycopg.Connection[Any]
 
+# Revocations are announced on this channel, so every api process ends that user's live streams at once.
+TOKEN_REVOKED_CHANNEL = "api_token_revoked"
+
+
+def _announce_revocation(conn: AnyConn, user_id: object) -> None:
+    conn.execute("SELECT pg_notify(%s, %s)", (TOKEN_REVOKED_CHANNEL, str(user_id)))
+
 
 def create_user(conn: AnyConn, name: str, role: Role) -> tuple[User, str]:
     """Create a user and their first token; returns the user and the token (shown once)."""
@@ -92,23 +99,27 @@ def issue_token(conn: AnyConn, name: str) -> str:
 
 
 def revoke_user_tokens(conn: AnyConn, name: str) -> int:
-    """Revoke every live token of a user; returns how many. Takes effect on the next request."""
+    """Revoke every live token of a user; returns how many. Requests and live streams stop at once."""
     row = conn.execute("SELECT user_id FROM api_users WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise UnknownUserError(f"no user named {name!r}")
     cur = conn.execute(
         "UPDATE api_tokens SET revoked_at = now() WHERE user_id = %s AND revoked_at IS NULL", (row[0],)
     )
+    _announce_revocation(conn, row[0])
     return cur.rowcount
 
 
 def revoke_token(conn: AnyConn, token: str) -> bool:
     """Revoke one token; True when it was live."""
-    cur = conn.execute(
-        "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s AND revoked_at IS NULL",
+    row = conn.execute(
+        "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s AND revoked_at IS NULL"
+        " RETURNING user_id",
         (token_hash(token),),
-    )
-    return cur.rowcount == 1
+    ).fetchone()
+    if row is not None:
+        _announce_revocation(conn, row[0])
+    return row is not None
 
 
 # Checked on every request against the database (no cache), so a revocation takes effect at once.

@@ -47,6 +47,8 @@ def api(
         workers=workers,
         log_config=None,
         access_log=False,
+        # No "server: uvicorn" header: clients learn nothing of what runs behind the api.
+        server_header=False,
     )
 
 

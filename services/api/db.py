@@ -1,4 +1,4 @@
-"""Postgres for the api: a small async connection pool, migrations, and the LISTEN side of job_changed."""
+"""Postgres for the api: the connection pool, migrations, LISTEN for job_changed and token revocations."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from uuid import UUID
 
 import psycopg
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from services.api.auth import TOKEN_REVOKED_CHANNEL
+from services.api.problems import ProblemError
 from services.projector.migrations import migrate
 from services.projector.store import NOTIFY_CHANNEL
 
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 CONNECT_TIMEOUT_S = 5
+POOL_RETRY_AFTER_S = 2
 
 
 def migrate_api(database_url: str, schema: str) -> list[str]:
@@ -31,52 +35,55 @@ def migrate_api(database_url: str, schema: str) -> list[str]:
 
 
 class Pool:
-    """A fixed set of autocommit connections shared by requests; a broken one is replaced on return."""
+    """The api's Postgres connections (psycopg_pool): autocommit, search_path set, bounded wait.
 
-    def __init__(self, database_url: str, schema: str, size: int) -> None:
-        self._url = database_url
-        self._schema = schema
-        self._size = size
-        self._idle: asyncio.Queue[AsyncConn] = asyncio.Queue()
-        self._opened = 0
-        self._lock = asyncio.Lock()
+    A request borrows a connection only for its queries, never while a body or a stream flows, so slow
+    clients cannot drain the pool. When every connection is busy for `timeout_s`, the request gets a
+    503 problem with Retry-After instead of waiting forever. A connection returned broken or inside a
+    transaction is discarded or rolled back by the pool, never handed to the next request as it is.
+    """
 
-    async def _connect(self) -> AsyncConn:
-        conn = await psycopg.AsyncConnection.connect(
-            self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+    def __init__(self, database_url: str, schema: str, size: int, timeout_s: float) -> None:
+        async def configure(conn: AsyncConn) -> None:
+            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+
+        self._pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
+            database_url,
+            min_size=1,
+            max_size=size,
+            timeout=timeout_s,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            configure=configure,
+            open=False,
+            name="api",
         )
-        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self._schema)))
-        return conn
+
+    async def open(self) -> None:
+        """Start the pool (connections are made in the background)."""
+        await self._pool.open(wait=False)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConn]:
-        """Borrow a connection for one unit of work."""
-        conn: AsyncConn | None = None
-        if self._idle.empty():
-            async with self._lock:
-                if self._opened < self._size:
-                    self._opened += 1
-                    try:
-                        conn = await self._connect()
-                    except BaseException:
-                        self._opened -= 1
-                        raise
-        if conn is None:
-            conn = await self._idle.get()
+        """Borrow a connection for one unit of work; 503 when none is free in time."""
         try:
-            yield conn
-        finally:
-            if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                # Never hand the next request a connection in an unknown state.
-                await conn.close()
-                self._opened -= 1
-            else:
-                self._idle.put_nowait(conn)
+            async with self._pool.connection() as conn:
+                yield conn
+        except PoolTimeout:
+            raise pool_exhausted() from None
 
     async def close(self) -> None:
-        """Close every idle connection."""
-        while not self._idle.empty():
-            await self._idle.get_nowait().close()
+        """Close every connection."""
+        await self._pool.close()
+
+
+def pool_exhausted() -> ProblemError:
+    """503 for a request that found no free database connection in time."""
+    return ProblemError(
+        503,
+        "database-busy",
+        "the api has no free database connection right now; try again shortly",
+        headers={"Retry-After": str(POOL_RETRY_AFTER_S)},
+    )
 
 
 class JobChanges:
@@ -111,11 +118,17 @@ class JobChanges:
                 )
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(TOKEN_REVOKED_CHANNEL)))
                     self._ready.set()
                     # Waiters re-read the row after a reconnect, so a notification missed while the
                     # connection was down only delays them.
                     self._wake_all()
                     async for notify in conn.notifies():
+                        if notify.channel == TOKEN_REVOKED_CHANNEL:
+                            # Every waiter re-checks its caller's token when woken: a revoked
+                            # user's streams end, the others carry on.
+                            self._wake_all()
+                            continue
                         try:
                             job_id = UUID(notify.payload)
                         except ValueError:

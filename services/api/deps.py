@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
+from confluent_kafka.admin import AdminClient
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -19,6 +22,34 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+class StreamSlots:
+    """Live job streams (SSE) per user in this process; one past the limit is refused with 429."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: Counter[object] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, user: User) -> Iterator[None]:
+        """One stream slot of `user` while the block runs; 429 when all are taken."""
+        if self._open[user.user_id] >= self.limit:
+            raise ProblemError(
+                429,
+                "too-many-streams",
+                f"you already follow {self.limit} job streams from this server; close one first",
+                title="Too many streams",
+                headers={"Retry-After": "5"},
+                limit=self.limit,
+            )
+        self._open[user.user_id] += 1
+        try:
+            yield
+        finally:
+            self._open[user.user_id] -= 1
+            if self._open[user.user_id] <= 0:
+                del self._open[user.user_id]
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """Everything a request may use, chosen once at startup (app.bootstrap)."""
@@ -28,6 +59,9 @@ class Services:
     changes: JobChanges
     publisher: Publisher
     s3: S3Client
+    # One Kafka admin client for the process (/readyz), not one per request.
+    admin: AdminClient
+    streams: StreamSlots
 
 
 def get_services(request: Request) -> Services:
@@ -60,6 +94,12 @@ def bearer_hash(credentials: HTTPAuthorizationCredentials | None) -> bytes:
     return token_hash(credentials.credentials)
 
 
+def credentials_of(header: str | None) -> HTTPAuthorizationCredentials | None:
+    """The bearer credentials in an Authorization header value, None when there are none."""
+    scheme, _, token = (header or "").partition(" ")
+    return HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip()) if token.strip() else None
+
+
 def invalid_token() -> ProblemError:
     """401 for a token that is unknown or revoked."""
     return ProblemError(
@@ -80,19 +120,40 @@ async def authenticate(db: AsyncConn, credentials: HTTPAuthorizationCredentials 
     return User(row[0], row[1], Role(row[2]))
 
 
+def _guarded_user(request: Request) -> User | None:
+    # RequestGuard authenticates every request that may carry a body before the body is read.
+    user = getattr(request.state, "user", None)
+    return user if isinstance(user, User) else None
+
+
 async def get_current_user(
-    db: DbDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The caller, authenticated on the request's own pooled connection."""
-    return await authenticate(db, credentials)
+    """The caller, authenticated on the request's own pooled connection (or by RequestGuard already)."""
+    return _guarded_user(request) or await authenticate(db, credentials)
 
 
 async def get_streaming_user(
-    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The caller, authenticated on a connection returned at once, so a long stream holds none."""
+    """The caller, authenticated on a connection returned at once, so a long body or stream holds none."""
+    user = _guarded_user(request)
+    if user is not None:
+        return user
     async with services.pool.connection() as db:
         return await authenticate(db, credentials)
+
+
+async def stream_slot(
+    user: Annotated[User, Depends(get_streaming_user)], services: ServicesDep
+) -> AsyncIterator[None]:
+    """One of the caller's stream slots, held until the stream's response has ended (429 when none)."""
+    with services.streams.hold(user):
+        yield
 
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

@@ -15,9 +15,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.api.problems import ProblemError
 from services.api.staging import StagedObject
+from services.api.text import refuse_control_characters
 
 MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 200
+# RFC 2046 §5.1.1: a boundary is 1 to 70 characters.
+MAX_BOUNDARY_BYTES = 70
 
 
 @dataclass
@@ -50,7 +53,26 @@ def boundary_of(content_type: str | None) -> bytes:
             "unsupported-media-type",
             "send the course as multipart/form-data (fields name, curriculum, videos, thumbnails)",
         )
-    return params[b"boundary"]
+    boundary: bytes = params[b"boundary"]
+    printable = boundary.isascii() and boundary.decode().isprintable()
+    if not 1 <= len(boundary) <= MAX_BOUNDARY_BYTES or not printable:
+        raise ProblemError(
+            400,
+            "bad-request",
+            f"the multipart boundary must be 1 to {MAX_BOUNDARY_BYTES} printable ASCII characters (RFC 2046)",
+        )
+    return boundary
+
+
+def _text(raw: bytes, what: str, *, multiline: bool = False) -> str:
+    """`raw` as UTF-8 text; 422 naming `what` when it is not UTF-8 or holds a control character."""
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProblemError(
+            422, "invalid-utf8", f"{what} is not valid UTF-8", title="Invalid text in the request"
+        ) from None
+    return refuse_control_characters(value, what, multiline=multiline)
 
 
 async def read_form(
@@ -86,12 +108,12 @@ async def read_form(
         _, options = parse_options_header(current.headers.get(b"content-disposition", b""))
         if b"name" not in options:
             raise ProblemError(400, "bad-request", 'a form part has no Content-Disposition "name"')
-        current.name = options[b"name"].decode("utf-8", "replace")
+        current.name = _text(options[b"name"], "a form field name")
         field_count += 1
         if field_count > MAX_FIELDS:
             raise ProblemError(422, "too-many-parts", f"the form has more than {MAX_FIELDS} parts")
         if b"filename" in options:
-            current.filename = options[b"filename"].decode("utf-8", "replace")
+            current.filename = _text(options[b"filename"], f"the file name in form field {current.name!r}")
             declared = current.headers.get(b"content-type")
             current.sink = open_file(
                 current.name, current.filename, declared.decode("latin-1") if declared else None
@@ -110,7 +132,8 @@ async def read_form(
 
     def on_part_end() -> None:
         if current.sink is None:
-            form.fields.setdefault(current.name, []).append(current.text.decode("utf-8", "replace"))
+            value = _text(bytes(current.text), f"form field {current.name!r}", multiline=True)
+            form.fields.setdefault(current.name, []).append(value)
         else:
             ended.append(current.sink)
 

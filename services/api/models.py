@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.api.text import Line, Text
 from services.core.jobs import JobStatus
 
 
@@ -79,7 +80,7 @@ class JobActionCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
 
 
 class UploadCreate(BaseModel):
@@ -87,9 +88,9 @@ class UploadCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    filename: str = Field(min_length=1, max_length=1000)
-    size_bytes: int = Field(ge=1)
-    content_type: str = Field(default="application/octet-stream", min_length=1, max_length=255)
+    filename: Line = Field(min_length=1, max_length=1000)
+    size_bytes: int = Field(ge=1, le=2**63 - 1)
+    content_type: Line = Field(default="application/octet-stream", min_length=1, max_length=255)
     kind: Literal["video", "thumbnail"] = "video"
 
 
@@ -121,7 +122,7 @@ class CompletedPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     part_number: int = Field(ge=1, le=10_000)
-    etag: str = Field(min_length=1, max_length=200)
+    etag: Line = Field(min_length=1, max_length=200)
 
 
 class UploadComplete(BaseModel):

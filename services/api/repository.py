@@ -14,6 +14,7 @@ from services.api.auth import Role, User
 from services.api.db import AsyncConn
 from services.api.models import JobEventPublic, JobPublic
 from services.api.problems import ProblemError
+from services.api.redact import public_data, public_job_row, public_producer, public_text
 
 _PUBLIC = (
     "job_id, owner, course_name, curriculum, video_count, status, attempt, progress_percent, current_step,"
@@ -52,7 +53,7 @@ async def get_job_row(db: AsyncConn, user: User, job_id: UUID) -> dict[str, Any]
             row = await cur.fetchone()
     if row is None or not user.may_see(row["owner"]):
         raise not_found(job_id)
-    return row
+    return public_job_row(row)
 
 
 # The hot path (GET /v1/jobs/{id}) authenticates and reads the job in one round trip: the row of the
@@ -79,7 +80,7 @@ async def authenticated_job_row(
         return user, await get_job_row(db, user, job_id)  # not projected yet: the api's own record
     if not user.may_see(row["owner"]):
         raise not_found(job_id)
-    return user, row
+    return user, public_job_row(row)
 
 
 def encode_cursor(created_at: datetime, job_id: UUID) -> str:
@@ -91,9 +92,13 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     """The position a cursor points past; 422 when it is not one of ours."""
     try:
         created_at, job_id = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), UUID(job_id)
-    except (ValueError, TypeError, orjson.JSONDecodeError):
+        position = datetime.fromisoformat(created_at), UUID(job_id)
+    except (ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
         raise ProblemError(422, "invalid-cursor", "the cursor is not one this api issued") from None
+    if position[0].tzinfo is None:
+        # Ours always carry their offset; a naive time would compare against the server's zone.
+        raise ProblemError(422, "invalid-cursor", "the cursor is not one this api issued")
+    return position
 
 
 async def list_jobs(
@@ -123,7 +128,7 @@ async def list_jobs(
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(query.encode(), params)
         rows = await cur.fetchall()
-    items = [JobPublic.model_validate(row) for row in rows[:limit]]
+    items = [JobPublic.model_validate(public_job_row(row)) for row in rows[:limit]]
     next_cursor = encode_cursor(items[-1].created_at, items[-1].job_id) if len(rows) > limit else None
     return items, next_cursor
 
@@ -138,4 +143,16 @@ async def job_events(db: AsyncConn, job_id: UUID) -> list[JobEventPublic]:
             " WHERE e.job_id = %s ORDER BY e.kafka_partition, e.kafka_offset",
             (job_id,),
         )
-        return [JobEventPublic.model_validate(row) for row in await cur.fetchall()]
+        rows = await cur.fetchall()
+    # Event data and reasons are written by the pipeline: clients see their public part only.
+    return [
+        JobEventPublic.model_validate(
+            {
+                **row,
+                "producer": public_producer(row["producer"]),
+                "data": public_data(row["data"]),
+                "rejection_reason": public_text(row["rejection_reason"]),
+            }
+        )
+        for row in rows
+    ]

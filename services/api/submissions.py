@@ -3,7 +3,7 @@
 Order of effects, and why no job is ever half born:
 1. every file is streamed to staging/<job_id>/ and checked (magic bytes, then ffprobe);
 2. the manifest is written — before any message names it;
-3. the api's submission row is inserted (unpublished) — it holds the Idempotency-Key;
+3. the api's submission row is inserted (unpublished); an Idempotency-Key was reserved before step 1;
 4. JobQueued + PublishCourse go out in one Kafka transaction;
 5. the submission is marked published (GET may now show the job as queued before the projector has).
 A failure before 4 commits deletes what was staged and the row; no consumer ever saw anything.
@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-import psycopg
 from anyio import to_thread
 
 from services.api.auth import User
@@ -99,12 +98,12 @@ def check_curriculum(values: list[str] | None) -> str:
 class CourseSubmission:
     """One POST /v1/courses: owns the staged objects until the job is published or everything is undone."""
 
-    def __init__(self, services: Services, user: User, idempotency_key: str | None) -> None:
+    def __init__(self, services: Services, user: User, job_id: UUID | None = None) -> None:
         self.services = services
         self.settings = services.settings
         self.user = user
-        self.key = idempotency_key
-        self.job_id = uuid4()
+        # The Idempotency-Key, if any, was reserved for this job id before the body was read.
+        self.job_id = job_id or uuid4()
         self.prefix = staging_prefix(self.job_id)
         self.form = ParsedForm()
         self.videos = 0
@@ -294,16 +293,12 @@ class CourseSubmission:
             )
         )
         queued_at = datetime.now(UTC)
-        try:
-            await db.execute(
-                "INSERT INTO api_submissions (job_id, owner, idempotency_key, course_name, curriculum,"
-                " video_count, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (self.job_id, self.user.name, self.key, name, curriculum, len(manifest.videos), queued_at),
-            )
-        except psycopg.errors.UniqueViolation:
-            # A concurrent request with the same Idempotency-Key got there first: it owns the job.
-            await self.discard()
-            return await replay_idempotent(db, self.user, self.key or "")
+        # Idempotency-Keys live in api_idempotency_keys (reserved before the body was read).
+        await db.execute(
+            "INSERT INTO api_submissions (job_id, owner, course_name, curriculum, video_count, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (self.job_id, self.user.name, name, curriculum, len(manifest.videos), queued_at),
+        )
         data = {
             "owner": self.user.name,
             "course_name": name,
@@ -344,6 +339,8 @@ class CourseSubmission:
                 "the job log is unreachable right now; nothing was accepted, try again later",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             ) from None
+        # Committed on the log: from here on the staged files belong to the job, whatever happens next.
+        self.keep_staging = True
         await db.execute("UPDATE api_submissions SET published_at = now() WHERE job_id = %s", (self.job_id,))
         log.info("course accepted", extra={"job_id": str(self.job_id), "owner": self.user.name})
         return Accepted(self.job_id, replayed=False)
@@ -388,32 +385,3 @@ def _upload_ids(values: list[str] | None) -> list[UUID]:
                         422, "invalid-upload-id", f"{part.strip()[:60]!r} is not an upload id"
                     ) from None
     return ids
-
-
-async def replay_idempotent(db: AsyncConn, user: User, key: str) -> Accepted:
-    """The job an earlier request with this Idempotency-Key published; 409 while that request runs."""
-    earlier = await find_idempotent(db, user, key)
-    if earlier is None:
-        raise ProblemError(
-            409, "idempotency-conflict", "the earlier request with this Idempotency-Key failed; retry"
-        )
-    return earlier
-
-
-async def find_idempotent(db: AsyncConn, user: User, key: str) -> Accepted | None:
-    """The job already published for (user, key), if any."""
-    cursor = await db.execute(
-        "SELECT job_id, published_at FROM api_submissions WHERE owner = %s AND idempotency_key = %s",
-        (user.name, key),
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        return None
-    if row[1] is None:
-        raise ProblemError(
-            409,
-            "idempotency-in-progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly",
-            headers={"Retry-After": "1"},
-        )
-    return Accepted(row[0], replayed=True)

@@ -7,8 +7,11 @@ protect a guarantee refuse values that would break it (see the validators).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +23,9 @@ class Settings(BaseSettings):
     """Configuration shared by the api, encoder, projector, watchdog and tools."""
 
     model_config = SettingsConfigDict(env_prefix="COURSECAST_", extra="ignore", frozen=True)
+
+    # "production" refuses the built-in secrets below (they are public, in this repository).
+    env: Literal["development", "test", "production"] = "development"
 
     # --- Kafka -------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -115,6 +121,15 @@ class Settings(BaseSettings):
     # Bounds every Kafka call of a request, so an unreachable broker becomes a quick 503.
     api_kafka_timeout_s: float = Field(default=10.0, gt=0)
     api_db_pool_size: int = Field(default=10, ge=1)
+    # A request that cannot get a Postgres connection within this time gets 503 + Retry-After.
+    api_db_pool_timeout_s: float = Field(default=5.0, gt=0)
+    # 413 past this many bytes in a JSON request body.
+    api_max_json_bytes: int = Field(default=64 * 1024, ge=1024)
+    # 429 past this many live job streams (SSE) of one user in one api process.
+    api_max_streams_per_user: int = Field(default=8, ge=1)
+    # An Idempotency-Key reserved by a request that died (crash, lost connection) is free again
+    # after this long; a live request renews its reservation in the background every third of it.
+    api_idempotency_lease_s: float = Field(default=60.0, ge=1)
 
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = PROJECT_ROOT / ".cache" / "stack"
@@ -132,7 +147,35 @@ class Settings(BaseSettings):
             raise ValueError(
                 "COURSECAST_TOPIC_MIN_INSYNC_REPLICAS cannot exceed COURSECAST_TOPIC_REPLICATION_FACTOR"
             )
+        if self.env == "production":
+            built_in = [name for name, value in BUILT_IN_SECRETS.items() if value(self)]
+            if built_in:
+                raise ValueError(
+                    "COURSECAST_ENV=production refuses the built-in (public) secrets of the local stack: set "
+                    + ", ".join(f"COURSECAST_{name.upper()}" for name in built_in)
+                )
         return self
+
+
+# The local stack's credentials are in this repository, so they protect nothing: production must set
+# its own. Each entry says whether a setting still holds (or embeds) the built-in secret.
+_LOCAL_PASSWORD = "coursecast"
+BUILT_IN_SECRETS: dict[str, Callable[[Settings], bool]] = {
+    "s3_secret_access_key": lambda s: s.s3_secret_access_key == "coursecast-local-secret",
+    "s3_access_key_id": lambda s: s.s3_access_key_id == "coursecast",
+    "database_url": lambda s: _url_password(s.database_url) == _LOCAL_PASSWORD,
+}
+
+
+def _url_password(url: str) -> str | None:
+    """The password in a postgresql:// URL (or key=value conninfo), None when there is none."""
+    if "://" in url:
+        return urlsplit(url).password
+    for pair in url.split():
+        key, _, value = pair.partition("=")
+        if key == "password":
+            return value
+    return None
 
 
 def environment(settings: Settings, **extra: str) -> dict[str, str]:

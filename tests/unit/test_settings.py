@@ -41,3 +41,44 @@ def test_every_setting_is_documented_in_docs_configuration() -> None:
     documented = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
     missing = [name for name in Settings.model_fields if f"`COURSECAST_{name.upper()}`" not in documented]
     assert missing == []
+
+
+def test_production_refuses_every_built_in_secret_and_names_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COURSECAST_ENV", "production")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    for name in ("S3_SECRET_ACCESS_KEY", "S3_ACCESS_KEY_ID", "DATABASE_URL"):
+        assert f"COURSECAST_{name}" in message
+
+
+@pytest.mark.parametrize(
+    "database_url",
+    [
+        "postgresql://coursecast:coursecast@db.internal:5432/coursecast",
+        "host=db.internal user=coursecast password=coursecast dbname=coursecast",
+    ],
+)
+def test_production_refuses_the_built_in_database_password_in_any_url_form(
+    monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    monkeypatch.setenv("COURSECAST_ENV", "production")
+    monkeypatch.setenv("COURSECAST_S3_ACCESS_KEY_ID", "AKIAPRODUCTION")
+    monkeypatch.setenv("COURSECAST_S3_SECRET_ACCESS_KEY", "a-real-secret")
+    monkeypatch.setenv("COURSECAST_DATABASE_URL", database_url)
+    with pytest.raises(ValidationError, match="COURSECAST_DATABASE_URL"):
+        Settings()
+
+
+def test_production_starts_with_secrets_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COURSECAST_ENV", "production")
+    monkeypatch.setenv("COURSECAST_S3_ACCESS_KEY_ID", "AKIAPRODUCTION")
+    monkeypatch.setenv("COURSECAST_S3_SECRET_ACCESS_KEY", "a-real-secret")
+    monkeypatch.setenv("COURSECAST_DATABASE_URL", "postgresql://coursecast:s3cr3t@db.internal/coursecast")
+    assert Settings().env == "production"
+
+
+def test_development_keeps_the_local_stack_defaults() -> None:
+    settings = Settings()
+    assert settings.env == "development"
+    assert settings.s3_secret_access_key == "coursecast-local-secret"

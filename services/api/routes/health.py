@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from anyio import to_thread
-from confluent_kafka.admin import AdminClient
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.api.deps import ServicesDep
 from services.api.models import Health
-from services.core.kafka_config import admin_config
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
@@ -37,7 +35,8 @@ async def readyz(services: ServicesDep) -> JSONResponse:
             await db.execute("SELECT 1")
 
     def kafka() -> None:
-        AdminClient(admin_config(settings)).list_topics(settings.events_topic, timeout=CHECK_TIMEOUT_S)
+        # The process's one admin client: a client per request would leak threads and sockets.
+        services.admin.list_topics(settings.events_topic, timeout=CHECK_TIMEOUT_S)
 
     def s3() -> None:
         services.s3.head_bucket(Bucket=settings.s3_bucket)

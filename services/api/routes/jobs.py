@@ -11,19 +11,21 @@ from uuid import UUID
 import orjson
 from anyio import to_thread
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from services.api import repository
 from services.api.auth import User
 from services.api.deps import (
+    BearerCredentials,
     CurrentUser,
     DbDep,
     Services,
     ServicesDep,
     StreamingUser,
     bearer_hash,
+    credentials_of,
     invalid_token,
+    stream_slot,
 )
 from services.api.models import JobActionCreate, JobEventList, JobList, JobPublic
 from services.api.problems import ProblemError, problem_responses
@@ -77,17 +79,12 @@ async def get_job(job_id: UUID, request: Request) -> Response:
     # JSON. The guarantees are those of CurrentUser: the token is checked against the database on
     # every request, and another instructor's job is a 404.
     services: Services = request.app.state.services
-    token = bearer_hash(_credentials(request.headers.get("authorization")))
+    token = bearer_hash(credentials_of(request.headers.get("authorization")))
     async with services.pool.connection() as db:
         found = await repository.authenticated_job_row(db, token, job_id)
     if found is None:
         raise invalid_token()
     return Response(orjson.dumps(found[1], option=orjson.OPT_UTC_Z), media_type="application/json")
-
-
-def _credentials(header: str | None) -> HTTPAuthorizationCredentials | None:
-    scheme, _, token = (header or "").partition(" ")
-    return HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip()) if token.strip() else None
 
 
 @router.get("/{job_id}/events", response_model=JobEventList, responses=problem_responses(401, 404, 422))
@@ -101,25 +98,38 @@ async def get_job_events(job_id: UUID, user: CurrentUser, db: DbDep) -> JobEvent
     "/{job_id}/stream",
     response_class=EventSourceResponse,
     responses={
-        200: {"description": "text/event-stream of `job` events (JobPublic as JSON) until the job ends"},
-        **problem_responses(401, 404, 422),
+        200: {
+            "description": "text/event-stream of `job` events (JobPublic as JSON) until the job ends,"
+            " or `revoked` when the caller's token is revoked"
+        },
+        **problem_responses(401, 404, 422, 429),
     },
+    dependencies=[Depends(stream_slot)],
 )
 async def stream_job(
-    job_id: UUID, request: Request, user: StreamingUser, services: ServicesDep, first: VisibleJob
+    job_id: UUID,
+    request: Request,
+    credentials: BearerCredentials,
+    services: ServicesDep,
+    first: VisibleJob,
 ) -> AsyncIterator[ServerSentEvent]:
     """Owner or admin: Server-Sent Events of the job's progress and status until it ends.
 
     Driven by the projector's NOTIFY job_changed (LISTEN), not by polling: each notification re-reads
-    the row and sends it if it changed. The connection is held only while a message is read.
+    the row and sends it if it changed. The connection is held only while a message is read. Each
+    read re-checks the caller's token, and a revocation (NOTIFY api_token_revoked) wakes every stream,
+    so a revoked user's streams end at once. At most `api_max_streams_per_user` per user (429 past it).
     """
-    job = first
+    token = bearer_hash(credentials)
+    job: JobPublic | None = first
     with services.changes.subscribe(job_id) as changed:
         # Read again once subscribed, so no change between the first read and LISTEN is missed.
-        async with services.pool.connection() as db:
-            job = await repository.get_job(db, user, job_id)
+        job = await _read_as_caller(services, token, job_id)
         last = None
         while True:
+            if job is None:
+                yield ServerSentEvent(event="revoked", data={"detail": "the API token was revoked"})
+                return
             if job != last:
                 yield ServerSentEvent(
                     event="job", id=str(job.updated_at.timestamp()), data=job.model_dump(mode="json")
@@ -134,9 +144,14 @@ async def stream_job(
                 if await request.is_disconnected():
                     return
                 yield ServerSentEvent(comment="keep-alive")
-                continue
-            async with services.pool.connection() as db:
-                job = await repository.get_job(db, user, job_id)
+            job = await _read_as_caller(services, token, job_id)
+
+
+async def _read_as_caller(services: Services, token: bytes, job_id: UUID) -> JobPublic | None:
+    """The job as the token's user sees it; None once the token is revoked."""
+    async with services.pool.connection() as db:
+        found = await repository.authenticated_job_row(db, token, job_id)
+    return None if found is None else JobPublic.model_validate(found[1])
 
 
 @router.post(
