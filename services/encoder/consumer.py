@@ -279,6 +279,11 @@ class Encoder:
         job = self._claims.job(envelope.job_id)
         if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
             log.info("cancel skipped: job is %s", job.status if job else "unknown", extra=extra)
+            if job is not None and job.status == JobStatus.CANCELED:
+                # A redelivered cancel (its first reader may have died before deleting staging).
+                self._janitor.after_end(
+                    envelope.job_id, job.attempt, job.status, staging_prefix(envelope.job_id)
+                )
             return
         data = {"requested_by": envelope.data["requested_by"]}
         if envelope.data.get("reason"):

@@ -49,9 +49,11 @@ class AttemptError(Exception):
     error_type: str = "error"
     retryable: bool = False
 
-    def __init__(self, message: str, error_type: str | None = None) -> None:
+    def __init__(self, message: str, error_type: str | None = None, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What the tool or library said, paths and all: for the encoder's log, never for the event.
+        self.detail = detail
         if error_type is not None:
             self.error_type = error_type
 
@@ -129,12 +131,13 @@ def missing_input(what: str) -> PermanentError:
 
 def unreadable_media(filename: str, detail: str = "") -> PermanentError:
     """ffprobe could not read the file as a video."""
-    detail = without_paths(detail)
-    hint = f" ({detail})" if detail else ""
+    shown = without_paths(detail)
+    hint = f" ({shown})" if shown else ""
     return PermanentError(
         f"The file {filename!r} is not a video we can read{hint}. "
         "Please upload an MP4, MOV, MKV or WebM video file.",
         "invalid_media",
+        detail=detail or None,
     )
 
 

@@ -102,6 +102,7 @@ def run_ffmpeg(
                 f"The {what} could not be converted.{reported} The file may be damaged or truncated; "
                 "please export it again and upload it.",
                 "invalid_media",
+                detail="\n".join(tail[-5:]),
             )
 
 

@@ -230,7 +230,12 @@ class JobRunner:
         log.info(
             "attempt failed: %s",
             error.message,
-            extra={**self._log_extra, "error_type": error.error_type, "retryable": error.retryable},
+            extra={
+                **self._log_extra,
+                "error_type": error.error_type,
+                "retryable": error.retryable,
+                "detail": error.detail,
+            },
         )
         if error.retryable and self.attempt < self.settings.max_attempts:
             delay = retry_delay(

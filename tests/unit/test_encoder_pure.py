@@ -13,7 +13,6 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from confluent_kafka import KafkaError, KafkaException
 
 from services.core.bus import DeliveryFailedError
-
 from services.core.jobs import JobStatus
 from services.encoder.claims import Claim, JobView, Verdict, decide
 from services.encoder.errors import (
