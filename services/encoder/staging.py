@@ -16,13 +16,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from services.core.jobs import JobStatus
+from services.core.manifest import staging_prefix
 from services.encoder.claims import ClaimStore, JobView
 from services.encoder.upload import delete_prefix
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("coursecast.encoder.staging")
 
+STAGING_ROOT = "staging/"
 CHECK_EVERY_S = 1.0
 # On shutdown, pending jobs get this long for one last look before the process exits.
 DRAIN_S = 5.0
@@ -177,13 +179,26 @@ class StagingJanitor:
             log.warning("staging left for the sweeper: the end was not applied in time", extra=extra)
 
 
-def sweep(
-    store: ClaimStore, s3: S3Client, bucket: str, job_ids: Iterable[UUID], prefix_of: Callable[[UUID], str]
-) -> int:
-    """Delete the staging folder of every listed job that is completed or canceled; returns how many."""
-    swept = 0
-    for job_id in job_ids:
+def staged_job_ids(s3: S3Client, bucket: str) -> Iterator[UUID]:
+    """The job id of every folder under staging/ (names that are not job ids are not ours: skipped)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=STAGING_ROOT, Delimiter="/")
+    for page in pages:
+        for common in page.get("CommonPrefixes", []):
+            name = common.get("Prefix", "").removeprefix(STAGING_ROOT).rstrip("/")
+            with contextlib.suppress(ValueError):
+                yield UUID(name)
+
+
+def sweep(store: ClaimStore, s3: S3Client, bucket: str) -> list[UUID]:
+    """Delete the staging folder of every job the status table shows completed or canceled.
+
+    For the folders no encoder deleted (it died, or the projector was behind for longer than
+    COURSECAST_STAGING_CLEANUP_WAIT_S). Failed, running and unknown jobs keep their files.
+    """
+    swept = []
+    for job_id in staged_job_ids(s3, bucket):
         if judge_orphan(store.job(job_id)) is Cleanup.DELETE:
-            delete_prefix(s3, bucket, prefix_of(job_id))
-            swept += 1
+            deleted = delete_prefix(s3, bucket, staging_prefix(job_id))
+            log.info("staging swept", extra={"job_id": str(job_id), "objects": deleted})
+            swept.append(job_id)
     return swept

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from services.core.faults import ENV_VAR as FAULT_POINT
 from services.core.manifest import staging_prefix
 from services.core.messages import MessageType, new_message
-from services.core.settings import Settings
+from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.projector.store import JobStore
 from tests.integration.encoder_harness import (
     FAST,
@@ -292,3 +293,45 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
     assert types.count("JobStarted") == 1  # attempt 2 never ran
     assert all(rejection is None for _, _, rejection in events)
     assert count_events(second_log, "ffmpeg_started") == 0
+
+
+def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_is_applied(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    done_later, never_queued = new_job_id(), new_job_id()
+    clip = make_clip(tmp_path / "lecture.mp4", seconds=2)
+    manifest = stage_course(own, s3, done_later, [clip])
+    stage_course(own, s3, never_queued, [clip])  # an upload whose job never reached the log
+    log = tmp_path / "encoder.log"
+    # No projector yet: the encoder cannot see its completion applied, waits 1 s, and leaves it.
+    encoder = start_encoder(own, log, COURSECAST_STAGING_CLEANUP_WAIT_S="1", **FAST)
+    processes: list[subprocess.Popen[bytes]] = [encoder]
+    try:
+        queue_job(own, manifest)
+        _until(
+            lambda: any(
+                line.get("message") == "staging left for the sweeper: the end was not applied in time"
+                for line in log_lines(log)
+            ),
+            90,
+            "the encoder did not give the staging up",
+        )
+        assert count_events(log, "attempt_completed") == 1
+        assert _staged_keys(own, s3, done_later) > 0
+        processes.append(start_projector(own))
+        wait_for(own, done_later, {"completed"}, 60, processes)
+        sweep = subprocess.run(
+            [sys.executable, "-m", "services.cli", "staging", "sweep"],
+            cwd=PROJECT_ROOT,
+            env=environment(own),
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert _staged_keys(own, s3, done_later) == 0
+    assert _staged_keys(own, s3, never_queued) > 0
+    assert b"swept 1 staging folder" in sweep.stdout
