@@ -204,12 +204,16 @@ class Encoder:
     def _start_or_skip(self, message: Message, envelope: Envelope) -> None:
         extra = {"job_id": str(envelope.job_id), "attempt": envelope.attempt, "delivery": _where(message)}
         claim = self._claims.claim(envelope.job_id)
-        decision = decide(
-            envelope.attempt, claim, self._claims.job(envelope.job_id), self.settings.max_attempts
-        )
+        job = self._claims.job(envelope.job_id)
+        decision = decide(envelope.attempt, claim, job, self.settings.max_attempts)
         if decision.verdict is Verdict.SKIP:
             # G1: a redelivered command for a running, completed, failed or canceled job.
             log.info("command skipped: %s", decision.reason, extra={**extra, "event": "command_skipped"})
+            if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
+                # The encoder that ended it may have died before deleting staging: same rule here.
+                self._janitor.after_end(
+                    envelope.job_id, job.attempt, job.status, envelope.data["staging_prefix"]
+                )
             self._commit(message)
             return
         if decision.verdict is Verdict.WAIT:

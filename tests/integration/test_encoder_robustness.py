@@ -335,3 +335,44 @@ def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_
     assert _staged_keys(own, s3, done_later) == 0
     assert _staged_keys(own, s3, never_queued) > 0
     assert b"swept 1 staging folder" in sweep.stdout
+
+
+@pytest.mark.parametrize("ending", ["completed", "canceled"])
+def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_done_duplicates_nothing(
+    own: Settings, s3: S3Client, tmp_path: Path, ending: str
+) -> None:
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=6)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(own)
+    first = start_encoder(own, first_log, **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"})
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, [projector, first])
+        if ending == "canceled":
+            cancel(own, job_id)  # the running encoder's watcher sees it and stops ffmpeg
+        assert first.wait(90) == -signal.SIGKILL  # died with the final event on the log
+        done = wait_for(own, job_id, {"canceled", "completed", "failed"}, 60, [projector])
+        second = start_encoder(own, second_log, **REALTIME)
+        # The redelivered command (its offset was never committed) finds the job ended.
+        _until(
+            lambda: count_events(second_log, "command_skipped", job_id=str(job_id)),
+            90,
+            "the redelivered command was not skipped",
+        )
+        _until(lambda: _staged_keys(own, s3, job_id) == 0 or None, 30, "staging not deleted")
+        final = wait_for(own, job_id, {"canceled", "completed", "failed"}, 10, [projector, second])
+    finally:
+        for process in (projector, first, second):
+            if process is not None:
+                stop(process)
+
+    assert done.status.value == ending
+    assert final.status.value == ending
+    events = job_events(own, job_id)
+    types = [t for t, _, _ in events]
+    assert types.count("JobStarted") == 1
+    assert types.count("JobCompleted") + types.count("JobCanceled") == 1
+    assert all(rejection is None for _, _, rejection in events)
+    assert count_events(second_log, "ffmpeg_started") == 0
