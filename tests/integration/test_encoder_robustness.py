@@ -108,8 +108,9 @@ def _without_internals(message: str, encoder: subprocess.Popen[bytes]) -> None:
 def test_a_job_completes_once_when_postgres_drops_the_encoders_connections_mid_encode(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
+    job_id, next_job = new_job_id(), new_job_id()
     manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=16)])
+    next_manifest = stage_course(own, s3, next_job, [make_clip(tmp_path / "short.mp4", seconds=2)])
     log = tmp_path / "encoder.log"
     encoder = start_encoder(own, log, **REALTIME)
     processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
@@ -122,11 +123,19 @@ def test_a_job_completes_once_when_postgres_drops_the_encoders_connections_mid_e
             time.sleep(3)
             terminated.append(_terminate_backends(own, encoder.pid))
         done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        # The main thread's connection died too: the next command still runs.
+        terminated.append(_terminate_backends(own, encoder.pid))
+        queue_job(own, next_manifest)
+        after = wait_for(own, next_job, {"completed", "failed", "canceled"}, 90, processes)
     finally:
         for process in processes:
             stop(process)
 
     assert all(count >= 1 for count in terminated), terminated
+    assert after.status.value == "completed", (after.error_type, after.error_message)
+    messages = {line.get("message") for line in log_lines(log)}
+    assert "claim connection lost before the final event; reconnecting" in messages
+    assert "claims database unreachable; delivery deferred" in messages
     assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
     events = job_events(own, job_id)
     types = [t for t, _, _ in events]
