@@ -32,6 +32,7 @@ from tests.integration.encoder_harness import (
     longest_silence_s,
     make_clip,
     new_job_id,
+    publish_command,
     queue_job,
     send,
     stage_course,
@@ -385,3 +386,43 @@ def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_d
     assert types.count("JobCompleted") + types.count("JobCanceled") == 1
     assert all(rejection is None for _, _, rejection in events)
     assert count_events(second_log, "ffmpeg_started") == 0
+
+
+def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    one_attempt = own.model_copy(update={"max_attempts": 1})
+    job_id = new_job_id()
+    manifest = stage_course(one_attempt, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=8)])
+    log = tmp_path / "encoder.log"
+    encoder = start_encoder(one_attempt, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [start_projector(one_attempt), encoder]
+    try:
+        queue_job(one_attempt, manifest)
+        wait_for(one_attempt, job_id, {"processing"}, 60, processes)
+        pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        failed = wait_for(one_attempt, job_id, {"failed", "completed"}, 60, processes)
+        staged_after_failure = _staged_keys(one_attempt, s3, job_id)
+        # The owner retries, as the api's POST /v1/jobs/{id}/retry does: both messages, attempt 2.
+        requested = new_message(
+            MessageType.JOB_RETRY_REQUESTED,
+            job_id=job_id,
+            attempt=1,
+            data={"requested_by": "instructor-1", "next_attempt": 2},
+            producer="test",
+        )
+        send(one_attempt, one_attempt.events_topic, [requested])
+        send(one_attempt, one_attempt.commands_topic, [publish_command(manifest, attempt=2)])
+        done = wait_for(one_attempt, job_id, {"completed"}, 90, processes)
+        _until(lambda: _staged_keys(one_attempt, s3, job_id) == 0 or None, 30, "staging not deleted")
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (failed.status.value, failed.error_type) == ("failed", "encoder_interrupted")
+    assert failed.error_message is not None
+    assert "you can retry" in failed.error_message
+    assert staged_after_failure > 0
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
