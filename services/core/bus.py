@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from services.core import codec
+from services.core.kafka_config import DELIVERY_TIMEOUT_MS
 from services.core.messages import Envelope
 
-FLUSH_TIMEOUT_S = 30.0
+# librdkafka's timeout scanner runs about once a second; this margin covers it and the report's trip
+# back to this thread.
+REPORT_MARGIN_S = 5.0
+# How long a caller waits for acknowledgements. Longer than the producer's delivery.timeout.ms, so
+# when it runs out librdkafka has already given every record its final delivery report (G3/G5).
+FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_MS / 1000 + REPORT_MARGIN_S
 
 
 class DeliveryFailedError(Exception):
@@ -52,13 +58,25 @@ def publish(producer: Producer, topic: str, messages: Sequence[Envelope]) -> lis
             timestamp=message.timestamp_ms(),
             on_delivery=on_delivery,
         )
-    remaining = producer.flush(FLUSH_TIMEOUT_S)
-    if errors or remaining or len(delivered) != len(messages):
-        detail = (
-            "; ".join(errors) or f"{remaining} message(s) still unacknowledged after {FLUSH_TIMEOUT_S:.0f} s"
-        )
-        raise DeliveryFailedError(detail)
+    await_reports(producer, lambda: len(delivered) + len(errors) >= len(messages))
+    if errors or len(delivered) != len(messages):
+        raise DeliveryFailedError("; ".join(errors) or "a message got no delivery report")
     return delivered
+
+
+def await_reports(producer: Producer, reported: Callable[[], bool]) -> None:
+    """Serve delivery reports until `reported()` says every record of the caller has its own.
+
+    A record's report always comes within delivery.timeout.ms (kafka_config.DELIVERY_TIMEOUT_MS), so
+    this returns within FLUSH_TIMEOUT_S; only if librdkafka broke that promise does it raise, and
+    even then it has waited past the point where librdkafka would still send the record.
+    """
+    deadline = time.monotonic() + FLUSH_TIMEOUT_S
+    while not reported():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DeliveryFailedError(f"no delivery report within {FLUSH_TIMEOUT_S:.0f} s")
+        producer.flush(min(left, 1.0))
 
 
 def dead_letter_headers(source: Message, error: codec.CodecError) -> list[tuple[str, str | bytes | None]]:
@@ -74,13 +92,14 @@ def dead_letter_headers(source: Message, error: codec.CodecError) -> list[tuple[
 
 def dead_letter(producer: Producer, dlq_topic: str, source: Message, error: codec.CodecError) -> None:
     """Copy an undecodable message, byte for byte, to its dead-letter topic and wait for the ack (G6)."""
-    failures: list[Any] = []
+    reports: list[KafkaError | None] = []
     producer.produce(
         dlq_topic,
         value=source.value(),
         key=source.key(),
         headers=dead_letter_headers(source, error),
-        on_delivery=lambda err, _msg: failures.append(err) if err is not None else None,
+        on_delivery=lambda err, _msg: reports.append(err),
     )
-    if producer.flush(FLUSH_TIMEOUT_S) or failures:
-        raise DeliveryFailedError(f"dead letter to {dlq_topic} was not acknowledged: {failures}")
+    await_reports(producer, lambda: bool(reports))
+    if reports[0] is not None:
+        raise DeliveryFailedError(f"dead letter to {dlq_topic} was not acknowledged: {reports[0]}")

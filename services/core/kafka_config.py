@@ -12,6 +12,14 @@ from typing import Any
 
 from services.core.settings import Settings
 
+# G3/G5: librdkafka's own deadline for a produced record, retries included. When it passes, the
+# record gets a delivery report (delivered, or failed with _MSG_TIMED_OUT) and librdkafka stops
+# sending it: an in-flight ProduceRequest is itself given the remaining time of its oldest record as
+# its protocol timeout, so no request outlives this. bus.FLUSH_TIMEOUT_S waits this long plus a
+# margin, so by the time a flush gives up, every record has its final report: a caller never reports
+# "not acknowledged" about a record that librdkafka may still deliver afterwards.
+DELIVERY_TIMEOUT_MS = 25_000
+
 
 def client_id(role: str) -> str:
     """A client id that names the role, host and process, so broker logs point at one process."""
@@ -29,9 +37,10 @@ def producer_config(settings: Settings, role: str) -> dict[str, Any]:
         # G1/G3: librdkafka's retries never write a record twice nor reorder one job's events.
         "enable.idempotence": True,
         "max.in.flight.requests.per.connection": 5,
-        # G5: a broker that is briefly away is retried for this long before the send is reported
-        # failed to the caller, which then classifies it as transient.
-        "delivery.timeout.ms": 120_000,
+        # G5: a broker that is briefly away (a leader election, a restart) is retried for this long
+        # before the send is reported failed to the caller, which classifies that as transient and
+        # retries the job with back-off. Kept below bus.FLUSH_TIMEOUT_S (see DELIVERY_TIMEOUT_MS).
+        "delivery.timeout.ms": DELIVERY_TIMEOUT_MS,
         "linger.ms": 5,
         "compression.type": "lz4",
     }

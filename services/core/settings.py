@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # long as the video and a long encode needs no CPU-heavy clip. Never set in production.
     encoder_realtime_input: bool = False
     encoder_upload_concurrency: int = Field(default=8, ge=1)
+    # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
+    # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
+    staging_cleanup_wait_s: float = Field(default=600.0, gt=0)
 
     # --- Media probing (api and encoder) -------------------------------------------------------
     # ffprobe is killed past this; in the encoder that is a transient error (retried), in the api a 503.

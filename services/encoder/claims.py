@@ -235,6 +235,17 @@ class ClaimStore:
                     (outcome, job_id),
                 )
 
+    @contextmanager
+    def closing_queued(self, job_id: UUID, attempt: int, outcome: str) -> Iterator[bool]:
+        """`close_queued` in a transaction that commits only when the block exits cleanly.
+
+        The caller publishes the job's final event inside the block: the claim is marked done only
+        after that event is acknowledged, and a crash or a failed publish leaves the claim as it was,
+        so the redelivered command finds the job still to be ended (or ended by the log).
+        """
+        with self._conn.transaction():
+            yield self.close_queued(job_id, attempt, outcome)
+
     def close_queued(self, job_id: UUID, attempt: int, outcome: str) -> bool:
         """Mark a job that no encoder is running as done (canceled while queued); False if one is."""
         row = self._conn.execute(

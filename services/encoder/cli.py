@@ -13,3 +13,24 @@ def encoder() -> None:
 
     logs.configure()
     run_encoder(get_settings(), stop_on_signals())
+
+
+def staging_sweep() -> None:
+    """Delete the staging files of every job the status table shows completed or canceled."""
+    import os
+
+    from psycopg.conninfo import make_conninfo
+
+    from services.core.storage import s3_client
+    from services.encoder.claims import ClaimStore
+    from services.encoder.staging import sweep
+
+    logs.configure()
+    settings = get_settings()
+    url = make_conninfo(settings.database_url, application_name=f"coursecast-staging-sweep:{os.getpid()}")
+    store = ClaimStore.open(url, settings.database_schema, "staging-sweep", settings.encoder_lease_s)
+    try:
+        swept = sweep(store, s3_client(settings), settings.s3_bucket)
+    finally:
+        store.close()
+    print(f"swept {len(swept)} staging folder(s)")

@@ -6,7 +6,10 @@ How a long encode keeps its group membership (G2) and its offset discipline (G3)
   partitions but keeps the member alive (max.poll.interval.ms counts time between polls, not job
   length) and serves rebalance callbacks. Partitions assigned mid-job are paused on arrival.
 - The job's offset is committed synchronously only after the runner's final events are
-  acknowledged; then the partitions resume; only then is the staging folder deleted.
+  acknowledged; then the partitions resume. The staging folder is deleted later, and only once the
+  projector shows the job ended as this encoder said (staging.py): a rejected end keeps the files.
+- Every Postgres connection names its process and role (application_name), and is reopened after
+  Postgres drops it; a dropped connection defers the delivery, it never stops the process.
 - A delivery that must wait (a retry not yet due, or a job whose live claim is held elsewhere) is
   parked: its partition is paused and rewound to it, and resumed when due. Other partitions flow.
 - SIGTERM mid-job abandons the attempt: ffmpeg is killed, the lease released, the offset left
@@ -17,6 +20,7 @@ How a long encode keeps its group membership (G2) and its offset discipline (G3)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -24,18 +28,21 @@ import threading
 import time
 from dataclasses import dataclass
 
+import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from psycopg.conninfo import make_conninfo
 
-from services.core import bus, codec
+from services.core import bus, codec, faults
 from services.core.jobs import JobStatus
 from services.core.kafka_config import consumer_config, producer_config
+from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import ClaimStore, Verdict, decide
 from services.encoder.runner import NOT_BEFORE_HEADER, JobRunner, Outcome, Publisher
-from services.encoder.upload import delete_prefix
+from services.encoder.staging import StagingJanitor
 
 log = logging.getLogger("coursecast.encoder")
 
@@ -66,16 +73,38 @@ class Encoder:
         self._consumer = Consumer(consumer_config(settings, settings.encoder_group_id, "encoder"))
         self._producer = Producer(producer_config(settings, "encoder"))
         self._publisher = Publisher(self._producer, settings, self.worker)
-        self._claims = self._open_claims()
+        self._claim_store: ClaimStore | None = self._open_claims()
         self._s3 = s3_client(settings)
         self._watcher = CancelWatcher(settings)
+        self._janitor = StagingJanitor(
+            lambda: self._open_claims("staging"),
+            self._s3,
+            settings.s3_bucket,
+            settings.staging_cleanup_wait_s,
+        )
         self._active: ActiveJob | None = None
         self._assigned: set[Partition] = set()
         self._parked: dict[Partition, float] = {}
 
-    def _open_claims(self) -> ClaimStore:
+    def _open_claims(self, role: str = "main") -> ClaimStore:
+        """A claim connection of its own per thread; application_name names the process and the role
+        (`coursecast-encoder-lease:1234`), so an operator or a fault test can find it in pg_stat_activity."""
         s = self.settings
-        return ClaimStore.open(s.database_url, s.database_schema, self.worker, s.encoder_lease_s)
+        url = make_conninfo(s.database_url, application_name=f"coursecast-encoder-{role}:{os.getpid()}")
+        return ClaimStore.open(url, s.database_schema, self.worker, s.encoder_lease_s)
+
+    @property
+    def _claims(self) -> ClaimStore:
+        """The main thread's claim connection, reopened after Postgres dropped it."""
+        if self._claim_store is None:
+            self._claim_store = self._open_claims()
+        return self._claim_store
+
+    def _drop_claims(self) -> None:
+        if self._claim_store is not None:
+            with contextlib.suppress(Exception):
+                self._claim_store.close()
+        self._claim_store = None
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; a running job is finished first (SIGTERM drains)."""
@@ -84,6 +113,7 @@ class Encoder:
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
         )
         self._watcher.start()
+        self._janitor.start()
         log.info("encoder started", extra={"worker": self.worker, "topics": topics})
         try:
             while not stop.is_set() or self._active is not None:
@@ -101,12 +131,20 @@ class Encoder:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("consume error: %s", error)
                     continue
-                self._handle(message)
+                try:
+                    self._handle(message)
+                except psycopg.OperationalError:
+                    # Postgres restarted or dropped the connection: nothing was decided, so the
+                    # delivery is read again shortly, on a new connection (G3: no offset moved).
+                    log.warning("claims database unreachable; delivery deferred", exc_info=True)
+                    self._drop_claims()
+                    self._park(message, WAIT_RECHECK_S)
         finally:
+            self._janitor.close()
             self._watcher.close()
             self._consumer.close()
             self._producer.flush(10)
-            self._claims.close()
+            self._drop_claims()
 
     # --- rebalancing ---------------------------------------------------------------------------
 
@@ -166,12 +204,16 @@ class Encoder:
     def _start_or_skip(self, message: Message, envelope: Envelope) -> None:
         extra = {"job_id": str(envelope.job_id), "attempt": envelope.attempt, "delivery": _where(message)}
         claim = self._claims.claim(envelope.job_id)
-        decision = decide(
-            envelope.attempt, claim, self._claims.job(envelope.job_id), self.settings.max_attempts
-        )
+        job = self._claims.job(envelope.job_id)
+        decision = decide(envelope.attempt, claim, job, self.settings.max_attempts)
         if decision.verdict is Verdict.SKIP:
             # G1: a redelivered command for a running, completed, failed or canceled job.
             log.info("command skipped: %s", decision.reason, extra={**extra, "event": "command_skipped"})
+            if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
+                # The encoder that ended it may have died before deleting staging: same rule here.
+                self._janitor.after_end(
+                    envelope.job_id, job.attempt, job.status, envelope.data["staging_prefix"]
+                )
             self._commit(message)
             return
         if decision.verdict is Verdict.WAIT:
@@ -188,7 +230,14 @@ class Encoder:
             extra={**extra, "event": "claimed", "run_attempt": decision.attempt},
         )
         runner = JobRunner(
-            self.settings, envelope, decision, self._open_claims(), self._publisher, self._s3, self._watcher
+            self.settings,
+            envelope,
+            decision,
+            self._open_claims("job"),
+            self._publisher,
+            self._s3,
+            self._watcher,
+            open_claims=lambda: self._open_claims("job"),
         )
         topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
         # The watcher reads the commands partition behind this command: a CancelJob already queued
@@ -220,8 +269,11 @@ class Encoder:
             # G3: the offset moves only now, after the attempt's final events were acknowledged.
             self._commit_offset(topic, partition, active.offset + 1)
             if result.delete_staging:
-                deleted = delete_prefix(self._s3, self.settings.s3_bucket, active.staging_prefix)
-                log.info("staging deleted", extra={"job_id": str(active.runner.job_id), "objects": deleted})
+                # Deleted only once publish_jobs shows this end for this attempt (staging.py).
+                ended_as = JobStatus.COMPLETED if result.outcome is Outcome.COMPLETED else JobStatus.CANCELED
+                self._janitor.after_end(
+                    active.runner.job_id, active.runner.attempt, ended_as, active.staging_prefix
+                )
         self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._parked])
 
     def _cancel_idle_job(self, envelope: Envelope) -> None:
@@ -231,16 +283,28 @@ class Encoder:
         job = self._claims.job(envelope.job_id)
         if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
             log.info("cancel skipped: job is %s", job.status if job else "unknown", extra=extra)
-            return
-        if not self._claims.close_queued(envelope.job_id, job.attempt, "canceled"):
-            log.info("cancel left to the encoder running the job", extra=extra)
+            if job is not None and job.status == JobStatus.CANCELED:
+                # A redelivered cancel (its first reader may have died before deleting staging).
+                self._janitor.after_end(
+                    envelope.job_id, job.attempt, job.status, staging_prefix(envelope.job_id)
+                )
             return
         data = {"requested_by": envelope.data["requested_by"]}
         if envelope.data.get("reason"):
             data["reason"] = envelope.data["reason"]
-        self._publisher.event(MessageType.JOB_CANCELED, envelope.job_id, job.attempt, data)
+        # JobCanceled is acknowledged (acks=all) inside the claim's transaction, before it commits
+        # the claim as done: a crash in between leaves the claim open and JobCanceled on the log,
+        # never a claim done with no JobCanceled anywhere (which would leave the job queued forever).
+        with self._claims.closing_queued(envelope.job_id, job.attempt, "canceled") as ours:
+            if not ours:
+                log.info("cancel left to the encoder running the job", extra=extra)
+                return
+            self._publisher.event(MessageType.JOB_CANCELED, envelope.job_id, job.attempt, data)
+            faults.reach("encoder.cancel_acked")
         log.info("queued job canceled", extra={**extra, "event": "job_canceled"})
-        delete_prefix(self._s3, self.settings.s3_bucket, f"staging/{envelope.job_id}/")
+        self._janitor.after_end(
+            envelope.job_id, job.attempt, JobStatus.CANCELED, staging_prefix(envelope.job_id)
+        )
 
     # --- offsets and parking -------------------------------------------------------------------
 

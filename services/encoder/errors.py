@@ -7,15 +7,22 @@ an attempt may raise to one of these, so the runner has exactly one place that d
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
 from typing import Final
 
+import psycopg
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
     EndpointConnectionError,
 )
+from confluent_kafka import KafkaException
+
+from services.core.bus import DeliveryFailedError
 
 # S3 error codes that say "try again later" rather than "this will never work".
 _TRANSIENT_S3_CODES: Final = frozenset(
@@ -42,9 +49,11 @@ class AttemptError(Exception):
     error_type: str = "error"
     retryable: bool = False
 
-    def __init__(self, message: str, error_type: str | None = None) -> None:
+    def __init__(self, message: str, error_type: str | None = None, *, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        # What the tool or library said, paths and all: for the encoder's log, never for the event.
+        self.detail = detail
         if error_type is not None:
             self.error_type = error_type
 
@@ -83,6 +92,35 @@ class ClaimLostError(AttemptError):
     error_type = "claim_lost"
 
 
+class MediaToolKilledError(TransientError):
+    """ffmpeg or ffprobe was killed by a signal (SIGKILL from the OOM killer, an operator): the file
+    itself is not at fault, so another attempt may well succeed."""
+
+    error_type = "encoder_interrupted"
+
+    def __init__(self, what: str, signal_number: int) -> None:
+        super().__init__(
+            f"The conversion of the {what} was interrupted (the encoder ran out of memory or was "
+            "stopped); the job will be retried."
+        )
+        self.signal_number = signal_number
+
+
+def ffmpeg_killed(what: str, returncode: int) -> MediaToolKilledError:
+    """ffmpeg ended with a negative return code: killed by signal -returncode, not by its input."""
+    return MediaToolKilledError(what, -returncode)
+
+
+# An absolute path (the encoder's /tmp work folder, a mount point) as tools print it, with the colon
+# ffmpeg puts after it. Messages are for the instructor: paths on a worker mean nothing to them.
+_PATH: Final = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)*[^\s/:'\"]+:?\s*")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path removed (pure): a tool's stderr line made fit for a person."""
+    return re.sub(r"\s{2,}", " ", _PATH.sub("", text)).strip()
+
+
 def missing_input(what: str) -> PermanentError:
     """The staged file an attempt needs is gone."""
     return PermanentError(
@@ -93,11 +131,13 @@ def missing_input(what: str) -> PermanentError:
 
 def unreadable_media(filename: str, detail: str = "") -> PermanentError:
     """ffprobe could not read the file as a video."""
-    hint = f" ({detail})" if detail else ""
+    shown = without_paths(detail)
+    hint = f" ({shown})" if shown else ""
     return PermanentError(
         f"The file {filename!r} is not a video we can read{hint}. "
         "Please upload an MP4, MOV, MKV or WebM video file.",
         "invalid_media",
+        detail=detail or None,
     )
 
 
@@ -123,14 +163,46 @@ def classify(exc: BaseException, what: str = "input") -> AttemptError:
                 "storage_access_denied",
             )
         return PermanentError(f"Storage refused a request: {code or status}.", "storage_error")
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectionError | socket.timeout):
+    if isinstance(exc, DeliveryFailedError | KafkaException | BufferError):
+        # BufferError: the producer's local queue is full because the brokers are not acknowledging.
+        return TransientError(
+            "The message service did not confirm a step of the job in time; the job will be retried.",
+            "kafka_unavailable",
+        )
+    if isinstance(exc, psycopg.OperationalError):
+        return TransientError(
+            "The job database could not be reached for a moment; the job will be retried.",
+            "database_unavailable",
+        )
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError):
+        # botocore's ConnectTimeoutError is an EndpointConnectionError.
         return TransientError("Storage could not be reached; the job will be retried.", "storage_unavailable")
     if isinstance(exc, BotoCoreError):
-        return TransientError(f"Storage request failed ({type(exc).__name__}); the job will be retried.")
-    if isinstance(exc, TimeoutError | OSError):
-        return TransientError(f"A system error interrupted the encode ({exc}); the job will be retried.")
+        # ReadTimeoutError and every other failure of a storage request on the way.
+        return TransientError("A storage request failed; the job will be retried.", "storage_unavailable")
+    if isinstance(exc, ConnectionError | socket.timeout):
+        # ConnectionResetError, BrokenPipeError…; socket.timeout is TimeoutError.
+        return TransientError("A connection was interrupted; the job will be retried.", "connection_lost")
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return TransientError(
+            "A step of the encode did not answer in time; the job will be retried.", "step_timeout"
+        )
+    if isinstance(exc, OSError):
+        return TransientError(
+            "A system error interrupted the encode; the job will be retried.", "system_error"
+        )
+    # The exception's text stays in the encoder's log (runner.py logs it): it may name paths, hosts
+    # or internals, so the person reading the job's status gets a plain sentence instead.
     return PermanentError(
-        f"The encoder hit an unexpected error ({type(exc).__name__}: {exc}). "
-        "The team has been notified by the logs; please try again later.",
+        "The encoder hit an unexpected error. The team can find the details in its logs; "
+        "please try again later.",
         "internal_error",
     )
+
+
+def signal_name(number: int) -> str:
+    """SIGKILL for 9 (for logs)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

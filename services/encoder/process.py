@@ -16,7 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from services.encoder.errors import AttemptError, PermanentError, TimeLimitError
+from services.encoder.errors import (
+    AttemptError,
+    PermanentError,
+    TimeLimitError,
+    ffmpeg_killed,
+    signal_name,
+    without_paths,
+)
 from services.encoder.progress import ProgressParser
 
 log = logging.getLogger("coursecast.encoder")
@@ -36,7 +43,9 @@ def run_ffmpeg(
     what: str = "video",
 ) -> None:
     """Run ffmpeg to completion; raise TimeLimitError past `deadline` (monotonic), the error
-    `should_stop` returns when it returns one, or PermanentError if ffmpeg itself fails."""
+    `should_stop` returns when it returns one, PermanentError if ffmpeg refused its input, or a
+    transient MediaToolKilledError if a signal killed it (the OOM killer's SIGKILL is no verdict on
+    the file, G5)."""
     with tempfile.TemporaryFile() as stderr:
         # start_new_session: ffmpeg leads a process group of its own, so killpg reaches any child too.
         process = subprocess.Popen(
@@ -74,15 +83,26 @@ def run_ffmpeg(
             raise stop_error
         elapsed = round(time.monotonic() - started, 3)
         log.info("ffmpeg finished", extra={"event": "ffmpeg_finished", "what": what, "seconds": elapsed})
+        if process.returncode < 0:
+            log.warning(
+                "ffmpeg killed by %s",
+                signal_name(-process.returncode),
+                extra={"event": "ffmpeg_killed", "what": what, "returncode": process.returncode},
+            )
+            raise ffmpeg_killed(what, process.returncode)
         if process.returncode != 0:
             stderr.seek(0)
             tail = stderr.read()[-_STDERR_TAIL:].decode("utf-8", "replace").strip().splitlines()
+            # The whole tail goes to the log; the job's message gets ffmpeg's last line without the
+            # worker's paths (G5: a reason a person can act on, no internals).
             log.warning("ffmpeg failed", extra={"event": "ffmpeg_failed", "stderr": tail[-5:]})
-            last = tail[-1] if tail else f"exit code {process.returncode}"
+            last = without_paths(tail[-1]) if tail else ""
+            reported = f" ffmpeg reported “{last}”." if last else ""
             raise PermanentError(
-                f"The {what} could not be converted: ffmpeg reported “{last}”. The file may be damaged "
-                "or truncated; please export it again and upload it.",
+                f"The {what} could not be converted.{reported} The file may be damaged or truncated; "
+                "please export it again and upload it.",
                 "invalid_media",
+                detail="\n".join(tail[-5:]),
             )
 
 

@@ -4,7 +4,7 @@ The main thread keeps polling Kafka (membership) while this runs for as long as 
 Order of effects for a completed attempt (G3):
   JobStarted acked → outputs written to S3 under hls/<job_id>/<attempt>/<video_index>/ →
   JobCompleted acked inside the claim transaction (G1) → [main thread] offset committed →
-  staging deleted.
+  staging deleted once the projector shows the completion applied (staging.py).
 Every way an attempt can end publishes exactly one final event: JobCompleted, JobFailed (permanent,
 timeout, or retries exhausted), JobRetryScheduled (+ the next attempt's command on the retry topic),
 JobCanceled — or nothing, when the claim was lost to another encoder (fenced).
@@ -12,21 +12,24 @@ JobCanceled — or nothing, when the claim was lost to another encoder (fenced).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
+import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import psycopg
 from botocore.exceptions import ClientError
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Producer
 from pydantic import ValidationError
 
 from services.core import bus, codec, faults
@@ -45,6 +48,7 @@ from services.encoder.errors import (
     TimeLimitError,
     classify,
     missing_input,
+    without_paths,
 )
 from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
@@ -63,6 +67,9 @@ PROGRESS_CHECK_S = 1.0
 PROGRESS_REPORT_PERCENT = 5.0
 # Longest wait, before JobStarted, for the cancel watcher to read what is queued behind the command.
 CANCEL_CATCH_UP_S = 3.0
+# Taking the claim's row lock for the final events is tried this many times, on a fresh connection
+# each time, when Postgres drops the connection before anything was published.
+FINISH_TRIES = 4
 
 
 class Outcome(StrEnum):
@@ -115,17 +122,18 @@ class Publisher:
             data=command.data,
             producer=self.name,
         )
-        errors: list[str] = []
+        reports: list[KafkaError | None] = []
         with self._lock:
             self._producer.produce(
                 self._settings.commands_retry_topic,
                 value=codec.encode(message),
                 key=message.kafka_key(),
                 headers=[(NOT_BEFORE_HEADER, f"{not_before:.3f}".encode("ascii"))],
-                on_delivery=lambda err, _m: errors.append(str(err)) if err is not None else None,
+                on_delivery=lambda err, _m: reports.append(err),
             )
-            if self._producer.flush(bus.FLUSH_TIMEOUT_S) or errors:
-                raise bus.DeliveryFailedError(f"retry command not acknowledged: {errors}")
+            bus.await_reports(self._producer, lambda: bool(reports))
+        if reports[0] is not None:
+            raise bus.DeliveryFailedError(f"retry command not acknowledged: {reports[0]}")
 
 
 class JobRunner:
@@ -140,6 +148,7 @@ class JobRunner:
         publisher: Publisher,
         s3: S3Client,
         watcher: CancelWatcher,
+        open_claims: Callable[[], ClaimStore] | None = None,
     ) -> None:
         self.settings = settings
         self.command = command
@@ -150,6 +159,8 @@ class JobRunner:
         self.publisher = publisher
         self.s3 = s3
         self.watcher = watcher
+        # Opens a fresh ClaimStore: the heartbeat's own connection, and a replacement for one that broke.
+        self._open_claims = open_claims
         self.result: RunResult | None = None
         self._fenced = threading.Event()
         self._abandon = threading.Event()
@@ -211,13 +222,20 @@ class JobRunner:
             log.warning("claim lost; publishing nothing (%s)", exc, extra=self._log_extra)
             return RunResult(Outcome.FENCED)
         except Exception as exc:  # every other way out is classified (G5)
+            # The detail (paths, hosts, raw text) goes to the log only; the event gets the message.
+            log.warning("attempt stopped: %s", type(exc).__name__, exc_info=exc, extra=self._log_extra)
             return self._fail(classify(exc))
 
     def _fail(self, error: AttemptError) -> RunResult:
         log.info(
             "attempt failed: %s",
             error.message,
-            extra={**self._log_extra, "error_type": error.error_type, "retryable": error.retryable},
+            extra={
+                **self._log_extra,
+                "error_type": error.error_type,
+                "retryable": error.retryable,
+                "detail": error.detail,
+            },
         )
         if error.retryable and self.attempt < self.settings.max_attempts:
             delay = retry_delay(
@@ -228,14 +246,14 @@ class JobRunner:
             )
             data = {
                 "error_type": error.error_type,
-                "message": error.message,
+                "message": self._for_people(error.message),
                 "next_attempt": self.attempt + 1,
                 "delay_s": delay,
             }
             return self._finish(
                 Outcome.RETRY_SCHEDULED, [(MessageType.JOB_RETRY_SCHEDULED, data)], retry_after=delay
             )
-        message = error.message
+        message = self._for_people(error.message)
         if error.retryable:
             message += f" It failed {self.attempt} times in a row; you can retry the job later."
         data = {"error_type": error.error_type, "message": message, "retryable": error.retryable}
@@ -249,17 +267,56 @@ class JobRunner:
         delete_staging: bool = False,
         retry_after: float | None = None,
     ) -> RunResult:
-        """Publish the final events under the claim's row lock; nothing if the claim is not ours (G1)."""
-        with self.claims.finishing(self.job_id, self.attempt, outcome.value) as ours:
-            if not ours:
-                log.warning("claim lost before the final event; publishing nothing", extra=self._log_extra)
-                return RunResult(Outcome.FENCED)
-            for type_, data in events:
-                self.publisher.event(type_, self.job_id, self.attempt, data)
-            if retry_after is not None:
-                self.publisher.retry_command(self.command, self.attempt + 1, time.time() + retry_after)
+        """Publish the final events under the claim's row lock; nothing if the claim is not ours (G1).
+
+        A connection Postgres dropped before the lock was taken is replaced and the lock taken again;
+        once an event is published, a failure is not retried (that could publish it twice): the
+        attempt is UNPUBLISHED, the claim stays running, and the redelivery sorts it out.
+        """
+        for tries in range(1, FINISH_TRIES + 1):
+            published = False
+            try:
+                with self.claims.finishing(self.job_id, self.attempt, outcome.value) as ours:
+                    if not ours:
+                        log.warning(
+                            "claim lost before the final event; publishing nothing", extra=self._log_extra
+                        )
+                        return RunResult(Outcome.FENCED)
+                    for type_, data in events:
+                        published = True
+                        self.publisher.event(type_, self.job_id, self.attempt, data)
+                    if retry_after is not None:
+                        published = True
+                        self.publisher.retry_command(
+                            self.command, self.attempt + 1, time.time() + retry_after
+                        )
+                    # Every final event is acknowledged (acks=all); the claim is marked done only
+                    # when this transaction commits, after this point. A crash here leaves the claim
+                    # running with its events on the log: never a claim done without them.
+                    faults.reach("encoder.final_events_acked")
+                break
+            except psycopg.OperationalError:
+                if published or tries == FINISH_TRIES or self._open_claims is None:
+                    raise
+                log.warning(
+                    "claim connection lost before the final event; reconnecting",
+                    exc_info=True,
+                    extra=self._log_extra,
+                )
+                time.sleep(min(2.0 ** (tries - 1), 5.0))
+                with contextlib.suppress(Exception):
+                    self.claims.close()
+                self.claims = self._open_claims()
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)
+
+    def _for_people(self, message: str) -> str:
+        """The message as the job's owner may see it: no worker paths, host or process names."""
+        text = without_paths(message)
+        for internal in {self.publisher.name, socket.gethostname()}:
+            if internal:
+                text = text.replace(internal, "the encoder")
+        return text or "The job stopped because of an error on our side; please try again later."
 
     def _end_stalled_attempt(self, stalled: int) -> None:
         will_retry = self.decision.verdict is Verdict.TAKE_OVER
@@ -492,23 +549,46 @@ class JobRunner:
 
         Between heartbeats, progress is also reported as soon as it moves by PROGRESS_REPORT_PERCENT
         or the step changes, so a person watching sees the encode advance, not only a pulse.
+
+        The thread outlives any error (a Postgres restart, a terminated connection, a broker away):
+        it logs it, reconnects on its own connection, and tries again at the next check, a second
+        later. It stops only when the attempt is done or the lease turns out to be someone else's.
         """
         interval = min(self.settings.heartbeat_interval_s, max(1.0, self.settings.encoder_lease_s / 3))
         last_sent, last_percent, last_step = time.monotonic(), 0.0, self._step
-        while not self._done.wait(min(interval, PROGRESS_CHECK_S)):
-            with self._state_lock:
-                percent, step = self._percent, self._step
-                data = {"percent": percent, "step": step.value, "video_index": self._video_index}
-            due = time.monotonic() - last_sent >= interval
-            moved = percent - last_percent >= PROGRESS_REPORT_PERCENT or step != last_step
-            if not (due or moved):
-                continue
-            last_sent, last_percent, last_step = time.monotonic(), percent, step
-            if not self.claims.renew(self.job_id, self.attempt):
-                log.warning("lease lost; stopping", extra=self._log_extra)
-                self._fenced.set()
-                return
-            try:
-                self.publisher.event(MessageType.JOB_PROGRESS, self.job_id, self.attempt, data)
-            except bus.DeliveryFailedError as exc:
-                log.warning("heartbeat not acknowledged: %s", exc, extra=self._log_extra)
+        lease: ClaimStore | None = None
+        retry_now = False
+        try:
+            while not self._done.wait(min(interval, PROGRESS_CHECK_S)):
+                with self._state_lock:
+                    percent, step = self._percent, self._step
+                    data = {"percent": percent, "step": step.value, "video_index": self._video_index}
+                due = retry_now or time.monotonic() - last_sent >= interval
+                moved = percent - last_percent >= PROGRESS_REPORT_PERCENT or step != last_step
+                if not (due or moved):
+                    continue
+                last_sent, last_percent, last_step = time.monotonic(), percent, step
+                retry_now = False
+                try:
+                    if lease is None:
+                        lease = self._open_claims() if self._open_claims is not None else self.claims
+                    if not lease.renew(self.job_id, self.attempt):
+                        log.warning("lease lost; stopping", extra=self._log_extra)
+                        self._fenced.set()
+                        return
+                except Exception:
+                    log.warning("lease not renewed; reconnecting", exc_info=True, extra=self._log_extra)
+                    retry_now = True
+                    if lease is not None and lease is not self.claims:
+                        with contextlib.suppress(Exception):
+                            lease.close()
+                    lease = None
+                try:
+                    self.publisher.event(MessageType.JOB_PROGRESS, self.job_id, self.attempt, data)
+                except Exception:
+                    log.warning("heartbeat not acknowledged", exc_info=True, extra=self._log_extra)
+                    retry_now = True
+        finally:
+            if lease is not None and lease is not self.claims:
+                with contextlib.suppress(Exception):
+                    lease.close()

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
 
+import psycopg
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+from confluent_kafka import KafkaError, KafkaException
 
 from services.core import mediaprobe
+from services.core.bus import DeliveryFailedError
 from services.core.jobs import JobStatus
 from services.encoder.claims import Claim, JobView, Verdict, decide
-from services.encoder.errors import PermanentError, TimeLimitError, TransientError, classify
+from services.encoder.errors import (
+    PermanentError,
+    TimeLimitError,
+    TransientError,
+    classify,
+    ffmpeg_killed,
+    unreadable_media,
+    without_paths,
+)
 from services.encoder.ladder import Source, choose_ladder, hls_command, parse_master
 from services.encoder.probe import check_limits, describe
 from services.encoder.progress import ProgressParser, Step, overall_percent
@@ -338,3 +350,69 @@ def test_image_sizes_are_read_from_png_jpeg_and_webp_headers_without_decoding() 
     assert mediaprobe.image_dimensions(vp8l) == (1920, 1080)
     assert mediaprobe.image_dimensions(b"GIF89a" + bytes(40)) is None
     assert mediaprobe.image_dimensions(_png_head(1, 1)[:20]) is None  # too short to tell
+
+
+# --- what counts as transient (issue 8) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "error_type"),
+    [
+        (DeliveryFailedError("events: Local: Message timed out"), "kafka_unavailable"),
+        (KafkaException(KafkaError(KafkaError._TRANSPORT)), "kafka_unavailable"),
+        (BufferError("Local: Queue full"), "kafka_unavailable"),
+        (psycopg.OperationalError("server closed the connection unexpectedly"), "database_unavailable"),
+        (subprocess.TimeoutExpired(["ffprobe", "/tmp/x.mp4"], 60), "step_timeout"),
+        (TimeoutError("timed out"), "connection_lost"),
+        (ConnectionResetError(104, "Connection reset by peer"), "connection_lost"),
+        (ReadTimeoutError(endpoint_url="http://s3:9000/b/k"), "storage_unavailable"),
+        (ConnectTimeoutError(endpoint_url="http://s3:9000/b/k"), "storage_unavailable"),
+        (ffmpeg_killed("video 'a.mp4'", -9), "encoder_interrupted"),
+    ],
+)
+def test_infrastructure_failures_and_a_killed_ffmpeg_are_transient_never_invalid_media(
+    exc: BaseException, error_type: str
+) -> None:
+    error = classify(exc)
+    assert isinstance(error, TransientError)
+    assert error.retryable
+    assert error.error_type == error_type
+    assert "will be retried" in error.message
+
+
+def test_an_unexpected_error_keeps_its_text_and_paths_out_of_the_message() -> None:
+    error = classify(ValueError("bad value in /tmp/coursecast-1234-1-abcd/0/source.mp4 on encoder@host:4242"))
+    assert error.error_type == "internal_error"
+    assert not error.retryable
+    for internal in ("/tmp", "ValueError", "bad value", "encoder@", "4242"):
+        assert internal not in error.message
+
+
+def test_a_system_error_message_does_not_repeat_the_raw_exception() -> None:
+    error = classify(PermissionError(13, "Permission denied", "/tmp/coursecast-x/0/hls/index.m3u8"))
+    assert error.retryable
+    assert "/tmp" not in error.message
+    assert "Permission denied" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/tmp/coursecast-1f-1-abc/0/source.mp4: Invalid data found when processing input",
+         "Invalid data found when processing input"),
+        ("Error opening input file /work/x/y.mp4.", "Error opening input file"),
+        ("Conversion failed!", "Conversion failed!"),
+        ("Please upload an MP4, MOV and/or WebM file", "Please upload an MP4, MOV and/or WebM file"),
+    ],
+)  # fmt: skip
+def test_tool_output_loses_its_absolute_paths(line: str, expected: str) -> None:
+    assert without_paths(line) == expected
+
+
+def test_a_probe_failure_names_the_uploaded_file_not_the_workers_copy() -> None:
+    error = unreadable_media(
+        "lecture.mp4", "/tmp/coursecast-3f1c-1-x/0/source.mp4: Invalid data found when processing input"
+    )
+    assert "'lecture.mp4'" in error.message
+    assert "/tmp" not in error.message
+    assert "Invalid data found when processing input" in error.message

@@ -1,0 +1,427 @@
+"""The encoder under faults of its own dependencies (issue 8): a dropped Postgres connection, ffmpeg
+killed by SIGKILL, a completion the log rejects, and a crash between a cancel and its claim."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import psycopg
+import pytest
+
+from services.core.faults import ENV_VAR as FAULT_POINT
+from services.core.manifest import staging_prefix
+from services.core.messages import MessageType, new_message
+from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.projector.store import JobStore
+from tests.integration.encoder_harness import (
+    FAST,
+    cancel,
+    count_events,
+    ffmpeg_processes,
+    job_events,
+    log_lines,
+    longest_silence_s,
+    make_clip,
+    new_job_id,
+    publish_command,
+    queue_job,
+    send,
+    stage_course,
+    start_encoder,
+    wait_for,
+)
+from tests.integration.projector_harness import isolated, start_projector, stop
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.integration
+
+REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    """Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off."""
+    with isolated(settings, partitions=1) as base:
+        yield base.model_copy(
+            update={
+                "heartbeat_interval_s": 2,
+                "encoder_lease_s": 9,
+                "session_timeout_ms": 6_000,
+                "retry_backoff_base_s": 1.0,
+            }
+        )
+
+
+def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what} within {timeout_s} s")
+
+
+def _terminate_backends(settings: Settings, pid: int) -> int:
+    """pg_terminate_backend of every connection the encoder process `pid` holds; returns how many."""
+    with psycopg.connect(settings.database_url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
+            (f"coursecast-encoder-%:{pid}",),
+        ).fetchall()
+    return sum(1 for (terminated,) in rows if terminated)
+
+
+def _staged_keys(settings: Settings, s3: S3Client, job_id: UUID) -> int:
+    return int(
+        s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=staging_prefix(job_id)).get("KeyCount", 0)
+    )
+
+
+def _event_data(settings: Settings, job_id: UUID, type_: str) -> list[dict[str, Any]]:
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        rows = store.connection.execute(
+            "SELECT data FROM job_events WHERE job_id = %s AND type = %s ORDER BY kafka_offset",
+            (job_id, type_),
+        ).fetchall()
+    finally:
+        store.close()
+    return [row[0] for row in rows]
+
+
+def _without_internals(message: str, encoder: subprocess.Popen[bytes]) -> None:
+    for internal in ("/tmp", "coursecast-", socket.gethostname(), f":{encoder.pid}", "Traceback", "Error:"):
+        assert internal not in message, (internal, message)
+
+
+def test_a_job_completes_once_when_postgres_drops_the_encoders_connections_mid_encode(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    job_id, next_job = new_job_id(), new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=16)])
+    next_manifest = stage_course(own, s3, next_job, [make_clip(tmp_path / "short.mp4", seconds=2)])
+    log = tmp_path / "encoder.log"
+    encoder = start_encoder(own, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
+    terminated = []
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, processes)
+        # Twice, a lease interval apart: the heartbeat's, the runner's and the main connection die.
+        for _ in range(2):
+            time.sleep(3)
+            terminated.append(_terminate_backends(own, encoder.pid))
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        # The main thread's connection died in the first round too: the next command still runs.
+        queue_job(own, next_manifest)
+        after = wait_for(own, next_job, {"completed", "failed", "canceled"}, 90, processes)
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert all(count >= 1 for count in terminated), terminated
+    assert after.status.value == "completed", (after.error_type, after.error_message)
+    messages = {line.get("message") for line in log_lines(log)}
+    assert "claim connection lost before the final event; reconnecting" in messages
+    assert "claims database unreachable; delivery deferred" in messages
+    assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
+    events = job_events(own, job_id)
+    types = [t for t, _, _ in events]
+    assert types.count("JobCompleted") == 1
+    assert types.count("JobStarted") == 1
+    for verdict in ("JobStalled", "JobRetryScheduled", "JobFailed", "JobTimedOut"):
+        assert verdict not in types
+    assert all(rejection is None for _, _, rejection in events)
+    # The heartbeat hit the dropped connection, reconnected, and kept the lease: no gap near it.
+    assert any(line.get("message") == "lease not renewed; reconnecting" for line in log_lines(log))
+    assert longest_silence_s(own, job_id, 1) < own.encoder_lease_s
+
+
+def test_ffmpeg_killed_by_sigkill_is_retried_with_backoff_and_completes_on_attempt_2(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=10)])
+    log = tmp_path / "encoder.log"
+    encoder = start_encoder(own, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, processes)
+        pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
+    events = job_events(own, job_id)
+    assert ("JobRetryScheduled", 1, None) in events
+    assert ("JobCompleted", 2, None) in events
+    assert [t for t, _, _ in events].count("JobCompleted") == 1
+    assert "JobFailed" not in [t for t, _, _ in events]
+    (retry,) = _event_data(own, job_id, MessageType.JOB_RETRY_SCHEDULED)
+    assert retry["error_type"] == "encoder_interrupted"
+    assert retry["delay_s"] >= own.retry_backoff_base_s
+    _without_internals(retry["message"], encoder)
+    assert count_events(log, "ffmpeg_killed") >= 1
+    # The retried attempt found its staging files; they are deleted once its completion is applied.
+    _until(lambda: _staged_keys(own, s3, job_id) == 0 or None, 30, "staging was not deleted")
+
+
+def test_a_failed_jobs_message_names_no_worker_path_host_or_raw_error(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    job_id = new_job_id()
+    whole = make_clip(tmp_path / "whole.mp4", seconds=4).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])  # the index, at the end, is lost
+    manifest = stage_course(own, s3, job_id, [cut])
+    log = tmp_path / "encoder.log"
+    encoder = start_encoder(own, log, **FAST)
+    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
+    try:
+        queue_job(own, manifest)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 60, processes)
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert done.status.value == "failed"
+    assert done.error_type == "invalid_media"
+    assert done.error_message is not None
+    assert "'cut.mp4'" in done.error_message
+    _without_internals(done.error_message, encoder)
+    (failed,) = _event_data(own, job_id, MessageType.JOB_FAILED)
+    _without_internals(failed["message"], encoder)
+    # The detail is not lost: the encoder's log has it.
+    assert any("/tmp" in str(line) for line in log_lines(log))
+    # A failed job keeps its staging files: the owner's retry runs from them.
+    assert _staged_keys(own, s3, job_id) > 0
+
+
+def test_staging_is_deleted_once_the_completion_is_applied_and_kept_when_it_is_rejected(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    applied, rejected = new_job_id(), new_job_id()
+    clip = make_clip(tmp_path / "lecture.mp4", seconds=8)
+    manifests = {job_id: stage_course(own, s3, job_id, [clip]) for job_id in (applied, rejected)}
+    log = tmp_path / "encoder.log"
+    processes: list[subprocess.Popen[bytes]] = [start_projector(own), start_encoder(own, log, **REALTIME)]
+    try:
+        queue_job(own, manifests[applied])
+        done = wait_for(own, applied, {"completed", "failed", "canceled"}, 90, processes)
+        assert done.status.value == "completed", (done.error_type, done.error_message)
+        _until(lambda: _staged_keys(own, s3, applied) == 0 or None, 30, "applied: staging not deleted")
+
+        queue_job(own, manifests[rejected])
+        wait_for(own, rejected, {"processing"}, 60, processes)
+        # Mid-encode, the log ends the job another way. This stands in for a JobCanceled that another
+        # encoder published (the reader under test is this encoder's staging cleanup): the running
+        # encoder does not see it, finishes, and its JobCompleted is rejected by the projector.
+        canceled = new_message(
+            MessageType.JOB_CANCELED,
+            job_id=rejected,
+            attempt=1,
+            data={"requested_by": "instructor-1", "reason": "canceled elsewhere"},
+            producer="another-encoder",
+        )
+        send(own, own.events_topic, [canceled])
+        _until(
+            lambda: count_events(log, "staging_kept", job_id=str(rejected)),
+            90,
+            "rejected: the encoder never judged the staging of the rejected completion",
+        )
+        final = wait_for(own, rejected, {"canceled", "completed"}, 10, processes)
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert final.status.value == "canceled"
+    events = job_events(own, rejected)
+    assert any(t == "JobCompleted" and rejection is not None for t, _, rejection in events), events
+    assert _staged_keys(own, s3, rejected) > 0
+    assert count_events(log, "staging_deleted", job_id=str(applied)) == 1
+    assert count_events(log, "staging_deleted", job_id=str(rejected)) == 0
+
+
+def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_ends_the_job_canceled(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    # A long back-off keeps attempt 2 waiting on the retry topic, so the cancel finds the job queued
+    # with no encoder running it: the main consumer ends it (consumer._cancel_idle_job).
+    slow_retry = own.model_copy(update={"retry_backoff_base_s": 20.0})
+    job_id = new_job_id()
+    manifest = stage_course(slow_retry, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=10)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(slow_retry)
+    first = start_encoder(slow_retry, first_log, **REALTIME, **{FAULT_POINT: "encoder.cancel_acked"})
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        queue_job(slow_retry, manifest)
+        wait_for(slow_retry, job_id, {"processing"}, 60, [projector, first])
+        pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        retrying = wait_for(slow_retry, job_id, {"queued"}, 60, [projector, first])
+        assert retrying.attempt == 2
+        cancel(slow_retry, job_id)
+        assert first.wait(60) == -signal.SIGKILL  # died at the fault point
+        second = start_encoder(slow_retry, second_log, **REALTIME)
+        done = wait_for(slow_retry, job_id, {"canceled", "completed", "failed"}, 60, [projector, second])
+        # The redelivered CancelJob and the due retry command both find the job ended.
+        _until(
+            lambda: count_events(second_log, "command_skipped", job_id=str(job_id)),
+            90,
+            "the retry command was not skipped",
+        )
+        _until(lambda: _staged_keys(slow_retry, s3, job_id) == 0 or None, 30, "staging not deleted")
+    finally:
+        for process in (projector, first, second):
+            if process is not None:
+                stop(process)
+
+    assert done.status.value == "canceled"
+    events = job_events(slow_retry, job_id)
+    types = [t for t, _, _ in events]
+    assert types.count("JobCanceled") == 1
+    assert types.count("JobStarted") == 1  # attempt 2 never ran
+    assert all(rejection is None for _, _, rejection in events)
+    assert count_events(second_log, "ffmpeg_started") == 0
+
+
+def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_is_applied(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    done_later, never_queued = new_job_id(), new_job_id()
+    clip = make_clip(tmp_path / "lecture.mp4", seconds=2)
+    manifest = stage_course(own, s3, done_later, [clip])
+    stage_course(own, s3, never_queued, [clip])  # an upload whose job never reached the log
+    log = tmp_path / "encoder.log"
+    # No projector yet: the encoder cannot see its completion applied, waits 1 s, and leaves it.
+    encoder = start_encoder(own, log, COURSECAST_STAGING_CLEANUP_WAIT_S="1", **FAST)
+    processes: list[subprocess.Popen[bytes]] = [encoder]
+    try:
+        queue_job(own, manifest)
+        _until(
+            lambda: any(
+                line.get("message") == "staging left for the sweeper: the end was not applied in time"
+                for line in log_lines(log)
+            ),
+            90,
+            "the encoder did not give the staging up",
+        )
+        assert count_events(log, "attempt_completed") == 1
+        assert _staged_keys(own, s3, done_later) > 0
+        processes.append(start_projector(own))
+        wait_for(own, done_later, {"completed"}, 60, processes)
+        sweep = subprocess.run(
+            [sys.executable, "-m", "services.cli", "staging", "sweep"],
+            cwd=PROJECT_ROOT,
+            env=environment(own),
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert _staged_keys(own, s3, done_later) == 0
+    assert _staged_keys(own, s3, never_queued) > 0
+    assert b"swept 1 staging folder" in sweep.stdout
+
+
+@pytest.mark.parametrize("ending", ["completed", "canceled"])
+def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_done_duplicates_nothing(
+    own: Settings, s3: S3Client, tmp_path: Path, ending: str
+) -> None:
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=6)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(own)
+    first = start_encoder(own, first_log, **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"})
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, [projector, first])
+        if ending == "canceled":
+            cancel(own, job_id)  # the running encoder's watcher sees it and stops ffmpeg
+        assert first.wait(90) == -signal.SIGKILL  # died with the final event on the log
+        done = wait_for(own, job_id, {"canceled", "completed", "failed"}, 60, [projector])
+        second = start_encoder(own, second_log, **REALTIME)
+        # The redelivered command (its offset was never committed) finds the job ended.
+        _until(
+            lambda: count_events(second_log, "command_skipped", job_id=str(job_id)),
+            90,
+            "the redelivered command was not skipped",
+        )
+        _until(lambda: _staged_keys(own, s3, job_id) == 0 or None, 30, "staging not deleted")
+        final = wait_for(own, job_id, {"canceled", "completed", "failed"}, 10, [projector, second])
+    finally:
+        for process in (projector, first, second):
+            if process is not None:
+                stop(process)
+
+    assert done.status.value == ending
+    assert final.status.value == ending
+    events = job_events(own, job_id)
+    types = [t for t, _, _ in events]
+    assert types.count("JobStarted") == 1
+    assert types.count("JobCompleted") + types.count("JobCanceled") == 1
+    assert all(rejection is None for _, _, rejection in events)
+    assert count_events(second_log, "ffmpeg_started") == 0
+
+
+def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    one_attempt = own.model_copy(update={"max_attempts": 1})
+    job_id = new_job_id()
+    manifest = stage_course(one_attempt, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=8)])
+    log = tmp_path / "encoder.log"
+    encoder = start_encoder(one_attempt, log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [start_projector(one_attempt), encoder]
+    try:
+        queue_job(one_attempt, manifest)
+        wait_for(one_attempt, job_id, {"processing"}, 60, processes)
+        pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        failed = wait_for(one_attempt, job_id, {"failed", "completed"}, 60, processes)
+        staged_after_failure = _staged_keys(one_attempt, s3, job_id)
+        # The owner retries, as the api's POST /v1/jobs/{id}/retry does: both messages, attempt 2.
+        requested = new_message(
+            MessageType.JOB_RETRY_REQUESTED,
+            job_id=job_id,
+            attempt=1,
+            data={"requested_by": "instructor-1", "next_attempt": 2},
+            producer="test",
+        )
+        send(one_attempt, one_attempt.events_topic, [requested])
+        send(one_attempt, one_attempt.commands_topic, [publish_command(manifest, attempt=2)])
+        done = wait_for(one_attempt, job_id, {"completed"}, 90, processes)
+        _until(lambda: _staged_keys(one_attempt, s3, job_id) == 0 or None, 30, "staging not deleted")
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (failed.status.value, failed.error_type) == ("failed", "encoder_interrupted")
+    assert failed.error_message is not None
+    assert "you can retry" in failed.error_message
+    assert staged_after_failure > 0
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
