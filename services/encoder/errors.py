@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import subprocess
+from collections.abc import Iterable
 from typing import Final
 
 import psycopg
@@ -23,6 +24,7 @@ from botocore.exceptions import (
 from confluent_kafka import KafkaException
 
 from services.core.bus import DeliveryFailedError
+from services.core.messages import printable
 
 # S3 error codes that say "try again later" rather than "this will never work".
 _TRANSIENT_S3_CODES: Final = frozenset(
@@ -119,6 +121,16 @@ _PATH: Final = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)*[^\s/:'\"]+:?\s*")
 def without_paths(text: str) -> str:
     """`text` with every absolute path removed (pure): a tool's stderr line made fit for a person."""
     return re.sub(r"\s{2,}", " ", _PATH.sub("", text)).strip()
+
+
+def for_people(message: str, internal_names: Iterable[str] = ()) -> str:
+    """`message` as a job's owner may see it (pure): no worker paths, host or process names, and no
+    control character, since the codec refuses a final event holding one and the job would never end."""
+    text = printable(without_paths(message))
+    for internal in internal_names:
+        if internal:
+            text = text.replace(internal, "the encoder")
+    return text or "The job stopped because of an error on our side; please try again later."
 
 
 def missing_input(what: str) -> PermanentError:

@@ -47,8 +47,8 @@ from services.encoder.errors import (
     PermanentError,
     TimeLimitError,
     classify,
+    for_people,
     missing_input,
-    without_paths,
 )
 from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
@@ -311,12 +311,8 @@ class JobRunner:
         return RunResult(outcome, delete_staging)
 
     def _for_people(self, message: str) -> str:
-        """The message as the job's owner may see it: no worker paths, host or process names."""
-        text = without_paths(message)
-        for internal in {self.publisher.name, socket.gethostname()}:
-            if internal:
-                text = text.replace(internal, "the encoder")
-        return text or "The job stopped because of an error on our side; please try again later."
+        """The message as the job's owner may see it (see errors.for_people)."""
+        return for_people(message, {self.publisher.name, socket.gethostname()})
 
     def _end_stalled_attempt(self, stalled: int) -> None:
         will_retry = self.decision.verdict is Verdict.TAKE_OVER

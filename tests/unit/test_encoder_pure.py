@@ -23,6 +23,7 @@ from services.encoder.errors import (
     TransientError,
     classify,
     ffmpeg_killed,
+    for_people,
     unreadable_media,
     without_paths,
 )
@@ -416,3 +417,15 @@ def test_a_probe_failure_names_the_uploaded_file_not_the_workers_copy() -> None:
     assert "'lecture.mp4'" in error.message
     assert "/tmp" not in error.message
     assert "Invalid data found when processing input" in error.message
+
+
+def test_a_message_for_people_holds_no_control_character_path_or_worker_name() -> None:
+    # A file name or an ffmpeg line with a NUL would make the codec refuse the final event forever.
+    raw = "encoder@host-7:42 could not read /tmp/work/0/source.mp4: bad\x00name\x1b[31m"
+    shown = for_people(raw, {"encoder@host-7:42"})
+    assert "\x00" not in shown
+    assert "\x1b" not in shown
+    assert "/tmp" not in shown
+    assert "host-7" not in shown
+    assert shown.startswith("the encoder could not read")
+    assert "\x00" not in for_people(unreadable_media("lecture\x00.mp4").message)
