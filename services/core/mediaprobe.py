@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -33,6 +35,19 @@ IMAGE_HEADER_BYTES: Final = 256 * 1024
 
 _NOT_ON_WHITELIST = re.compile(r"^\[([\w,]+) @ [^\]]*\] Format not on whitelist")
 _COMPLAINT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
+
+
+# G2: a process killed with SIGKILL cannot stop its children, so the kernel does it: `setpriv
+# --pdeathsig KILL` (util-linux) asks for SIGKILL when the parent thread dies and keeps that across
+# the exec, so no ffmpeg or ffprobe outlives the encoder or api that started it.
+_SETPRIV: Final = shutil.which("setpriv")
+
+
+def die_with_parent(argv: Sequence[str]) -> list[str]:
+    """`argv` run so that the kernel kills it if the thread that started it dies (see _SETPRIV)."""
+    if _SETPRIV is None:
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
 
 
 class MediaRefusedError(Exception):
@@ -82,7 +97,7 @@ def probe(
     try:
         # subprocess.run kills ffprobe (SIGKILL) and reaps it when the timeout expires.
         done = subprocess.run(
-            probe_argv(path, demuxers, max_pixels),
+            die_with_parent(probe_argv(path, demuxers, max_pixels)),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from services.core.mediaprobe import die_with_parent
 from services.encoder.errors import (
     AttemptError,
     PermanentError,
@@ -48,8 +49,9 @@ def run_ffmpeg(
     the file, G5)."""
     with tempfile.TemporaryFile() as stderr:
         # start_new_session: ffmpeg leads a process group of its own, so killpg reaches any child too.
+        # die_with_parent: even a kill -9 of this encoder leaves no ffmpeg behind (G2).
         process = subprocess.Popen(
-            list(argv),
+            die_with_parent(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
