@@ -34,9 +34,10 @@ from services.core.manifest import StagedVideo, StagingManifest
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
+from services.core.transactions import AtomicPublisher
 from services.encoder import ladder as hls
 from services.encoder.cancel import CancelWatcher
-from services.encoder.claims import ClaimStore, Decision, Verdict
+from services.encoder.claims import ClaimStore, Decision
 from services.encoder.errors import (
     AttemptError,
     CanceledError,
@@ -99,12 +100,18 @@ class Publisher:
         self._settings = settings
         self.name = name
         self._lock = threading.Lock()
+        # A transactional id unique to this process (claims, not Kafka fencing, exclude zombies).
+        self._atomic = AtomicPublisher(settings, "encoder", f"coursecast-encoder-{name}")
 
     def event(self, type_: str, job_id: UUID, attempt: int, data: Mapping[str, Any]) -> None:
         """Publish one event and wait for its acknowledgement."""
         message = new_message(type_, job_id=job_id, attempt=attempt, data=data, producer=self.name)
         with self._lock:
             bus.publish(self._producer, self._settings.events_topic, [message])
+
+    def together(self, batch: Sequence[tuple[str, Envelope]]) -> None:
+        """Publish (topic, message) pairs in one Kafka transaction: all of them or none."""
+        self._atomic.publish(batch)
 
     def retry_command(self, command: Envelope, next_attempt: int, not_before: float) -> None:
         """Put the next attempt's PublishCourse on the retry topic, due at `not_before` (epoch s)."""
@@ -177,9 +184,7 @@ class JobRunner:
     def _run(self) -> RunResult:
         self._deadline = time.monotonic() + self.settings.encode_time_limit_s
         if self.decision.stalled_attempt is not None:
-            self._end_stalled_attempt(self.decision.stalled_attempt)
-            if self.decision.verdict is Verdict.FAIL_STALLED:
-                return self._finish(Outcome.FAILED, [])
+            return self._end_stalled_attempt(self.decision.stalled_attempt)
         try:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
@@ -261,12 +266,26 @@ class JobRunner:
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)
 
-    def _end_stalled_attempt(self, stalled: int) -> None:
-        will_retry = self.decision.verdict is Verdict.TAKE_OVER
+    def _end_stalled_attempt(self, stalled: int) -> RunResult:
+        """End the dead worker's attempt under the claim's row lock: JobStalled, and with it, in one
+        Kafka transaction, the next attempt's PublishCourse when attempts are left.
+
+        Nothing runs here: the next attempt starts from its command like any other, so the job is
+        never requeued without a command to run it, even if this process dies right after. If the
+        watchdog ended the attempt first, this JobStalled is rejected (stale attempt) and this
+        command is a duplicate of the watchdog's, which the claim lets run only once.
+        """
+        next_attempt = self.decision.next_attempt
+        will_retry = next_attempt is not None
         message = (
             f"The encoder running attempt {stalled} stopped responding (its lease of "
             f"{self.settings.encoder_lease_s} s expired)."
-            + (" Another encoder is running the job again." if will_retry else " No attempts are left.")
+            + (
+                f" The job goes back to the queue as attempt {next_attempt}."
+                if will_retry
+                else f" It was attempt {stalled} of {self.settings.max_attempts}; retry the job to run it"
+                " again."
+            )
         )
         data = {
             "last_heartbeat_at": None,
@@ -274,7 +293,36 @@ class JobRunner:
             "will_retry": will_retry,
             "message": message,
         }
-        self.publisher.event(MessageType.JOB_STALLED, self.job_id, stalled, data)
+        outcome = Outcome.RETRY_SCHEDULED if will_retry else Outcome.FAILED
+        with self.claims.finishing(self.job_id, stalled, outcome.value) as ours:
+            if not ours:
+                log.warning("claim lost before ending the stalled attempt", extra=self._log_extra)
+                return RunResult(Outcome.FENCED)
+            stalled_event = new_message(
+                MessageType.JOB_STALLED,
+                job_id=self.job_id,
+                attempt=stalled,
+                data=data,
+                producer=self.publisher.name,
+            )
+            batch = [(self.settings.events_topic, stalled_event)]
+            if next_attempt is not None:
+                command = new_message(
+                    MessageType.PUBLISH_COURSE,
+                    job_id=self.job_id,
+                    attempt=next_attempt,
+                    data=self.command.data,
+                    producer=self.publisher.name,
+                )
+                batch.append((self.settings.commands_topic, command))
+            self.publisher.together(batch)
+        log.info(
+            "stalled attempt %d ended: %s",
+            stalled,
+            outcome.value,
+            extra={**self._log_extra, "event": "takeover"},
+        )
+        return RunResult(outcome)
 
     # --- the work ------------------------------------------------------------------------------
 
