@@ -57,6 +57,10 @@ class Verdict(StrEnum):
     # in the same Kafka transaction, the PublishCourse of `next_attempt`, which then runs like any other.
     TAKE_OVER = "take_over"
     FAIL_STALLED = "fail_stalled"  # the worker died on the last allowed attempt: end the job failed
+    # The job was requeued as `attempt` + 1 but the claim of `attempt` was never closed: its worker
+    # died between the requeuing event and its command. Produce that command (again: a duplicate is
+    # skipped by the claim), so the job never stays queued without one.
+    REQUEUE = "requeue"
     WAIT = "wait"  # a live worker owns it: look again when its lease would expire
     SKIP = "skip"  # a duplicate or stale delivery: acknowledge it and do nothing
 
@@ -76,8 +80,13 @@ class Decision:
 
     @property
     def next_attempt(self) -> int | None:
-        """The attempt a takeover requeues the job as (its command is produced with the JobStalled)."""
-        return self.attempt + 1 if self.verdict is Verdict.TAKE_OVER else None
+        """The attempt whose command this delivery produces (with the JobStalled, for a takeover)."""
+        return self.attempt + 1 if self.verdict in (Verdict.TAKE_OVER, Verdict.REQUEUE) else None
+
+    @property
+    def ends_dead_attempt(self) -> bool:
+        """True when the delivery closes a dead worker's attempt instead of running one."""
+        return self.verdict in (Verdict.TAKE_OVER, Verdict.FAIL_STALLED, Verdict.REQUEUE)
 
 
 def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_attempts: int) -> Decision:
@@ -89,6 +98,21 @@ def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_a
     N + 1 only the first wins the claim (the other WAITs, then SKIPs).
     """
     a = command_attempt
+    if (
+        job is not None
+        and job.status == JobStatus.QUEUED
+        and job.attempt == a + 1
+        and claim is not None
+        and (claim.attempt, claim.origin_attempt, claim.state) == (a, a, "running")
+        and claim.started
+        and claim.lease_expired
+    ):
+        return Decision(
+            Verdict.REQUEUE,
+            f"the job was requeued as attempt {a + 1} but worker {claim.worker} died before closing "
+            f"attempt {a}; producing the command of attempt {a + 1}",
+            attempt=a,
+        )
     if job is not None:
         if job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
             return Decision(Verdict.SKIP, f"job is {job.status}; redelivered command of attempt {a} ignored")
@@ -208,7 +232,7 @@ class ClaimStore:
                 "lease": self.lease_s,
                 "seen": seen.attempt if seen is not None else 0,
                 "seen_started": seen.started if seen is not None else False,
-                "takeover": decision.stalled_attempt is not None,
+                "takeover": decision.ends_dead_attempt,
             },
         ).fetchone()
         return row is not None

@@ -183,8 +183,8 @@ class JobRunner:
 
     def _run(self) -> RunResult:
         self._deadline = time.monotonic() + self.settings.encode_time_limit_s
-        if self.decision.stalled_attempt is not None:
-            return self._end_stalled_attempt(self.decision.stalled_attempt)
+        if self.decision.ends_dead_attempt:
+            return self._end_dead_attempt()
         try:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
@@ -266,63 +266,68 @@ class JobRunner:
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)
 
-    def _end_stalled_attempt(self, stalled: int) -> RunResult:
-        """End the dead worker's attempt under the claim's row lock: JobStalled, and with it, in one
-        Kafka transaction, the next attempt's PublishCourse when attempts are left.
+    def _end_dead_attempt(self) -> RunResult:
+        """Close the dead worker's attempt under the claim's row lock, in one Kafka transaction:
+        JobStalled (unless the job was already requeued) and the next attempt's PublishCourse (when
+        attempts are left).
 
         Nothing runs here: the next attempt starts from its command like any other, so the job is
         never requeued without a command to run it, even if this process dies right after. If the
         watchdog ended the attempt first, this JobStalled is rejected (stale attempt) and this
         command is a duplicate of the watchdog's, which the claim lets run only once.
         """
+        dead = self.decision.attempt
         next_attempt = self.decision.next_attempt
-        will_retry = next_attempt is not None
-        message = (
-            f"The encoder running attempt {stalled} stopped responding (its lease of "
-            f"{self.settings.encoder_lease_s} s expired)."
-            + (
-                f" The job goes back to the queue as attempt {next_attempt}."
-                if will_retry
-                else f" It was attempt {stalled} of {self.settings.max_attempts}; retry the job to run it"
-                " again."
+        batch: list[tuple[str, Envelope]] = []
+        if self.decision.stalled_attempt is not None:
+            batch.append((self.settings.events_topic, self._stalled_event(dead, next_attempt)))
+        if next_attempt is not None:
+            command = new_message(
+                MessageType.PUBLISH_COURSE,
+                job_id=self.job_id,
+                attempt=next_attempt,
+                data=self.command.data,
+                producer=self.publisher.name,
             )
+            batch.append((self.settings.commands_topic, command))
+        outcome = Outcome.RETRY_SCHEDULED if next_attempt is not None else Outcome.FAILED
+        with self.claims.finishing(self.job_id, dead, outcome.value) as ours:
+            if not ours:
+                log.warning("claim lost before closing the dead attempt", extra=self._log_extra)
+                return RunResult(Outcome.FENCED)
+            self.publisher.together(batch)
+        log.info(
+            "dead attempt %d closed (%s): %s",
+            dead,
+            self.decision.verdict.value,
+            outcome.value,
+            extra={**self._log_extra, "event": "dead_attempt_closed"},
         )
+        return RunResult(outcome)
+
+    def _stalled_event(self, stalled: int, next_attempt: int | None) -> Envelope:
+        if next_attempt is not None:
+            outcome = f" The job goes back to the queue as attempt {next_attempt}."
+        else:
+            outcome = (
+                f" It was attempt {stalled} of {self.settings.max_attempts}; retry the job to run it again."
+            )
         data = {
             "last_heartbeat_at": None,
             "stall_timeout_s": self.settings.encoder_lease_s,
-            "will_retry": will_retry,
-            "message": message,
+            "will_retry": next_attempt is not None,
+            "message": (
+                f"The encoder running attempt {stalled} stopped responding (its lease of "
+                f"{self.settings.encoder_lease_s} s expired)." + outcome
+            ),
         }
-        outcome = Outcome.RETRY_SCHEDULED if will_retry else Outcome.FAILED
-        with self.claims.finishing(self.job_id, stalled, outcome.value) as ours:
-            if not ours:
-                log.warning("claim lost before ending the stalled attempt", extra=self._log_extra)
-                return RunResult(Outcome.FENCED)
-            stalled_event = new_message(
-                MessageType.JOB_STALLED,
-                job_id=self.job_id,
-                attempt=stalled,
-                data=data,
-                producer=self.publisher.name,
-            )
-            batch = [(self.settings.events_topic, stalled_event)]
-            if next_attempt is not None:
-                command = new_message(
-                    MessageType.PUBLISH_COURSE,
-                    job_id=self.job_id,
-                    attempt=next_attempt,
-                    data=self.command.data,
-                    producer=self.publisher.name,
-                )
-                batch.append((self.settings.commands_topic, command))
-            self.publisher.together(batch)
-        log.info(
-            "stalled attempt %d ended: %s",
-            stalled,
-            outcome.value,
-            extra={**self._log_extra, "event": "takeover"},
+        return new_message(
+            MessageType.JOB_STALLED,
+            job_id=self.job_id,
+            attempt=stalled,
+            data=data,
+            producer=self.publisher.name,
         )
-        return RunResult(outcome)
 
     # --- the work ------------------------------------------------------------------------------
 
