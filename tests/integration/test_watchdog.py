@@ -3,11 +3,13 @@ explicitly, and requeues the job with its next command while attempts are left."
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 import pytest
@@ -16,11 +18,25 @@ from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, produce, running_projector, stop
-from tests.integration.watchdog_harness import commands_of, start_watchdog
+from tests.integration.encoder_harness import (
+    FAST,
+    job_events,
+    make_clip,
+    new_job_id,
+    queue_job,
+    stage_course,
+    start_encoder,
+)
+from tests.integration.encoder_harness import wait_for as wait_for_job
+from tests.integration.projector_harness import isolated, produce, running_projector, start_projector, stop
+from tests.integration.watchdog_harness import commands_of, start_watchdog, wait_until
 from tests.unit.job_events import event
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 M = MessageType
+REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 
 
 @pytest.fixture
@@ -123,3 +139,61 @@ def test_job_past_its_time_limit_on_its_last_attempt_ends_failed_timeout_even_wh
     assert state.error_message is not None
     assert "attempt 1 of 1" in state.error_message
     assert commands_of(own, job) == []
+
+
+def last_progress_at(settings: Settings, job_id: UUID) -> datetime | None:
+    """Event time of the job's latest JobProgress as the projector applied it."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        row = store.connection.execute(
+            "SELECT max(occurred_at) FROM job_events WHERE job_id = %s AND type = 'JobProgress'", (job_id,)
+        ).fetchone()
+    finally:
+        store.close()
+    return row[0] if row else None
+
+
+@pytest.mark.parametrize("pause", ["SIGSTOP", "restart"])
+def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_nothing_when_it_is_back(
+    own: Settings, s3: S3Client, tmp_path: Path, pause: str
+) -> None:
+    live = own.model_copy(update={"encode_time_limit_s": 600, "encoder_lease_s": 30})
+    job_id = new_job_id()
+    manifest = stage_course(live, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=20)])
+    projector = start_projector(live)
+    watchdog = start_watchdog(live, tmp_path / "watchdog.log")
+    encoder = start_encoder(live, tmp_path / "encoder.log", **REALTIME)
+    processes = [projector, watchdog, encoder]
+    try:
+        queue_job(live, manifest)
+        wait_for_job(live, job_id, {"processing"}, 60, processes)
+        wait_until("a first heartbeat", lambda: last_progress_at(live, job_id) is not None, 30, processes)
+        if pause == "SIGSTOP":
+            watchdog.send_signal(signal.SIGSTOP)
+        else:
+            stop(watchdog)
+        paused_at = datetime.now(UTC)
+        # The encoder keeps speaking while the watchdog hears nothing for longer than it may stay silent.
+        silence = timedelta(seconds=live.stall_timeout_s + live.watchdog_clock_skew_s + 2)
+        wait_until(
+            "the encoder spoke for longer than the stall timeout while the watchdog was away",
+            lambda: (last_progress_at(live, job_id) or paused_at) > paused_at + silence,
+            60,
+            [projector, encoder],
+        )
+        if pause == "SIGSTOP":
+            watchdog.send_signal(signal.SIGCONT)
+        else:
+            watchdog = start_watchdog(live, tmp_path / "watchdog.log")
+            processes[1] = watchdog
+        done = wait_for_job(live, job_id, {"completed", "failed", "queued"}, 120, processes)
+        assert watchdog.poll() is None
+    finally:
+        if pause == "SIGSTOP" and watchdog.poll() is None:
+            watchdog.send_signal(signal.SIGCONT)
+        for process in processes:
+            stop(process)
+    assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
+    events = job_events(live, job_id)
+    assert [e for e in events if e[0] in ("JobStalled", "JobTimedOut")] == [], "a live worker was judged"
+    assert [t for t, _, _ in events].count("JobCompleted") == 1

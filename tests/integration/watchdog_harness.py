@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -27,14 +29,18 @@ def start_watchdog(settings: Settings, log_path: Path, **extra_env: str) -> subp
         )
 
 
-def commands_of(settings: Settings, job_id: UUID, topic: str | None = None) -> list[Envelope]:
-    """Every committed message of `job_id` on the commands topic (or `topic`), in offset order."""
-    topic = topic or settings.commands_topic
+def commands_of(settings: Settings, job_id: UUID) -> list[Envelope]:
+    """Every committed message of `job_id` on the commands topic, in offset order."""
+    return messages_of(settings, settings.commands_topic, job_id)
+
+
+def messages_of(settings: Settings, topic: str, job_id: UUID) -> list[Envelope]:
+    """Every committed message of `job_id` on `topic`, in offset order."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "client.id": client_id("test"),
-            "group.id": f"test-reader-{job_id}",
+            "group.id": f"test-reader-{uuid4()}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
@@ -59,3 +65,20 @@ def commands_of(settings: Settings, job_id: UUID, topic: str | None = None) -> l
         return [envelope for _, _, envelope in sorted(found, key=lambda f: (f[0], f[1]))]
     finally:
         consumer.close()
+
+
+def wait_until(
+    what: str,
+    condition: Callable[[], bool],
+    timeout_s: float,
+    processes: Iterable[subprocess.Popen[bytes]] = (),
+) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout_s` or if a process exited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, f"a service exited early with {process.returncode}"
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
