@@ -47,6 +47,9 @@ class JobView:
 
     status: JobStatus
     attempt: int
+    # Why the job was last requeued or failed ("stalled": by a stall verdict, whose command of the
+    # next attempt was produced in the same transaction).
+    error_type: str | None = None
 
 
 class Verdict(StrEnum):
@@ -105,8 +108,16 @@ def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_a
         and claim is not None
         and (claim.attempt, claim.origin_attempt, claim.state) == (a, a, "running")
         and claim.started
-        and claim.lease_expired
     ):
+        # The job was requeued but the attempt's claim is still open: its worker is producing the
+        # next command (wait for it to close the claim), or died before it could.
+        if not claim.lease_expired:
+            if job.error_type == "stalled":
+                # Requeued by a stall verdict: its command of attempt a + 1 exists; this one is stale.
+                return Decision(Verdict.SKIP, f"attempt {a} is stale: the job is on attempt {job.attempt}")
+            return Decision(
+                Verdict.WAIT, f"attempt {a} is being closed by {claim.worker}", attempt=claim.attempt
+            )
         return Decision(
             Verdict.REQUEUE,
             f"the job was requeued as attempt {a + 1} but worker {claim.worker} died before closing "
@@ -197,9 +208,9 @@ class ClaimStore:
     def job(self, job_id: UUID) -> JobView | None:
         """The job's projected status and attempt, or None if the projector has not seen it yet."""
         row = self._conn.execute(
-            "SELECT status, attempt FROM publish_jobs WHERE job_id = %s", (job_id,)
+            "SELECT status, attempt, error_type FROM publish_jobs WHERE job_id = %s", (job_id,)
         ).fetchone()
-        return JobView(JobStatus(row[0]), row[1]) if row else None
+        return JobView(JobStatus(row[0]), row[1], row[2]) if row else None
 
     def acquire(self, job_id: UUID, decision: Decision, command_attempt: int, seen: Claim | None) -> bool:
         """Win the claim the decision calls for; False when another process won it first.

@@ -262,6 +262,9 @@ class JobRunner:
             for type_, data in events:
                 self.publisher.event(type_, self.job_id, self.attempt, data)
             if retry_after is not None:
+                # A crash here leaves the job queued as the next attempt with no command yet: the
+                # redelivered command finds the claim open and produces it (claims.Verdict.REQUEUE).
+                faults.reach("encoder.after_retry_scheduled")
                 self.publisher.retry_command(self.command, self.attempt + 1, time.time() + retry_after)
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)

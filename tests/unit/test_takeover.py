@@ -39,7 +39,7 @@ def fold(events: list[Envelope]) -> tuple[JobState, list[Rejection]]:
 
 
 def view(state: JobState) -> JobView:
-    return JobView(state.status, state.attempt)
+    return JobView(state.status, state.attempt, state.error_type)
 
 
 def stalled(job: UUID, attempt: int, will_retry: bool, producer: str) -> Envelope:
@@ -108,11 +108,12 @@ def test_a_job_requeued_by_a_worker_that_died_before_commanding_it_gets_its_comm
     assert decide(2, claim(job, 1, "done"), view(state), MAX).verdict is Verdict.RUN
 
 
-def test_a_requeued_job_whose_dead_claim_is_still_leased_is_left_to_its_worker() -> None:
+def test_a_requeued_job_whose_claim_is_still_leased_waits_for_its_worker_to_close_it() -> None:
     job = uuid4()
     state, _ = fold([*started_job(job), event(M.JOB_RETRY_SCHEDULED, job, at=T0)])
-    # The worker is alive and about to produce the retry command itself.
-    assert decide(1, claim(job, 1, expired=False), view(state), MAX).verdict is Verdict.SKIP
+    # The worker may be alive and about to produce the retry command itself: skipping this delivery
+    # now would lose the only way to produce it should the worker die before it does.
+    assert decide(1, claim(job, 1, expired=False), view(state), MAX).verdict is Verdict.WAIT
 
 
 def test_a_dead_worker_on_the_last_attempt_fails_the_job_and_commands_nothing() -> None:
@@ -148,3 +149,11 @@ def _attempts_up_to(job: UUID, last: int) -> list[Envelope]:
         if attempt < last:
             events.append(stalled(job, attempt, True, "watchdog"))
     return events
+
+
+def test_a_job_requeued_by_a_stall_verdict_skips_the_stale_command_even_while_the_dead_lease_runs() -> None:
+    # The verdict's command of attempt 2 exists (same transaction): nothing to wait for.
+    job = uuid4()
+    state, _ = fold([*started_job(job), stalled(job, 1, True, "watchdog")])
+    assert decide(1, claim(job, 1, expired=False), view(state), MAX).verdict is Verdict.SKIP
+    assert decide(1, claim(job, 1, expired=True), view(state), MAX).verdict is Verdict.REQUEUE
