@@ -40,6 +40,8 @@ class CatchUpProbe:
         self._reader = Consumer(
             {**common, "group.id": f"{group_id}-catchup-probe", "enable.partition.eof": True}
         )
+        # The last range of each partition found to hold no record, so a patrol reads it only once.
+        self._empty: dict[tuple[str, int], tuple[int, int]] = {}
 
     def end_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, tuple[int, int]]:
         """(low, high) watermarks of each partition, as the brokers have them now."""
@@ -60,6 +62,8 @@ class CatchUpProbe:
         """True if a record a consumer would see lies in [start, end); True as well if it cannot tell."""
         if start >= end:
             return False
+        if self._empty.get((topic, partition)) == (start, end):
+            return False  # records below a high watermark never change: the answer still holds
         self._reader.assign([TopicPartition(topic, partition, start)])
         try:
             deadline = time.monotonic() + REQUEST_TIMEOUT_S
@@ -70,9 +74,14 @@ class CatchUpProbe:
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        return False  # the end came before any record: only markers were left
+                        # The end came before any record: only transaction markers were left.
+                        self._empty[(topic, partition)] = (start, end)
+                        return False
                     continue
-                return (message.offset() or 0) < end
+                if (message.offset() or 0) < end:
+                    return True
+                self._empty[(topic, partition)] = (start, end)
+                return False
             return True
         finally:
             self._reader.unassign()
