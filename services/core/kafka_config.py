@@ -52,6 +52,9 @@ def transactional_producer_config(settings: Settings, role: str, transactional_i
     # G3/G6: a transaction makes the api's two messages atomic for read_committed consumers, and a
     # stable transactional.id fences a zombie instance of the same producer.
     config["transactional.id"] = transactional_id
+    # librdkafka refuses a transaction timeout shorter than the delivery timeout. The broker aborts
+    # a transaction left open this long by a dead producer, which releases read_committed readers.
+    config["transaction.timeout.ms"] = max(60_000, config["delivery.timeout.ms"])
     return config
 
 

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Past the encode time limit the encoder stops ffmpeg itself; the watchdog steps in only if it
     # has not done so this much later.
     watchdog_time_limit_grace_s: float = Field(default=120.0, ge=0)
+    # Event times are stamped by the encoder's clock and compared with the watchdog's: every
+    # threshold is widened by this much, so a worker whose clock runs behind is never judged early.
+    watchdog_clock_skew_s: float = Field(default=5.0, ge=0)
 
     # --- Object storage (S3-compatible) ------------------------------------------------------
     s3_endpoint_url: str | None = "http://127.0.0.1:9000"

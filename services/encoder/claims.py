@@ -47,31 +47,83 @@ class JobView:
 
     status: JobStatus
     attempt: int
+    # Why the job was last requeued or failed ("stalled": by a stall verdict, whose command of the
+    # next attempt was produced in the same transaction).
+    error_type: str | None = None
 
 
 class Verdict(StrEnum):
     """What to do with one delivery of PublishCourse."""
 
     RUN = "run"  # claim `attempt` and run it
-    TAKE_OVER = "take_over"  # the worker of `stalled_attempt` died mid-run: end it, then run `attempt`
+    # The worker of `stalled_attempt` died mid-run: end that attempt with JobStalled(will_retry) and,
+    # in the same Kafka transaction, the PublishCourse of `next_attempt`, which then runs like any other.
+    TAKE_OVER = "take_over"
     FAIL_STALLED = "fail_stalled"  # the worker died on the last allowed attempt: end the job failed
+    # The job was requeued as `attempt` + 1 but the claim of `attempt` was never closed: its worker
+    # died between the requeuing event and its command. Produce that command (again: a duplicate is
+    # skipped by the claim), so the job never stays queued without one.
+    REQUEUE = "requeue"
     WAIT = "wait"  # a live worker owns it: look again when its lease would expire
     SKIP = "skip"  # a duplicate or stale delivery: acknowledge it and do nothing
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A verdict with the attempt it concerns and the reason, for the log line."""
+    """A verdict with the attempt it concerns and the reason, for the log line.
+
+    For TAKE_OVER and FAIL_STALLED, `attempt` is the dead worker's attempt, the one the claim is won
+    for and ended; the next attempt, if any, runs from its own command, never inside this delivery.
+    """
 
     verdict: Verdict
     reason: str
     attempt: int = 0
     stalled_attempt: int | None = None
 
+    @property
+    def next_attempt(self) -> int | None:
+        """The attempt whose command this delivery produces (with the JobStalled, for a takeover)."""
+        return self.attempt + 1 if self.verdict in (Verdict.TAKE_OVER, Verdict.REQUEUE) else None
+
+    @property
+    def ends_dead_attempt(self) -> bool:
+        """True when the delivery closes a dead worker's attempt instead of running one."""
+        return self.verdict in (Verdict.TAKE_OVER, Verdict.FAIL_STALLED, Verdict.REQUEUE)
+
 
 def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_attempts: int) -> Decision:
-    """What a delivery of PublishCourse for `command_attempt` must do (pure)."""
+    """What a delivery of PublishCourse for `command_attempt` must do (pure).
+
+    Whoever ends a dead attempt N with a retry — this encoder's takeover or the watchdog's verdict —
+    also produces the PublishCourse of N + 1 in the same transaction, so a job requeued as N + 1
+    always has a command to run it: the command of N is then stale (SKIP), and of two commands of
+    N + 1 only the first wins the claim (the other WAITs, then SKIPs).
+    """
     a = command_attempt
+    if (
+        job is not None
+        and job.status == JobStatus.QUEUED
+        and job.attempt == a + 1
+        and claim is not None
+        and (claim.attempt, claim.origin_attempt, claim.state) == (a, a, "running")
+        and claim.started
+    ):
+        # The job was requeued but the attempt's claim is still open: its worker is producing the
+        # next command (wait for it to close the claim), or died before it could.
+        if not claim.lease_expired:
+            if job.error_type == "stalled":
+                # Requeued by a stall verdict: its command of attempt a + 1 exists; this one is stale.
+                return Decision(Verdict.SKIP, f"attempt {a} is stale: the job is on attempt {job.attempt}")
+            return Decision(
+                Verdict.WAIT, f"attempt {a} is being closed by {claim.worker}", attempt=claim.attempt
+            )
+        return Decision(
+            Verdict.REQUEUE,
+            f"the job was requeued as attempt {a + 1} but worker {claim.worker} died before closing "
+            f"attempt {a}; producing the command of attempt {a + 1}",
+            attempt=a,
+        )
     if job is not None:
         if job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
             return Decision(Verdict.SKIP, f"job is {job.status}; redelivered command of attempt {a} ignored")
@@ -80,6 +132,8 @@ def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_a
         if job.status == JobStatus.FAILED and job.attempt == a:
             return Decision(Verdict.SKIP, f"attempt {a} already failed; only the owner's retry runs it again")
     if claim is None or (claim.attempt < a and claim.origin_attempt < a):
+        # A dead or fenced claim of an earlier attempt does not block this one: its results are
+        # fenced by the claim from now on (finishing() finds it is no longer theirs).
         return Decision(Verdict.RUN, f"attempt {a} is unclaimed", attempt=a)
     if claim.origin_attempt != a:
         return Decision(
@@ -93,15 +147,13 @@ def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_a
         return Decision(
             Verdict.WAIT, f"attempt {claim.attempt} is running on {claim.worker}", attempt=claim.attempt
         )
-    stalled = a if claim.attempt > a else None
     if not claim.started:
-        # The dead worker never got JobStarted acknowledged (or took over and died before starting):
-        # run the claimed attempt again; a JobStarted it did write makes ours a harmless rejection.
+        # The dead worker never got JobStarted acknowledged: run the claimed attempt again; a
+        # JobStarted it did write makes ours a harmless rejection.
         return Decision(
-            Verdict.RUN if stalled is None else Verdict.TAKE_OVER,
+            Verdict.RUN,
             f"worker {claim.worker} died before starting attempt {claim.attempt}",
             attempt=claim.attempt,
-            stalled_attempt=stalled,
         )
     if claim.attempt >= max_attempts:
         return Decision(
@@ -113,8 +165,8 @@ def decide(command_attempt: int, claim: Claim | None, job: JobView | None, max_a
     return Decision(
         Verdict.TAKE_OVER,
         f"worker {claim.worker} died during attempt {claim.attempt}; "
-        f"taking over as attempt {claim.attempt + 1}",
-        attempt=claim.attempt + 1,
+        f"requeuing the job as attempt {claim.attempt + 1}",
+        attempt=claim.attempt,
         stalled_attempt=claim.attempt,
     )
 
@@ -156,9 +208,9 @@ class ClaimStore:
     def job(self, job_id: UUID) -> JobView | None:
         """The job's projected status and attempt, or None if the projector has not seen it yet."""
         row = self._conn.execute(
-            "SELECT status, attempt FROM publish_jobs WHERE job_id = %s", (job_id,)
+            "SELECT status, attempt, error_type FROM publish_jobs WHERE job_id = %s", (job_id,)
         ).fetchone()
-        return JobView(JobStatus(row[0]), row[1]) if row else None
+        return JobView(JobStatus(row[0]), row[1], row[2]) if row else None
 
     def acquire(self, job_id: UUID, decision: Decision, command_attempt: int, seen: Claim | None) -> bool:
         """Win the claim the decision calls for; False when another process won it first.
@@ -173,7 +225,10 @@ class ClaimStore:
                     now() + make_interval(secs => %(lease)s))
             ON CONFLICT (job_id) DO UPDATE SET
                 attempt = EXCLUDED.attempt, origin_attempt = EXCLUDED.origin_attempt,
-                worker = EXCLUDED.worker, state = 'running', started = false, outcome = NULL,
+                worker = EXCLUDED.worker, state = 'running', outcome = NULL,
+                -- A takeover keeps `started`: if its final events fail, the next look still sees
+                -- a started attempt to end (not one to run again).
+                started = CASE WHEN %(takeover)s THEN c.started ELSE false END,
                 lease_expires_at = EXCLUDED.lease_expires_at, claimed_at = now(), updated_at = now()
             WHERE (c.attempt < EXCLUDED.origin_attempt AND c.origin_attempt < EXCLUDED.origin_attempt)
                OR (c.origin_attempt = EXCLUDED.origin_attempt AND c.state = 'running'
@@ -188,6 +243,7 @@ class ClaimStore:
                 "lease": self.lease_s,
                 "seen": seen.attempt if seen is not None else 0,
                 "seen_started": seen.started if seen is not None else False,
+                "takeover": decision.ends_dead_attempt,
             },
         ).fetchone()
         return row is not None

@@ -37,9 +37,10 @@ from services.core.manifest import StagedVideo, StagingManifest
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
+from services.core.transactions import AtomicPublisher
 from services.encoder import ladder as hls
 from services.encoder.cancel import CancelWatcher
-from services.encoder.claims import ClaimStore, Decision, Verdict
+from services.encoder.claims import ClaimStore, Decision
 from services.encoder.errors import (
     AttemptError,
     CanceledError,
@@ -106,12 +107,18 @@ class Publisher:
         self._settings = settings
         self.name = name
         self._lock = threading.Lock()
+        # A transactional id unique to this process (claims, not Kafka fencing, exclude zombies).
+        self._atomic = AtomicPublisher(settings, "encoder", f"coursecast-encoder-{name}")
 
     def event(self, type_: str, job_id: UUID, attempt: int, data: Mapping[str, Any]) -> None:
         """Publish one event and wait for its acknowledgement."""
         message = new_message(type_, job_id=job_id, attempt=attempt, data=data, producer=self.name)
         with self._lock:
             bus.publish(self._producer, self._settings.events_topic, [message])
+
+    def together(self, batch: Sequence[tuple[str, Envelope]]) -> None:
+        """Publish (topic, message) pairs in one Kafka transaction: all of them or none."""
+        self._atomic.publish(batch)
 
     def retry_command(self, command: Envelope, next_attempt: int, not_before: float) -> None:
         """Put the next attempt's PublishCourse on the retry topic, due at `not_before` (epoch s)."""
@@ -187,10 +194,8 @@ class JobRunner:
 
     def _run(self) -> RunResult:
         self._deadline = time.monotonic() + self.settings.encode_time_limit_s
-        if self.decision.stalled_attempt is not None:
-            self._end_stalled_attempt(self.decision.stalled_attempt)
-            if self.decision.verdict is Verdict.FAIL_STALLED:
-                return self._finish(Outcome.FAILED, [])
+        if self.decision.ends_dead_attempt:
+            return self._end_dead_attempt()
         try:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
@@ -287,6 +292,9 @@ class JobRunner:
                         self.publisher.event(type_, self.job_id, self.attempt, data)
                     if retry_after is not None:
                         published = True
+                        # A crash here leaves the job queued as the next attempt with no command yet:
+                        # the redelivered command finds the claim open and produces it (REQUEUE).
+                        faults.reach("encoder.after_retry_scheduled")
                         self.publisher.retry_command(
                             self.command, self.attempt + 1, time.time() + retry_after
                         )
@@ -314,20 +322,68 @@ class JobRunner:
         """The message as the job's owner may see it (see errors.for_people)."""
         return for_people(message, {self.publisher.name, socket.gethostname()})
 
-    def _end_stalled_attempt(self, stalled: int) -> None:
-        will_retry = self.decision.verdict is Verdict.TAKE_OVER
-        message = (
-            f"The encoder running attempt {stalled} stopped responding (its lease of "
-            f"{self.settings.encoder_lease_s} s expired)."
-            + (" Another encoder is running the job again." if will_retry else " No attempts are left.")
+    def _end_dead_attempt(self) -> RunResult:
+        """Close the dead worker's attempt under the claim's row lock, in one Kafka transaction:
+        JobStalled (unless the job was already requeued) and the next attempt's PublishCourse (when
+        attempts are left).
+
+        Nothing runs here: the next attempt starts from its command like any other, so the job is
+        never requeued without a command to run it, even if this process dies right after. If the
+        watchdog ended the attempt first, this JobStalled is rejected (stale attempt) and this
+        command is a duplicate of the watchdog's, which the claim lets run only once.
+        """
+        dead = self.decision.attempt
+        next_attempt = self.decision.next_attempt
+        batch: list[tuple[str, Envelope]] = []
+        if self.decision.stalled_attempt is not None:
+            batch.append((self.settings.events_topic, self._stalled_event(dead, next_attempt)))
+        if next_attempt is not None:
+            command = new_message(
+                MessageType.PUBLISH_COURSE,
+                job_id=self.job_id,
+                attempt=next_attempt,
+                data=self.command.data,
+                producer=self.publisher.name,
+            )
+            batch.append((self.settings.commands_topic, command))
+        outcome = Outcome.RETRY_SCHEDULED if next_attempt is not None else Outcome.FAILED
+        with self.claims.finishing(self.job_id, dead, outcome.value) as ours:
+            if not ours:
+                log.warning("claim lost before closing the dead attempt", extra=self._log_extra)
+                return RunResult(Outcome.FENCED)
+            self.publisher.together(batch)
+        log.info(
+            "dead attempt %d closed (%s): %s",
+            dead,
+            self.decision.verdict.value,
+            outcome.value,
+            extra={**self._log_extra, "event": "dead_attempt_closed"},
         )
+        return RunResult(outcome)
+
+    def _stalled_event(self, stalled: int, next_attempt: int | None) -> Envelope:
+        if next_attempt is not None:
+            outcome = f" The job goes back to the queue as attempt {next_attempt}."
+        else:
+            outcome = (
+                f" It was attempt {stalled} of {self.settings.max_attempts}; retry the job to run it again."
+            )
         data = {
             "last_heartbeat_at": None,
             "stall_timeout_s": self.settings.encoder_lease_s,
-            "will_retry": will_retry,
-            "message": message,
+            "will_retry": next_attempt is not None,
+            "message": (
+                f"The encoder running attempt {stalled} stopped responding (its lease of "
+                f"{self.settings.encoder_lease_s} s expired)." + outcome
+            ),
         }
-        self.publisher.event(MessageType.JOB_STALLED, self.job_id, stalled, data)
+        return new_message(
+            MessageType.JOB_STALLED,
+            job_id=self.job_id,
+            attempt=stalled,
+            data=data,
+            producer=self.publisher.name,
+        )
 
     # --- the work ------------------------------------------------------------------------------
 

@@ -1,12 +1,19 @@
 """Liveness of running jobs, derived from the log alone: the watchdog's pure half (no I/O, no clock).
 
-`observe` folds a job's events into what the watchdog needs to know — is an attempt running, since
-when, and when did its worker last speak — and `judge` decides, given the time now, whether that
-silence or that duration deserves a verdict (G2). The faust app in watchdog.py only feeds them.
+`observe` folds a job's events into what the watchdog needs to know — the job's PublishCourse data
+(from JobQueued, so a retry can be commanded), whether an attempt is running, since when, and when its
+worker last spoke — and `judge` decides, given the time now, whether that silence or that duration
+deserves a verdict (G2), and whether the retry policy sends the job back to the queue as the next
+attempt or fails it. The faust app in watchdog.py only feeds them.
+
+Times compared are event times (`occurred_at`, stamped by the encoder's clock) against the watchdog's
+clock, so every threshold is widened by a clock-skew margin: a worker whose clock runs behind the
+watchdog's is never judged silent while it speaks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,6 +35,10 @@ _ENDINGS = frozenset(
         M.JOB_TIMED_OUT,
     }
 )
+# Events after which the job never runs again: the watchdog forgets it.
+_TERMINAL = frozenset({M.JOB_COMPLETED, M.JOB_CANCELED})
+# The watchdog's own name on the envelopes it produces.
+WATCHDOG = "watchdog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +48,6 @@ class Running:
     attempt: int
     started_at: datetime
     last_seen_at: datetime
-    judged: bool = False  # a verdict was already sent; never send a second one for this attempt
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form for the watchdog's table."""
@@ -45,80 +55,146 @@ class Running:
             "attempt": self.attempt,
             "started_at": self.started_at.isoformat(),
             "last_seen_at": self.last_seen_at.isoformat(),
-            "judged": self.judged,
         }
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> Running:
+    def from_json(cls, value: Mapping[str, Any]) -> Running:
         """The inverse of to_json."""
         return cls(
             attempt=int(value["attempt"]),
             started_at=datetime.fromisoformat(value["started_at"]),
             last_seen_at=datetime.fromisoformat(value["last_seen_at"]),
-            judged=bool(value.get("judged", False)),
         )
 
 
 @dataclass(frozen=True, slots=True)
+class Tracked:
+    """What the watchdog knows of one job that has not ended for good."""
+
+    # JobQueued's data, which is also every attempt's PublishCourse data; None if never seen.
+    command: Mapping[str, Any] | None
+    running: Running | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe form for the watchdog's table."""
+        return {
+            "command": dict(self.command) if self.command is not None else None,
+            "running": self.running.to_json() if self.running is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Tracked:
+        """The inverse of to_json; also reads a table row written before commands were kept."""
+        if "attempt" in value:
+            return cls(None, Running.from_json(value))
+        running = value.get("running")
+        return cls(value.get("command"), Running.from_json(running) if running else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The thresholds of a judgement, all in seconds, and how many attempts a job gets."""
+
+    stall_timeout_s: float
+    time_limit_s: float
+    grace_s: float
+    clock_skew_s: float
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """An explicit end for a silent or overlong attempt: JobStalled or JobTimedOut, never retried here."""
+    """An explicit end for a silent or overlong attempt: JobStalled or JobTimedOut, and its retry.
+
+    When `retry` is set the verdict requeues the job as attempt + 1, and its emitter must make that
+    attempt's PublishCourse exist atomically with it (`retry` is that command's data).
+    """
 
     type: MessageType
     attempt: int
     data: dict[str, Any]
+    retry: Mapping[str, Any] | None = None
 
 
-def observe(current: Running | None, event: Envelope) -> Running | None:
-    """The job's liveness after `event` (None: no attempt is running)."""
+def observe(current: Tracked | None, event: Envelope) -> Tracked | None:
+    """The job's liveness after `event` (None: the job has ended for good, forget it)."""
+    if event.type == M.JOB_QUEUED:
+        return Tracked(dict(event.data), current.running if current is not None else None)
+    if current is None:
+        if event.type == M.JOB_STARTED:
+            return Tracked(None, Running(event.attempt, event.occurred_at, event.occurred_at))
+        return None  # a job the watchdog never saw queued nor started: nothing to follow
+    running = current.running
     if event.type == M.JOB_STARTED:
-        if current is not None and current.attempt >= event.attempt:
+        if running is not None and running.attempt >= event.attempt:
             return current  # a redelivered or competing start of an attempt already running
-        return Running(event.attempt, event.occurred_at, event.occurred_at)
-    if current is None or event.attempt != current.attempt:
+        return Tracked(current.command, Running(event.attempt, event.occurred_at, event.occurred_at))
+    if event.producer == WATCHDOG:
+        # Our own verdict, possibly of a transaction that was aborted (this consumer reads
+        # uncommitted records): it must not end the attempt, or an aborted verdict would leave the
+        # attempt unjudged forever. The next attempt's JobStarted replaces it once the retry runs.
+        return current
+    if event.type in _TERMINAL and (running is None or event.attempt >= running.attempt):
+        return None
+    if running is None or event.attempt != running.attempt:
         return current  # events of other attempts say nothing about this one's worker
     if event.type in _SIGNS_OF_LIFE:
-        return Running(
-            current.attempt, current.started_at, max(current.last_seen_at, event.occurred_at), current.judged
-        )
+        seen = max(running.last_seen_at, event.occurred_at)
+        return Tracked(current.command, Running(running.attempt, running.started_at, seen))
     if event.type in _ENDINGS:
-        return None
+        return Tracked(current.command, None)
     return current
 
 
-def judge(
-    running: Running, now: datetime, stall_timeout_s: float, time_limit_s: float, grace_s: float
-) -> Verdict | None:
-    """A verdict when the attempt's worker is silent past the stall timeout, or the attempt is past
-    its time limit plus a grace period in which the encoder should have stopped it itself."""
-    if running.judged:
+def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
+    """A verdict when the running attempt's worker is silent past the stall timeout, or the attempt
+    is past its time limit plus a grace period in which the encoder should have stopped it itself.
+
+    Both thresholds are widened by the clock-skew margin. The verdict retries the job as the next
+    attempt while attempts are left and the job's command is known; otherwise it fails the job.
+    """
+    running = tracked.running
+    if running is None:
         return None
     silent_s = (now - running.last_seen_at).total_seconds()
     running_s = (now - running.started_at).total_seconds()
-    if running_s > time_limit_s + grace_s:
+    will_retry = running.attempt < policy.max_attempts and tracked.command is not None
+    retry = tracked.command if will_retry else None
+    if will_retry:
+        outcome = f" The job goes back to the queue as attempt {running.attempt + 1}."
+    elif running.attempt >= policy.max_attempts:
+        outcome = (
+            f" It was attempt {running.attempt} of {policy.max_attempts}; retry the job to run it again."
+        )
+    else:
+        outcome = " Retry the job to run it again."
+    if running_s > policy.time_limit_s + policy.grace_s + policy.clock_skew_s:
         return Verdict(
             M.JOB_TIMED_OUT,
             running.attempt,
             {
-                "time_limit_s": int(time_limit_s),
-                "will_retry": False,
+                "time_limit_s": int(policy.time_limit_s),
+                "will_retry": will_retry,
                 "message": (
-                    f"The encode ran {running_s:.0f} s, past its {time_limit_s:.0f} s limit, and its "
-                    "worker did not stop it; the watchdog ended the job."
+                    f"The encode ran {running_s:.0f} s, past its {policy.time_limit_s:.0f} s limit, and "
+                    "its worker did not stop it; the watchdog ended the attempt." + outcome
                 ),
             },
+            retry,
         )
-    if silent_s > stall_timeout_s:
+    if silent_s > policy.stall_timeout_s + policy.clock_skew_s:
         return Verdict(
             M.JOB_STALLED,
             running.attempt,
             {
                 "last_heartbeat_at": running.last_seen_at.isoformat(),
-                "stall_timeout_s": int(stall_timeout_s),
-                "will_retry": False,
+                "stall_timeout_s": int(policy.stall_timeout_s),
+                "will_retry": will_retry,
                 "message": (
                     f"No progress from the encoder for {silent_s:.0f} s (the limit is "
-                    f"{stall_timeout_s:.0f} s); its worker is presumed dead. Retry the job to run it again."
+                    f"{policy.stall_timeout_s:.0f} s); its worker is presumed dead." + outcome
                 ),
             },
+            retry,
         )
     return None

@@ -1,30 +1,45 @@
 """`coursecast watchdog`: a faust-streaming app that gives every silent or overlong job an explicit end (G2).
 
-It keeps, per job, whether an attempt is running and when its worker last spoke (a faust table with
-a changelog topic, so a restarted watchdog knows everything it knew), and on a timer judges each
-running attempt with `liveness.judge`. A verdict is an ordinary event on the log — JobStalled or
-JobTimedOut for that attempt — so the state machine decides, as for any event, whether it still
-applies: if the job completed in the meantime, the verdict is rejected and changes nothing.
+It keeps, per job, the job's command data, whether an attempt is running and when its worker last
+spoke (a faust table with a changelog topic, so a restarted watchdog knows everything it knew), and on
+a timer judges each running attempt with `liveness.judge`. A verdict is an ordinary event on the log —
+JobStalled or JobTimedOut for that attempt — so the state machine decides, as for any event, whether it
+still applies: if the job completed in the meantime, the verdict is rejected and changes nothing.
+
+Guarantees:
+- No verdict for a live worker: a patrol takes the time first, then the log's end offsets, and judges
+  only the partitions whose every event below those offsets is in the table (catchup.py). A watchdog
+  that was stopped, restarted or is lagging therefore judges nothing until it has read the heartbeats
+  written meanwhile. Event times are compared with a clock-skew margin (liveness.py).
+- No job queued forever: a verdict that requeues the job (attempts left) is produced in one Kafka
+  transaction with the next attempt's PublishCourse, on the commands topic behind the job's earlier
+  commands. A duplicate of that command (a competing encoder takeover) is skipped by the encoder's
+  claims; a verdict that lost the race is rejected by the state machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import faust
-from confluent_kafka import Producer
 
 from services.core import bus, codec
-from services.core.kafka_config import producer_config
-from services.core.messages import new_message
+from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
-from services.projector.liveness import Running, judge, observe
+from services.core.transactions import AtomicPublisher
+from services.projector.catchup import CatchUpProbe
+from services.projector.liveness import WATCHDOG, Policy, Tracked, Verdict, judge, observe
 
 log = logging.getLogger("coursecast.watchdog")
+
+# A patrol waits at most this long (or one interval, if longer) for the table to reach the log's end.
+CATCH_UP_WAIT_S = 5.0
+CATCH_UP_RECHECK_S = 0.2
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -40,60 +55,125 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         producer_acks=-1,
     )
-    events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes, value_serializer="raw")
-    # Values are JSON (faust's default serializer): Running.to_json() of the attempt in flight.
+    topic = settings.events_topic
+    events = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    # Values are JSON (faust's default serializer): Tracked.to_json() plus the job's partition.
     liveness = app.Table("liveness", default=None, partitions=settings.topic_partitions)
-    producer = Producer(producer_config(settings, "watchdog"))
+    # A stable transactional id: a restarted watchdog fences its predecessor and aborts whatever
+    # transaction it left open, so read_committed consumers are never held up by it.
+    verdicts = AtomicPublisher(settings, "watchdog", f"{settings.watchdog_app_id}-verdicts")
+    probe = CatchUpProbe(settings, settings.watchdog_app_id)
+    policy = Policy(
+        stall_timeout_s=settings.stall_timeout_s,
+        time_limit_s=settings.encode_time_limit_s,
+        grace_s=settings.watchdog_time_limit_grace_s,
+        clock_skew_s=settings.watchdog_clock_skew_s,
+        max_attempts=settings.max_attempts,
+    )
+    # Partition → offset after the last event applied to the table by this process.
+    applied: dict[int, int] = {}
+    # (job, attempt) already given a committed verdict by this process: never a second one.
     judged: set[tuple[str, int]] = set()
-    grace_s = settings.watchdog_time_limit_grace_s
 
     @app.agent(events)
     async def follow(stream: Any) -> None:
-        async for value in stream:
+        async for record in stream.events():
+            partition, offset = record.message.partition, record.message.offset
             try:
-                event = codec.decode(value)
+                event = codec.decode(record.value)
             except codec.CodecError:
+                applied[partition] = offset + 1
                 continue  # the projector dead-letters it; it says nothing about liveness
             key = str(event.job_id)
             stored = liveness.get(key)
-            after = observe(Running.from_json(stored) if stored else None, event)
+            after = observe(Tracked.from_json(stored) if stored else None, event)
             if after is None:
                 if stored is not None:
                     del liveness[key]
             else:
-                liveness[key] = after.to_json()
+                liveness[key] = {**after.to_json(), "partition": partition}
+            applied[partition] = offset + 1
+
+    async def caught_up_partitions() -> set[int]:
+        """Assigned partitions whose every event written before this call is in the table."""
+        if app.rebalancing or not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+            return set()
+        assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+        if not assigned:
+            return set()
+        loop = asyncio.get_running_loop()
+        ends = await loop.run_in_executor(None, probe.end_offsets, topic, sorted(assigned))
+        committed = await loop.run_in_executor(None, probe.committed, topic, sorted(assigned))
+        caught_up: set[int] = set()
+        deadline = loop.time() + max(CATCH_UP_WAIT_S, settings.watchdog_interval_s)
+        while True:
+            for p in assigned - caught_up:
+                low, high = ends[p]
+                start = max(applied.get(p, 0), committed.get(p, 0), low)
+                if start >= high or not await loop.run_in_executor(
+                    None, probe.has_events, topic, p, start, high
+                ):
+                    caught_up.add(p)
+            if caught_up == assigned or loop.time() >= deadline:
+                return caught_up
+            await asyncio.sleep(CATCH_UP_RECHECK_S)
 
     @app.timer(interval=settings.watchdog_interval_s)  # type: ignore[untyped-decorator]
     async def patrol() -> None:
+        # The time is taken before the log's end: every event written before it is below that end.
         now = datetime.now(UTC)
-        verdicts = []
-        for key, value in list(liveness.items()):
-            if value is None:
-                continue
-            running = Running.from_json(value)
-            if (key, running.attempt) in judged:
-                continue
-            verdict = judge(running, now, settings.stall_timeout_s, settings.encode_time_limit_s, grace_s)
-            if verdict is not None:
-                verdicts.append(
-                    new_message(
-                        verdict.type,
-                        job_id=UUID(key),
-                        attempt=verdict.attempt,
-                        data=verdict.data,
-                        producer="watchdog",
-                    )
-                )
-                judged.add((key, running.attempt))
-        if verdicts:
-            # acks=all, off the event loop: the verdicts are durable before the patrol ends.
-            await asyncio.get_running_loop().run_in_executor(
-                None, bus.publish, producer, settings.events_topic, verdicts
+        ready = await caught_up_partitions()
+        lagging = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic} - ready
+        if lagging:
+            log.info(
+                "not judging partitions %s: the watchdog has not caught up with the log", sorted(lagging)
             )
-            for message in verdicts:
-                log.warning("verdict %s for job %s attempt %d", message.type, message.job_id, message.attempt)
+        for key, value in list(liveness.items()):
+            if value is None or value.get("partition") not in ready:
+                continue
+            tracked = Tracked.from_json(value)
+            verdict = judge(tracked, now, policy)
+            if verdict is None or (key, verdict.attempt) in judged:
+                continue
+            batch = verdict_messages(settings, UUID(key), verdict)
+            try:
+                # Committed (acks=all) off the event loop before the patrol moves on.
+                await asyncio.get_running_loop().run_in_executor(None, verdicts.publish, batch)
+            except bus.DeliveryFailedError as exc:
+                log.warning("verdict for job %s not published (%s); judging again next patrol", key, exc)
+                continue
+            judged.add((key, verdict.attempt))
+            log.warning(
+                "verdict %s for job %s attempt %d (will_retry=%s)",
+                verdict.type,
+                key,
+                verdict.attempt,
+                verdict.data["will_retry"],
+            )
 
     return app
+
+
+def verdict_messages(settings: Settings, job_id: UUID, verdict: Verdict) -> list[tuple[str, Envelope]]:
+    """The verdict event and, when it requeues the job, the next attempt's command (one transaction)."""
+    batch = [
+        (
+            settings.events_topic,
+            new_message(
+                verdict.type, job_id=job_id, attempt=verdict.attempt, data=verdict.data, producer=WATCHDOG
+            ),
+        )
+    ]
+    if verdict.retry is not None:
+        batch.append((settings.commands_topic, next_command(job_id, verdict.attempt + 1, verdict.retry)))
+    return batch
+
+
+def next_command(job_id: UUID, attempt: int, data: Mapping[str, Any]) -> Envelope:
+    """PublishCourse of `attempt`, with the job's command data."""
+    return new_message(
+        MessageType.PUBLISH_COURSE, job_id=job_id, attempt=attempt, data=dict(data), producer=WATCHDOG
+    )
 
 
 def run_watchdog(settings: Settings) -> None:

@@ -1,8 +1,12 @@
-"""G1/G2 under a crash: kill -9 the encoder running a job; the other encoder finishes it.
+"""G1/G2 under a crash: kill -9 the encoder running a job; the job is retried and completes.
 
 The survivor receives the partition after the session timeout, re-reads the uncommitted command,
 finds the dead worker's claim lease expired, ends the dead attempt with JobStalled(will_retry=true)
-and runs the next attempt. An event of the dead attempt arriving late is rejected as StaleAttempt.
+and the next attempt's PublishCourse in one transaction, and runs that command. With only one encoder,
+the watchdog does the same when the worker's silence passes the stall timeout: a new encoder then
+runs attempt 2 with no one's click. Whichever of the two comes first, the other's JobStalled is a
+harmless rejection and its command a duplicate the claims skip. An event of the dead attempt arriving
+late is rejected as StaleAttempt.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import pytest
 
@@ -32,6 +37,8 @@ from tests.integration.encoder_harness import (
     wait_for,
 )
 from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.integration.s3_faults import failing_s3
+from tests.integration.watchdog_harness import commands_of, messages_of, start_watchdog, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -135,3 +142,209 @@ def test_sigterm_mid_encode_hands_the_job_to_the_next_encoder_without_waiting_fo
     assert ("JobStalled", 1, None) in events
     assert [t for t, _, _ in events].count("JobCompleted") == 1
     assert ffmpeg_processes(f"coursecast-{job_id}-") == []
+
+
+def watched(own: Settings, **update: object) -> Settings:
+    """Settings under which the watchdog judges a dead worker within seconds (lease well beyond)."""
+    return own.model_copy(
+        update={
+            "heartbeat_interval_s": 1,
+            "stall_timeout_s": 4,
+            "watchdog_interval_s": 0.5,
+            "watchdog_clock_skew_s": 1.0,
+            "encoder_lease_s": 60,
+            **update,
+        }
+    )
+
+
+def kill_mid_encode(encoder: subprocess.Popen[bytes], own: Settings, job_id: UUID, log: Path) -> None:
+    """Wait until ffmpeg runs and the job has reported progress, then kill -9 the encoder."""
+    wait_until("ffmpeg started", lambda: count_events(log, "ffmpeg_started") > 0, 60, [encoder])
+    wait_until(
+        "progress reported",
+        lambda: any(t == "JobProgress" for t, _, _ in job_events(own, job_id)),
+        60,
+        [encoder],
+    )
+    encoder.send_signal(signal.SIGKILL)
+    encoder.wait(10)
+
+
+def test_kill_9_of_the_only_encoder_is_retried_as_attempt_2_when_a_new_encoder_starts(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    own = watched(own)
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=12)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(own)
+    watchdog = start_watchdog(own, tmp_path / "watchdog.log")
+    first = start_encoder(own, first_log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, watchdog, first]
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, processes)
+        kill_mid_encode(first, own, job_id, first_log)
+        # The watchdog requeues the job as attempt 2, with its command; nobody clicks anything.
+        requeued = wait_for(own, job_id, {"queued", "failed"}, 60, [projector, watchdog])
+        second = start_encoder(own, second_log, **REALTIME)
+        processes.append(second)
+        done = wait_for(own, job_id, {"completed", "failed"}, 120, [projector, watchdog, second])
+        leftovers = ffmpeg_processes(f"coursecast-{job_id}-1-")
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (requeued.status.value, requeued.attempt, requeued.error_type) == ("queued", 2, "stalled")
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
+    events = job_events(own, job_id)
+    assert ("JobStalled", 1, None) in events
+    assert [e for e in events if e[0] == "JobStarted" and e[2] is None] == [
+        ("JobStarted", 1, None),
+        ("JobStarted", 2, None),
+    ]
+    assert [t for t, _, _ in events].count("JobCompleted") == 1
+    assert [(c.attempt, c.producer) for c in commands_of(own, job_id)] == [(1, "test"), (2, "watchdog")]
+    assert count_events(second_log, "ffmpeg_started", what="video 'lecture.mp4'") == 1
+    assert leftovers == []
+
+
+def test_a_killed_encoder_on_the_last_allowed_attempt_ends_the_job_failed_stalled_with_a_clear_message(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    own = watched(own, max_attempts=1)
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=12)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(own)
+    watchdog = start_watchdog(own, tmp_path / "watchdog.log")
+    first = start_encoder(own, first_log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, watchdog, first]
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, processes)
+        kill_mid_encode(first, own, job_id, first_log)
+        failed = wait_for(own, job_id, {"queued", "failed"}, 60, [projector, watchdog])
+        # A new encoder re-reads the command of attempt 1: the job has failed, so it does nothing.
+        second = start_encoder(own, second_log, **REALTIME)
+        processes.append(second)
+        wait_until(
+            "the new encoder skipped the failed job's command",
+            lambda: count_events(second_log, "command_skipped") > 0,
+            60,
+            [second],
+        )
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (failed.status.value, failed.attempt, failed.error_type) == ("failed", 1, "stalled")
+    assert failed.error_message is not None
+    assert "presumed dead" in failed.error_message
+    assert "attempt 1 of 1" in failed.error_message
+    assert [(c.attempt, c.producer) for c in commands_of(own, job_id)] == [(1, "test")]
+    assert count_events(second_log, "ffmpeg_started") == 0
+
+
+def test_a_takeover_whose_job_stalled_is_rejected_still_runs_the_next_attempt_exactly_once(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    """The watchdog requeues the job first; an encoder reading a lagging projector (paused here)
+    takes the dead claim over anyway. Its JobStalled is rejected, its command of attempt 2 is a
+    duplicate: attempt 2 runs once and completes; the job is never left queued."""
+    own = watched(own, encoder_lease_s=8)
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=12)])
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    projector = start_projector(own)
+    watchdog = start_watchdog(own, tmp_path / "watchdog.log")
+    first = start_encoder(own, first_log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, watchdog, first]
+    try:
+        queue_job(own, manifest)
+        wait_for(own, job_id, {"processing"}, 60, processes)
+        wait_until(
+            "progress reported",
+            lambda: any(t == "JobProgress" for t, _, _ in job_events(own, job_id)),
+            60,
+            processes,
+        )
+        projector.send_signal(signal.SIGSTOP)  # the status table now lags the log
+        kill_mid_encode(first, own, job_id, first_log)
+        wait_until(
+            "the watchdog's verdict is on the log",
+            lambda: any(m.producer == "watchdog" for m in messages_of(own, own.events_topic, job_id)),
+            60,
+            [watchdog],
+        )
+        second = start_encoder(own, second_log, **REALTIME)
+        processes.append(second)
+        wait_until(
+            "the new encoder took the dead attempt over from the stale status table",
+            lambda: any(
+                m.type == "JobStalled" and m.producer.startswith("encoder@")
+                for m in messages_of(own, own.events_topic, job_id)
+            ),
+            90,
+            [second],
+        )
+        projector.send_signal(signal.SIGCONT)
+        done = wait_for(own, job_id, {"completed", "failed"}, 120, [projector, watchdog, second])
+    finally:
+        if projector.poll() is None:
+            projector.send_signal(signal.SIGCONT)
+        for process in processes:
+            stop(process)
+
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
+    events = job_events(own, job_id)
+    stalls = [e for e in events if e[0] == "JobStalled"]
+    assert stalls == [("JobStalled", 1, None), ("JobStalled", 1, "StaleAttempt")]
+    assert [e for e in events if e[0] == "JobStarted"] == [("JobStarted", 1, None), ("JobStarted", 2, None)]
+    assert [t for t, _, _ in events].count("JobCompleted") == 1
+    commands = [(c.attempt, c.producer) for c in commands_of(own, job_id)]
+    assert sorted(a for a, _ in commands) == [1, 2, 2]  # the watchdog's and the takeover's
+    assert count_events(second_log, "ffmpeg_started", what="video 'lecture.mp4'") == 1
+
+
+def test_a_worker_killed_between_requeuing_its_job_and_commanding_the_retry_leaves_no_job_queued(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    """JobRetryScheduled is acknowledged, then the worker dies before the retry command is: the job
+    is queued as attempt 2 with no command. The redelivered command of attempt 1 produces it."""
+    own = own.model_copy(update={"retry_backoff_base_s": 1.0})
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=3)])
+    assert own.s3_endpoint_url is not None
+    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
+    # Every upload of attempt 1 gets 503: a transient error, so attempt 1 schedules a retry.
+    fails_uploads = lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path  # noqa: E731
+    with failing_s3(own.s3_endpoint_url, fails_uploads) as (proxy, _failed):
+        projector = start_projector(own)
+        first = start_encoder(
+            own,
+            first_log,
+            COURSECAST_S3_ENDPOINT_URL=proxy,
+            COURSECAST_FAULT_POINT="encoder.after_retry_scheduled",
+            **FAST,
+        )
+        processes: list[subprocess.Popen[bytes]] = [projector, first]
+        try:
+            queue_job(own, manifest)
+            assert first.wait(180) == -signal.SIGKILL
+            requeued = wait_for(own, job_id, {"queued", "failed", "completed"}, 60, [projector])
+            second = start_encoder(own, second_log, **FAST)
+            processes.append(second)
+            done = wait_for(own, job_id, {"completed", "failed"}, 120, [projector, second])
+        finally:
+            for process in processes:
+                stop(process)
+
+    assert (requeued.status.value, requeued.attempt) == ("queued", 2)
+    assert messages_of(own, own.commands_retry_topic, job_id) == []  # the worker died before it
+    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
+    commands = [(c.attempt, c.producer.split("@")[0]) for c in commands_of(own, job_id)]
+    assert commands == [(1, "test"), (2, "encoder")]
+    types = [t for t, _, _ in job_events(own, job_id)]
+    assert (types.count("JobRetryScheduled"), types.count("JobCompleted")) == (1, 1)

@@ -162,9 +162,10 @@ def test_a_command_whose_attempt_runs_on_a_live_worker_waits() -> None:
     assert decide(1, _claim(1), JobView(JobStatus.PROCESSING, 1), 3).verdict is Verdict.WAIT
 
 
-def test_a_dead_workers_started_attempt_is_stalled_and_the_next_attempt_runs() -> None:
+def test_a_dead_workers_started_attempt_is_stalled_and_the_next_attempt_is_commanded() -> None:
     decision = decide(1, _claim(1, expired=True), JobView(JobStatus.PROCESSING, 1), 3)
-    assert (decision.verdict, decision.attempt, decision.stalled_attempt) == (Verdict.TAKE_OVER, 2, 1)
+    assert (decision.verdict, decision.attempt, decision.stalled_attempt) == (Verdict.TAKE_OVER, 1, 1)
+    assert decision.next_attempt == 2
 
 
 def test_a_dead_worker_on_the_last_attempt_fails_the_job_as_stalled() -> None:
