@@ -217,7 +217,15 @@ def worker_killed(settings: Settings, workdir: Path, clip: Path) -> StoppedEncod
     began = time.monotonic()
     with isolated(settings, partitions=2) as base:
         own = base.model_copy(
-            update={"heartbeat_interval_s": 2, "stall_timeout_s": STALL_TIMEOUT_S, "watchdog_interval_s": 1.0}
+            update={
+                "heartbeat_interval_s": 2,
+                "stall_timeout_s": STALL_TIMEOUT_S,
+                "watchdog_interval_s": 1.0,
+                # One attempt, as the old task had for this failure: the verdict must END the job.
+                # With attempts left, the watchdog requeues it with its next command instead
+                # (tests/fault/test_encoder_failover.py), which the replica cannot do either.
+                "max_attempts": 1,
+            }
         )
         job_id = new_job_id()
         manifest = stage_course(own, s3_client(own), job_id, [clip])
