@@ -197,6 +197,7 @@ class JobRunner:
             finally:
                 self._done.set()
                 heartbeat.join()
+            faults.reach("encoder.after_upload")
             completed = (MessageType.JOB_COMPLETED, {"outputs": {"videos": videos}})
             return self._finish(Outcome.COMPLETED, [completed], delete_staging=True)
         except CanceledError as exc:
@@ -258,6 +259,10 @@ class JobRunner:
                 self.publisher.event(type_, self.job_id, self.attempt, data)
             if retry_after is not None:
                 self.publisher.retry_command(self.command, self.attempt + 1, time.time() + retry_after)
+        if outcome is Outcome.COMPLETED:
+            faults.reach("encoder.after_completed")
+        if outcome is Outcome.RETRY_SCHEDULED:
+            faults.reach("encoder.after_retry_scheduled")
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)
 

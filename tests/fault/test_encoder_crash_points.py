@@ -1,0 +1,219 @@
+"""G1/G3 under kill -9 of the encoder at each of its fault points (services/core/faults.py).
+
+The armed point kills the encoder process with SIGKILL, at a chosen instant of its order of effects:
+JobStarted acked → outputs in S3 → JobCompleted acked in the claim transaction → offset committed.
+A new encoder process then starts on the same group, and the job must end correctly: completed
+once, by one attempt, nothing lost, nothing stuck (every command consumed and committed), nothing
+duplicated in the status table, and the table equal to a rebuild from the log (G4).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from services.core.kafka_config import consumer_config
+from services.core.settings import Settings
+from services.projector.replay import compare, drop_schema, replay
+from services.projector.store import JobStore
+from tests.integration.encoder_harness import (
+    FAST,
+    count_events,
+    job_events,
+    make_clip,
+    new_job_id,
+    queue_job,
+    stage_course,
+    start_encoder,
+    wait_for,
+)
+from tests.integration.projector_harness import isolated, start_projector, stop, wait_caught_up
+from tests.integration.s3_faults import failing_s3
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True, slots=True)
+class CrashPoint:
+    """What the job must look like after a kill -9 at the point and a restart."""
+
+    completing_attempt: int
+    dead_attempt_events: tuple[str, ...]  # accepted events of attempt 1 besides JobStarted
+    attempt_1_fails_uploads: bool = False  # a transient S3 error sends attempt 1 to its retry
+
+
+ENCODER_POINTS: dict[str, CrashPoint] = {
+    # The dead worker's claim says "started": the next encoder waits out its lease, ends attempt 1
+    # with JobStalled(will_retry) and runs attempt 2.
+    "encoder.after_started": CrashPoint(2, ("JobStalled",)),
+    # Attempt 1's outputs are in S3 and announced, but it never completed: taken over the same way.
+    "encoder.after_upload": CrashPoint(2, ("VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobStalled")),
+    # JobCompleted is acknowledged and the claim done; the redelivered command must change nothing.
+    "encoder.after_completed": CrashPoint(
+        1, ("VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobCompleted")
+    ),
+    # The retry is scheduled (event and next command acked); the redelivered attempt-1 command is
+    # stale, and the retry command runs attempt 2.
+    "encoder.after_retry_scheduled": CrashPoint(2, ("JobRetryScheduled",), attempt_1_fails_uploads=True),
+}
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    """Topics, schema and groups of this test only; a dead member and its lease end within seconds."""
+    with isolated(settings, partitions=2) as base:
+        yield base.model_copy(
+            update={
+                "heartbeat_interval_s": 2,
+                "session_timeout_ms": 6_000,
+                "encoder_lease_s": 8,
+                "retry_backoff_base_s": 1.0,
+            }
+        )
+
+
+def commands_drained(settings: Settings) -> bool:
+    """Whether the encoder group has committed every command and retry command ever produced."""
+    probe = Consumer(consumer_config(settings, settings.encoder_group_id, "test-probe"))
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.commands_topic, settings.commands_retry_topic)
+            for p in range(settings.topic_partitions)
+        ]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in probe.committed(partitions, timeout=10)}
+        for tp in partitions:
+            _, high = probe.get_watermark_offsets(tp, timeout=10)
+            if high > 0 and committed[(tp.topic, tp.partition)] < high:
+                return False
+        return True
+    finally:
+        probe.close()
+
+
+def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Block until every command is consumed and committed by the encoder group."""
+    deadline = time.monotonic() + timeout_s
+    while not commands_drained(settings):
+        for process in processes:
+            assert process.poll() is None, f"a service exited early with {process.returncode}"
+        assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
+        time.sleep(0.5)
+
+
+def assert_rebuild_equals_live(settings: Settings) -> None:
+    """G4: the status table is a pure function of the log."""
+    rebuild = f"rebuild_{uuid4().hex[:10]}"
+    try:
+        replay(settings, rebuild)
+        assert compare(settings.database_url, settings.database_schema, rebuild) == []
+    finally:
+        drop_schema(settings.database_url, rebuild)
+
+
+def completed_at_iff_completed(settings: Settings) -> int:
+    """How many rows break G4's `completed_at` rule (must be 0)."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        row = store.connection.execute(
+            "SELECT count(*) FROM publish_jobs WHERE (status = 'completed') <> (completed_at IS NOT NULL)"
+        ).fetchone()
+    finally:
+        store.close()
+    return int(row[0]) if row else -1
+
+
+def s3_upstream(
+    settings: Settings, job_id: UUID, fail_attempt_1: bool
+) -> AbstractContextManager[tuple[str, list[str]]]:
+    """The S3 endpoint the encoders use: the real one, or a proxy that 503s attempt 1's uploads."""
+    assert settings.s3_endpoint_url is not None
+    if not fail_attempt_1:
+        return nullcontext((settings.s3_endpoint_url, []))
+    return failing_s3(
+        settings.s3_endpoint_url, lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path
+    )
+
+
+@pytest.mark.parametrize("point", list(ENCODER_POINTS))
+def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
+    own: Settings, s3: S3Client, tmp_path: Path, point: str
+) -> None:
+    expected = ENCODER_POINTS[point]
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=3)])
+    doomed_log, restarted_log = tmp_path / "encoder-doomed.log", tmp_path / "encoder-restarted.log"
+    processes: list[subprocess.Popen[bytes]] = []
+    with s3_upstream(own, job_id, expected.attempt_1_fails_uploads) as (endpoint, failed):
+        env = {"COURSECAST_S3_ENDPOINT_URL": endpoint, **FAST}
+        try:
+            projector = start_projector(own)
+            doomed = start_encoder(own, doomed_log, COURSECAST_FAULT_POINT=f"{point}:1", **env)
+            processes += [projector, doomed]
+            queue_job(own, manifest)
+            assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
+            restarted = start_encoder(own, restarted_log, **env)
+            processes.append(restarted)
+            job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 180, [projector, restarted])
+            wait_drained(own, 120, [projector, restarted])
+            wait_caught_up(own, timeout_s=120, processes=[projector])
+        finally:
+            for process in processes:
+                stop(process)
+    if expected.attempt_1_fails_uploads:
+        assert failed, "the proxy never injected a fault"
+
+    assert job.status.value == "completed", (job.error_type, job.error_message)
+    assert job.attempt == expected.completing_attempt
+    assert job.completed_at is not None
+    assert completed_at_iff_completed(own) == 0
+    events = job_events(own, job_id)
+    accepted = [(t, a) for t, a, rejection in events if rejection is None]
+    every = Counter((t, a) for t, a, _ in events)
+    # Exactly one completion, by the completing attempt; no attempt started, encoded or completed twice.
+    assert [t for t, _ in accepted].count("JobCompleted") == 1
+    assert every[("JobCompleted", expected.completing_attempt)] == 1
+    assert sum(n for (t, _), n in every.items() if t == "JobCompleted") == 1
+    for (type_, attempt), n in every.items():
+        if type_ in ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled"):
+            assert n == 1, f"{type_} of attempt {attempt} appears {n} times"
+    # Attempt 1 left exactly the trace its point allows, and the completing attempt ran whole.
+    attempt_1 = [t for t, a in accepted if a == 1 and t not in ("JobQueued", "JobStarted", "JobProgress")]
+    assert attempt_1 == list(expected.dead_attempt_events)
+    if expected.completing_attempt == 2:
+        attempt_2 = [t for t, a in accepted if a == 2 and t != "JobProgress"]
+        assert attempt_2 == ["JobStarted", "VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobCompleted"]
+    # ffmpeg ran at most once per attempt, in the process that owned it.
+    transcodes = [
+        count_events(log, "ffmpeg_started", what="video 'lecture.mp4'") for log in (doomed_log, restarted_log)
+    ]
+    assert all(n <= 1 for n in transcodes), transcodes
+    assert job.outputs is not None
+    master = job.outputs["videos"][0]["master_playlist_url"]
+    assert f"/hls/{job_id}/{expected.completing_attempt}/0/master.m3u8" in master
+    key = f"hls/{job_id}/{expected.completing_attempt}/0/master.m3u8"
+    assert s3.head_object(Bucket=own.s3_bucket, Key=key)["ContentLength"] > 0
+    assert_rebuild_equals_live(own)
+    # Staging is deleted once the job has ended (G1: never before), whoever saw it end.
+    left = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0)
+    if left and point == "encoder.after_completed":
+        pytest.xfail(
+            f"{left} staging objects left: the crash came between JobCompleted and the staging delete,"
+            " and the restarted encoder skips the redelivered command without deleting (issue 8's"
+            " staging bullet: delete after the projector applied the completion, or sweep)"
+        )
+    assert left == 0
