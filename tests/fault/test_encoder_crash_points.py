@@ -11,22 +11,17 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
-from services.projector.replay import compare, drop_schema, replay
-from services.projector.store import JobStore
+from tests.fault.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
 from tests.integration.encoder_harness import (
     FAST,
     count_events,
@@ -86,57 +81,6 @@ def own(settings: Settings) -> Iterator[Settings]:
         )
 
 
-def commands_drained(settings: Settings) -> bool:
-    """Whether the encoder group has committed every command and retry command ever produced."""
-    probe = Consumer(consumer_config(settings, settings.encoder_group_id, "test-probe"))
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (settings.commands_topic, settings.commands_retry_topic)
-            for p in range(settings.topic_partitions)
-        ]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in probe.committed(partitions, timeout=10)}
-        for tp in partitions:
-            _, high = probe.get_watermark_offsets(tp, timeout=10)
-            if high > 0 and committed[(tp.topic, tp.partition)] < high:
-                return False
-        return True
-    finally:
-        probe.close()
-
-
-def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:
-    """Block until every command is consumed and committed by the encoder group."""
-    deadline = time.monotonic() + timeout_s
-    while not commands_drained(settings):
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
-        time.sleep(0.5)
-
-
-def assert_rebuild_equals_live(settings: Settings) -> None:
-    """G4: the status table is a pure function of the log."""
-    rebuild = f"rebuild_{uuid4().hex[:10]}"
-    try:
-        replay(settings, rebuild)
-        assert compare(settings.database_url, settings.database_schema, rebuild) == []
-    finally:
-        drop_schema(settings.database_url, rebuild)
-
-
-def completed_at_iff_completed(settings: Settings) -> int:
-    """How many rows break G4's `completed_at` rule (must be 0)."""
-    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
-    try:
-        row = store.connection.execute(
-            "SELECT count(*) FROM publish_jobs WHERE (status = 'completed') <> (completed_at IS NOT NULL)"
-        ).fetchone()
-    finally:
-        store.close()
-    return int(row[0]) if row else -1
-
-
 def s3_upstream(
     settings: Settings, job_id: UUID, fail_attempt_1: bool
 ) -> AbstractContextManager[tuple[str, list[str]]]:
@@ -180,17 +124,9 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == expected.completing_attempt
     assert job.completed_at is not None
-    assert completed_at_iff_completed(own) == 0
-    events = job_events(own, job_id)
-    accepted = [(t, a) for t, a, rejection in events if rejection is None]
-    every = Counter((t, a) for t, a, _ in events)
     # Exactly one completion, by the completing attempt; no attempt started, encoded or completed twice.
-    assert [t for t, _ in accepted].count("JobCompleted") == 1
-    assert every[("JobCompleted", expected.completing_attempt)] == 1
-    assert sum(n for (t, _), n in every.items() if t == "JobCompleted") == 1
-    for (type_, attempt), n in every.items():
-        if type_ in ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled"):
-            assert n == 1, f"{type_} of attempt {attempt} appears {n} times"
+    assert_nothing_duplicated(own, job_id, expected.completing_attempt)
+    accepted = [(t, a) for t, a, rejection in job_events(own, job_id) if rejection is None]
     # Attempt 1 left exactly the trace its point allows, and the completing attempt ran whole.
     attempt_1 = [t for t, a in accepted if a == 1 and t not in ("JobQueued", "JobStarted", "JobProgress")]
     assert attempt_1 == list(expected.dead_attempt_events)
