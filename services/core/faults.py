@@ -20,6 +20,9 @@ POINTS: dict[str, str] = {
     "encoder.after_started": "JobStarted acknowledged and the claim marked started; nothing encoded yet",
     "encoder.after_upload": "outputs in S3, VideoEncoded acknowledged; no JobCompleted, claim running",
     "encoder.after_completed": "JobCompleted acknowledged and the claim done; the offset not committed",
+    "encoder.before_retry_command": (
+        "JobRetryScheduled acknowledged, the next attempt's command not yet produced; claim running"
+    ),
     "encoder.after_retry_scheduled": (
         "JobRetryScheduled and the next attempt's command acknowledged, the claim done;"
         " the offset not committed"

@@ -258,6 +258,7 @@ class JobRunner:
             for type_, data in events:
                 self.publisher.event(type_, self.job_id, self.attempt, data)
             if retry_after is not None:
+                faults.reach("encoder.before_retry_command")
                 self.publisher.retry_command(self.command, self.attempt + 1, time.time() + retry_after)
         if outcome is Outcome.COMPLETED:
             faults.reach("encoder.after_completed")

@@ -49,6 +49,7 @@ class CrashPoint:
     completing_attempt: int
     dead_attempt_events: tuple[str, ...]  # accepted events of attempt 1 besides JobStarted
     attempt_1_fails_uploads: bool = False  # a transient S3 error sends attempt 1 to its retry
+    known_bug: str | None = None  # the crash breaks an invariant today: the test is a strict xfail
 
 
 ENCODER_POINTS: dict[str, CrashPoint] = {
@@ -60,6 +61,18 @@ ENCODER_POINTS: dict[str, CrashPoint] = {
     # JobCompleted is acknowledged and the claim done; the redelivered command must change nothing.
     "encoder.after_completed": CrashPoint(
         1, ("VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobCompleted")
+    ),
+    # JobRetryScheduled is in the log, so the job is queued as attempt 2, but the command of
+    # attempt 2 was never produced and the redelivered attempt-1 command is stale.
+    "encoder.before_retry_command": CrashPoint(
+        2,
+        ("JobRetryScheduled",),
+        attempt_1_fails_uploads=True,
+        known_bug=(
+            "the job stays queued as attempt 2 forever: JobRetryScheduled and the retry command are"
+            " two separate produces (not one Kafka transaction), and decide() skips the redelivered"
+            " attempt-1 command as stale while nothing else will run attempt 2"
+        ),
     ),
     # The retry is scheduled (event and next command acked); the redelivered attempt-1 command is
     # stale, and the retry command runs attempt 2.
@@ -93,7 +106,15 @@ def s3_upstream(
     )
 
 
-@pytest.mark.parametrize("point", list(ENCODER_POINTS))
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param(point, marks=pytest.mark.xfail(strict=True, reason=crash.known_bug))
+        if crash.known_bug
+        else point
+        for point, crash in ENCODER_POINTS.items()
+    ],
+)
 def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     own: Settings, s3: S3Client, tmp_path: Path, point: str
 ) -> None:
@@ -112,7 +133,7 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
             assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
             restarted = start_encoder(own, restarted_log, **env)
             processes.append(restarted)
-            job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 180, [projector, restarted])
+            job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
             wait_drained(own, 120, [projector, restarted])
             wait_caught_up(own, timeout_s=120, processes=[projector])
         finally:
