@@ -27,6 +27,7 @@ POINTS: dict[str, str] = {
         "JobRetryScheduled and the next attempt's command acknowledged, the claim done;"
         " the offset not committed"
     ),
+    "encoder.after_commit": "the attempt's command offset committed; its staging files not yet deleted",
     "projector.after_db_commit": "a batch committed in Postgres; its Kafka offsets not committed",
     "projector.mid_batch": "inside the batch's transaction: events appended, status rows not yet",
 }

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.core import bus, codec
+from services.core import bus, codec, faults
 from services.core.jobs import JobStatus
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.messages import Envelope, MessageType
@@ -217,6 +217,7 @@ class Encoder:
         else:
             # G3: the offset moves only now, after the attempt's final events were acknowledged.
             self._commit_offset(topic, partition, active.offset + 1)
+            faults.reach("encoder.after_commit")
             if result.delete_staging:
                 deleted = delete_prefix(self._s3, self.settings.s3_bucket, active.staging_prefix)
                 log.info("staging deleted", extra={"job_id": str(active.runner.job_id), "objects": deleted})
