@@ -115,6 +115,10 @@ class Encoder:
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         if self._active is not None:
             consumer.pause(partitions)  # one job at a time: new partitions wait for it too
+        else:
+            # librdkafka keeps a partition's pause across a revoke and a later assignment: one that was
+            # paused (a job ran, a delivery was parked) when it left would never flow again.
+            consumer.resume(partitions)
         log.info("assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -151,3 +151,41 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
     assert count_events(first_log, "ffmpeg_started", what=LECTURE) == 1
     assert count_events(second_log, "ffmpeg_started", what=LECTURE) == 1
     assert_rebuild_equals_live(own)
+
+
+def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    first_job, second_job = new_job_id(), new_job_id()
+    clip = make_clip(tmp_path / "lecture.mp4", seconds=6)
+    first_manifest = stage_course(own, s3, first_job, [clip])
+    second_manifest = stage_course(own, s3, second_job, [clip])
+    first_log, second_log = tmp_path / "encoder-first.log", tmp_path / "encoder-second.log"
+    projector = start_projector(own)
+    first = start_encoder(own, first_log, **REALTIME)
+    processes: list[subprocess.Popen[bytes]] = [projector, first]
+    try:
+        queue_job(own, first_manifest)
+        wait_for(own, first_job, {"processing"}, 60, processes)
+        # The commands partition leaves the first encoder while it is paused for the running job...
+        second = start_encoder(own, second_log, **REALTIME)
+        processes.append(second)
+        wait_logged(first_log, 60, processes, event="running_partition_revoked")
+        wait_for(own, first_job, {"completed", "failed", "canceled"}, 120, processes)
+        wait_drained(own, 120, processes)
+        # ...and comes back when the second encoder leaves: it must not stay paused.
+        processes.remove(second)
+        assert stop(second) == 0
+        queue_job(own, second_manifest)
+        job = wait_for(own, second_job, {"completed", "failed", "canceled"}, 120, processes)
+        wait_drained(own, 120, processes)
+        wait_caught_up(own, timeout_s=120, processes=[projector])
+    finally:
+        codes = [stop(process) for process in processes]
+    assert codes == [0, 0]
+    assert job.status.value == "completed", (job.error_type, job.error_message)
+    assert_nothing_duplicated(own, first_job, completing_attempt=1)
+    assert_nothing_duplicated(own, second_job, completing_attempt=1)
+    assert count_events(first_log, "ffmpeg_started", what=LECTURE) == 2
+    assert count_events(second_log, "ffmpeg_started", what=LECTURE) == 0
+    assert_rebuild_equals_live(own)
