@@ -18,6 +18,9 @@ ENV_VAR = "COURSECAST_FAULT_POINT"
 # fails when a `reach` names a point missing here.
 POINTS: dict[str, str] = {
     "encoder.after_started": "JobStarted acknowledged and the claim marked started; nothing encoded yet",
+    "encoder.after_stalled": (
+        "a takeover: JobStalled of the dead attempt acknowledged, the next attempt claimed, not started"
+    ),
     "encoder.after_upload": "outputs in S3, VideoEncoded acknowledged; no JobCompleted, claim running",
     "encoder.after_completed": "JobCompleted acknowledged and the claim done; the offset not committed",
     "encoder.before_retry_command": (

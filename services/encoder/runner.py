@@ -178,6 +178,7 @@ class JobRunner:
         self._deadline = time.monotonic() + self.settings.encode_time_limit_s
         if self.decision.stalled_attempt is not None:
             self._end_stalled_attempt(self.decision.stalled_attempt)
+            faults.reach("encoder.after_stalled")
             if self.decision.verdict is Verdict.FAIL_STALLED:
                 return self._finish(Outcome.FAILED, [])
         try:

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import pytest
 
+from services.core import faults
 from services.core.settings import Settings
 from tests.fault.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
 from tests.integration.encoder_harness import (
@@ -51,6 +52,7 @@ class CrashPoint:
     attempt_1_fails_uploads: bool = False  # a transient S3 error sends attempt 1 to its retry
     known_bug: str | None = None  # the crash breaks an invariant today: the test is a strict xfail
     staging_leak: str | None = None  # the crash leaves the job's staging files behind today
+    first_dies_at: str | None = None  # an earlier encoder dies here first, so the doomed one takes over
 
 
 STAGING_LEAK = (
@@ -63,6 +65,18 @@ ENCODER_POINTS: dict[str, CrashPoint] = {
     # The dead worker's claim says "started": the next encoder waits out its lease, ends attempt 1
     # with JobStalled(will_retry) and runs attempt 2.
     "encoder.after_started": CrashPoint(2, ("JobStalled",)),
+    # A takeover dies half-way: attempt 1 is ended by JobStalled (the job is queued as attempt 2),
+    # attempt 2 is claimed but never started, and the redelivered attempt-1 command is stale.
+    "encoder.after_stalled": CrashPoint(
+        2,
+        ("JobStalled",),
+        first_dies_at="encoder.after_started",
+        known_bug=(
+            "the job stays queued as attempt 2 forever: decide() skips the redelivered attempt-1"
+            " command as stale (the job is on attempt 2) although the claim says that command's"
+            " takeover run never started, and no other command will run attempt 2"
+        ),
+    ),
     # Attempt 1's outputs are in S3 and announced, but it never completed: taken over the same way.
     "encoder.after_upload": CrashPoint(2, ("VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobStalled")),
     # JobCompleted is acknowledged and the claim done; the redelivered command must change nothing.
@@ -105,6 +119,11 @@ def own(settings: Settings) -> Iterator[Settings]:
         )
 
 
+def fault(point: str) -> dict[str, str]:
+    """The environment that arms `point` in a service: it dies there the first time."""
+    return {faults.ENV_VAR: f"{point}:1"}
+
+
 def s3_upstream(
     settings: Settings, job_id: UUID, fail_attempt_1: bool
 ) -> AbstractContextManager[tuple[str, list[str]]]:
@@ -138,9 +157,16 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
         env = {"COURSECAST_S3_ENDPOINT_URL": endpoint, **FAST}
         try:
             projector = start_projector(own)
-            doomed = start_encoder(own, doomed_log, COURSECAST_FAULT_POINT=f"{point}:1", **env)
-            processes += [projector, doomed]
-            queue_job(own, manifest)
+            processes.append(projector)
+            if (earlier := expected.first_dies_at) is not None:
+                first = start_encoder(own, tmp_path / "encoder-first.log", **fault(earlier), **env)
+                processes.append(first)
+                queue_job(own, manifest)
+                assert first.wait(180) == -signal.SIGKILL, f"the first encoder never reached {earlier}"
+            doomed = start_encoder(own, doomed_log, **fault(point), **env)
+            processes.append(doomed)
+            if expected.first_dies_at is None:
+                queue_job(own, manifest)
             assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
             restarted = start_encoder(own, restarted_log, **env)
             processes.append(restarted)
@@ -166,9 +192,8 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
         attempt_2 = [t for t, a in accepted if a == 2 and t != "JobProgress"]
         assert attempt_2 == ["JobStarted", "VideoEncoded", "ThumbnailSaved", "ThumbnailSaved", "JobCompleted"]
     # ffmpeg ran at most once per attempt, in the process that owned it.
-    transcodes = [
-        count_events(log, "ffmpeg_started", what="video 'lecture.mp4'") for log in (doomed_log, restarted_log)
-    ]
+    logs = sorted(tmp_path.glob("encoder-*.log"))
+    transcodes = [count_events(log, "ffmpeg_started", what="video 'lecture.mp4'") for log in logs]
     assert all(n <= 1 for n in transcodes), transcodes
     assert job.outputs is not None
     master = job.outputs["videos"][0]["master_playlist_url"]
