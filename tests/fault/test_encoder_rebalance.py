@@ -99,6 +99,9 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
         # The newcomer read the command while the job ran, and left it to the claim's owner.
         wait_logged(second_log, 60, processes, message="command waits")
         job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        # The first encoder commits its finished command (Kafka accepts a commit from any member of
+        # the generation), but the partition's owner still holds the command it parked: it must skip it.
+        wait_logged(second_log, 60, processes, event="command_skipped")
         wait_drained(own, 120, processes)
         wait_caught_up(own, timeout_s=120, processes=[projector])
     finally:
