@@ -12,6 +12,32 @@ import signal
 from functools import lru_cache
 
 ENV_VAR = "COURSECAST_FAULT_POINT"
+
+# Every named point in the code, and what is durable when a process dies there. Each point has a
+# crash test in tests/fault/ (kill -9 there, restart, check G1/G3/G4); tests/unit/test_faults.py
+# fails when a `reach` names a point missing here.
+POINTS: dict[str, str] = {
+    "encoder.after_started": "JobStarted acknowledged and the claim marked started; nothing encoded yet",
+    "encoder.after_stalled": (
+        "a takeover: JobStalled of the dead attempt acknowledged, the next attempt claimed, not started"
+    ),
+    "encoder.after_upload": "outputs in S3, VideoEncoded acknowledged; no JobCompleted, claim running",
+    "encoder.after_completed": "JobCompleted acknowledged and the claim done; the offset not committed",
+    "encoder.before_retry_command": (
+        "JobRetryScheduled acknowledged, the next attempt's command not yet produced; claim running"
+    ),
+    "encoder.after_retry_scheduled": (
+        "JobRetryScheduled and the next attempt's command acknowledged, the claim done;"
+        " the offset not committed"
+    ),
+    "encoder.final_events_acked": (
+        "the attempt's final events acknowledged inside the claim transaction; the claim not yet done"
+    ),
+    "encoder.cancel_acked": "JobCanceled of a queued job acknowledged; its claim not yet closed",
+    "encoder.after_commit": "the attempt's command offset committed; its staging files not yet deleted",
+    "projector.after_db_commit": "a batch committed in Postgres; its Kafka offsets not committed",
+    "projector.mid_batch": "inside the batch's transaction: events appended, status rows not yet",
+}
 _hits: dict[str, int] = {}
 
 

@@ -153,6 +153,10 @@ class Encoder:
         self._assigned |= {(p.topic, p.partition) for p in partitions}
         if self._active is not None:
             consumer.pause(partitions)  # one job at a time: new partitions wait for it too
+        else:
+            # librdkafka keeps a partition's pause across a revoke and a later assignment: one that was
+            # paused (a job ran, a delivery was parked) when it left would never flow again.
+            consumer.resume(partitions)
         log.info("assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -163,7 +167,7 @@ class Encoder:
         if self._active is not None and self._active.message in revoked:
             log.warning(
                 "the running job's partition was revoked; its result stays fenced by its claim",
-                extra={"job_id": str(self._active.runner.job_id)},
+                extra={"job_id": str(self._active.runner.job_id), "event": "running_partition_revoked"},
             )
         log.info("revoked", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
 
@@ -173,9 +177,7 @@ class Encoder:
         if self._active is not None:
             # Paused partitions deliver nothing, but a record fetched before the pause must not start
             # a second job in this process: rewind it, it is read again after the running job.
-            tp = TopicPartition(message.topic() or "", message.partition() or 0, message.offset() or 0)
-            self._consumer.pause([tp])
-            self._consumer.seek(tp)
+            self._rewind(message.topic() or "", message.partition() or 0, message.offset() or 0)
             return
         try:
             envelope = codec.decode(message.value())
@@ -263,11 +265,12 @@ class Encoder:
         elif result is None or result.outcome is Outcome.UNPUBLISHED:
             # The final events were not acknowledged: leave the offset, re-read the command later;
             # the claim (still running, ours) makes that delivery wait for the lease, then take over.
-            self._consumer.seek(TopicPartition(topic, partition, active.offset))
-            self._parked[active.message] = time.monotonic() + WAIT_RECHECK_S
+            if self._rewind(topic, partition, active.offset):
+                self._parked[active.message] = time.monotonic() + WAIT_RECHECK_S
         else:
             # G3: the offset moves only now, after the attempt's final events were acknowledged.
             self._commit_offset(topic, partition, active.offset + 1)
+            faults.reach("encoder.after_commit")
             if result.delete_staging:
                 # Deleted only once publish_jobs shows this end for this attempt (staging.py).
                 ended_as = JobStatus.COMPLETED if result.outcome is Outcome.COMPLETED else JobStatus.CANCELED
@@ -310,10 +313,33 @@ class Encoder:
 
     def _park(self, message: Message, delay_s: float) -> None:
         key = (message.topic() or "", message.partition() or 0)
-        tp = TopicPartition(key[0], key[1], message.offset() or 0)
-        self._consumer.pause([tp])
-        self._consumer.seek(tp)
-        self._parked[key] = time.monotonic() + delay_s
+        if self._rewind(key[0], key[1], message.offset() or 0):
+            self._parked[key] = time.monotonic() + delay_s
+
+    def _rewind(self, topic: str, partition: int, offset: int) -> bool:
+        """Pause a partition we own and seek it back to `offset`; False if it is no longer ours.
+
+        A cooperative rebalance may revoke the partition while its job runs; librdkafka then refuses
+        the seek (_STATE). Nothing is lost by not seeking: the offset was not committed, so the new
+        owner reads the command again and its claim decides (G1, G3).
+        """
+        if (topic, partition) not in self._assigned:
+            log.warning(
+                "%s[%d] is no longer ours; its new owner re-reads it from @%d",
+                topic,
+                partition,
+                offset,
+                extra={"event": "rewind_skipped"},
+            )
+            return False
+        tp = TopicPartition(topic, partition, offset)
+        try:
+            self._consumer.pause([tp])
+            self._consumer.seek(tp)
+        except KafkaException as exc:
+            log.warning("%s[%d] could not be rewound to @%d: %s", topic, partition, offset, exc)
+            return False
+        return True
 
     def _resume_due(self) -> None:
         if not self._parked or self._active is not None:

@@ -213,6 +213,7 @@ class JobRunner:
             finally:
                 self._done.set()
                 heartbeat.join()
+            faults.reach("encoder.after_upload")
             completed = (MessageType.JOB_COMPLETED, {"outputs": {"videos": videos}})
             return self._finish(Outcome.COMPLETED, [completed], delete_staging=True)
         except CanceledError as exc:
@@ -294,7 +295,7 @@ class JobRunner:
                         published = True
                         # A crash here leaves the job queued as the next attempt with no command yet:
                         # the redelivered command finds the claim open and produces it (REQUEUE).
-                        faults.reach("encoder.after_retry_scheduled")
+                        faults.reach("encoder.before_retry_command")
                         self.publisher.retry_command(
                             self.command, self.attempt + 1, time.time() + retry_after
                         )
@@ -315,6 +316,10 @@ class JobRunner:
                 with contextlib.suppress(Exception):
                     self.claims.close()
                 self.claims = self._open_claims()
+        if outcome is Outcome.COMPLETED:
+            faults.reach("encoder.after_completed")
+        if outcome is Outcome.RETRY_SCHEDULED:
+            faults.reach("encoder.after_retry_scheduled")
         log.info("attempt ended: %s", outcome.value, extra={**self._log_extra, "event": f"attempt_{outcome}"})
         return RunResult(outcome, delete_staging)
 
@@ -352,6 +357,8 @@ class JobRunner:
                 log.warning("claim lost before closing the dead attempt", extra=self._log_extra)
                 return RunResult(Outcome.FENCED)
             self.publisher.together(batch)
+            # JobStalled and the next command are on the log together; the claim is not closed yet.
+            faults.reach("encoder.after_stalled")
         log.info(
             "dead attempt %d closed (%s): %s",
             dead,

@@ -37,7 +37,6 @@ from tests.integration.encoder_harness import (
     wait_for,
 )
 from tests.integration.projector_harness import isolated, start_projector, stop
-from tests.integration.s3_faults import failing_s3
 from tests.integration.watchdog_harness import commands_of, messages_of, start_watchdog, wait_until
 
 if TYPE_CHECKING:
@@ -306,45 +305,3 @@ def test_a_takeover_whose_job_stalled_is_rejected_still_runs_the_next_attempt_ex
     commands = [(c.attempt, c.producer) for c in commands_of(own, job_id)]
     assert sorted(a for a, _ in commands) == [1, 2, 2]  # the watchdog's and the takeover's
     assert count_events(second_log, "ffmpeg_started", what="video 'lecture.mp4'") == 1
-
-
-def test_a_worker_killed_between_requeuing_its_job_and_commanding_the_retry_leaves_no_job_queued(
-    own: Settings, s3: S3Client, tmp_path: Path
-) -> None:
-    """JobRetryScheduled is acknowledged, then the worker dies before the retry command is: the job
-    is queued as attempt 2 with no command. The redelivered command of attempt 1 produces it."""
-    own = own.model_copy(update={"retry_backoff_base_s": 1.0})
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=3)])
-    assert own.s3_endpoint_url is not None
-    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
-    # Every upload of attempt 1 gets 503: a transient error, so attempt 1 schedules a retry.
-    fails_uploads = lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path  # noqa: E731
-    with failing_s3(own.s3_endpoint_url, fails_uploads) as (proxy, _failed):
-        projector = start_projector(own)
-        first = start_encoder(
-            own,
-            first_log,
-            COURSECAST_S3_ENDPOINT_URL=proxy,
-            COURSECAST_FAULT_POINT="encoder.after_retry_scheduled",
-            **FAST,
-        )
-        processes: list[subprocess.Popen[bytes]] = [projector, first]
-        try:
-            queue_job(own, manifest)
-            assert first.wait(180) == -signal.SIGKILL
-            requeued = wait_for(own, job_id, {"queued", "failed", "completed"}, 60, [projector])
-            second = start_encoder(own, second_log, **FAST)
-            processes.append(second)
-            done = wait_for(own, job_id, {"completed", "failed"}, 120, [projector, second])
-        finally:
-            for process in processes:
-                stop(process)
-
-    assert (requeued.status.value, requeued.attempt) == ("queued", 2)
-    assert messages_of(own, own.commands_retry_topic, job_id) == []  # the worker died before it
-    assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
-    commands = [(c.attempt, c.producer.split("@")[0]) for c in commands_of(own, job_id)]
-    assert commands == [(1, "test"), (2, "encoder")]
-    types = [t for t, _, _ in job_events(own, job_id)]
-    assert (types.count("JobRetryScheduled"), types.count("JobCompleted")) == (1, 1)

@@ -1,0 +1,111 @@
+"""Invariants the encoder fault tests check after a job ends: nothing stuck, nothing duplicated, G4."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from uuid import UUID, uuid4
+
+from confluent_kafka import Consumer, TopicPartition
+
+from services.core.kafka_config import consumer_config
+from services.core.settings import Settings
+from services.projector.replay import compare, drop_schema, replay
+from services.projector.store import JobStore
+from tests.integration.encoder_harness import job_events, log_lines
+
+# Events an attempt publishes at most once, whatever is redelivered, killed or rebalanced (G1).
+ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled")
+
+
+def commands_drained(settings: Settings) -> bool:
+    """Whether the encoder group has committed every command and retry command ever produced."""
+    probe = Consumer(consumer_config(settings, settings.encoder_group_id, "test-probe"))
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (settings.commands_topic, settings.commands_retry_topic)
+            for p in range(settings.topic_partitions)
+        ]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in probe.committed(partitions, timeout=10)}
+        for tp in partitions:
+            _, high = probe.get_watermark_offsets(tp, timeout=10)
+            if high > 0 and committed[(tp.topic, tp.partition)] < high:
+                return False
+        return True
+    finally:
+        probe.close()
+
+
+def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Block until every command is consumed and committed by the encoder group."""
+    deadline = time.monotonic() + timeout_s
+    while not commands_drained(settings):
+        for process in processes:
+            assert process.poll() is None, f"a service exited early with {process.returncode}"
+        assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
+        time.sleep(0.5)
+
+
+def assert_rebuild_equals_live(settings: Settings) -> None:
+    """G4: the status table is a pure function of the log."""
+    rebuild = f"rebuild_{uuid4().hex[:10]}"
+    try:
+        replay(settings, rebuild)
+        assert compare(settings.database_url, settings.database_schema, rebuild) == []
+    finally:
+        drop_schema(settings.database_url, rebuild)
+
+
+def completed_at_iff_completed(settings: Settings) -> int:
+    """How many rows break G4's `completed_at` rule (must be 0)."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        row = store.connection.execute(
+            "SELECT count(*) FROM publish_jobs WHERE (status = 'completed') <> (completed_at IS NOT NULL)"
+        ).fetchone()
+    finally:
+        store.close()
+    return int(row[0]) if row else -1
+
+
+def assert_nothing_duplicated(settings: Settings, job_id: UUID, completing_attempt: int) -> None:
+    """One JobCompleted in the log, accepted, of `completing_attempt`; no once-per-attempt event twice."""
+    events = job_events(settings, job_id)
+    every = Counter((t, a) for t, a, _ in events)
+    assert [(t, a) for t, a, rejection in events if t == "JobCompleted" and rejection is None] == [
+        ("JobCompleted", completing_attempt)
+    ]
+    assert sum(n for (t, _), n in every.items() if t == "JobCompleted") == 1
+    for (type_, attempt), n in every.items():
+        if type_ in ONCE_PER_ATTEMPT:
+            assert n == 1, f"{type_} of attempt {attempt} appears {n} times"
+    assert completed_at_iff_completed(settings) == 0
+
+
+def wait_logged(
+    log_path: Path,
+    timeout_s: float,
+    processes: list[subprocess.Popen[bytes]],
+    event: str | None = None,
+    message: str | None = None,
+) -> None:
+    """Block until the encoder's JSON log has a line with `event` (or starting with `message`)."""
+    deadline = time.monotonic() + timeout_s
+    while not logged(log_path, event, message):
+        for process in processes:
+            assert process.poll() is None, f"a service exited early with {process.returncode}"
+        assert time.monotonic() < deadline, f"no log line {event or message!r} within {timeout_s} s"
+        time.sleep(0.25)
+
+
+def logged(log_path: Path, event: str | None = None, message: str | None = None) -> int:
+    """How many lines of the encoder's JSON log carry `event` (or start with `message`)."""
+    return sum(
+        1
+        for line in log_lines(log_path)
+        if (event is not None and line.get("event") == event)
+        or (message is not None and str(line.get("message", "")).startswith(message))
+    )
