@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from uuid import UUID, uuid4
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
@@ -21,8 +21,15 @@ ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", 
 
 
 def commands_drained(settings: Settings) -> bool:
-    """Whether the encoder group has committed every command and retry command ever produced."""
-    probe = Consumer(consumer_config(settings, settings.encoder_group_id, "test-probe"))
+    """Whether the encoder group has committed every command and retry command ever produced.
+
+    Commands produced in a Kafka transaction (a takeover's or a verdict's next attempt) are followed
+    by a commit marker that takes an offset of its own but is never delivered, so an offset below
+    the high watermark counts as drained when nothing but such markers lies beyond it.
+    """
+    probe = Consumer(
+        {**consumer_config(settings, settings.encoder_group_id, "test-probe"), "enable.partition.eof": True}
+    )
     try:
         partitions = [
             TopicPartition(topic, p)
@@ -30,13 +37,32 @@ def commands_drained(settings: Settings) -> bool:
             for p in range(settings.topic_partitions)
         ]
         committed = {(tp.topic, tp.partition): tp.offset for tp in probe.committed(partitions, timeout=10)}
+        behind = []
         for tp in partitions:
             _, high = probe.get_watermark_offsets(tp, timeout=10)
-            if high > 0 and committed[(tp.topic, tp.partition)] < high:
-                return False
-        return True
+            offset = committed[(tp.topic, tp.partition)]
+            if high > 0 and offset < high:
+                behind.append(TopicPartition(tp.topic, tp.partition, max(offset, 0)))
+        return not behind or not _messages_beyond(probe, behind)
     finally:
         probe.close()
+
+
+def _messages_beyond(probe: Consumer, positions: list[TopicPartition]) -> bool:
+    """Whether any committed message (not a transaction marker) lies at or after `positions`."""
+    probe.assign(positions)
+    at_end: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + 10
+    while len(at_end) < len(positions) and time.monotonic() < deadline:
+        message = probe.poll(0.5)
+        if message is None:
+            continue
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() == KafkaError._PARTITION_EOF:
+            at_end.add((message.topic() or "", message.partition() or 0))
+    return len(at_end) < len(positions)  # no answer in time counts as "not drained yet"
 
 
 def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:

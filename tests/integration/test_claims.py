@@ -143,7 +143,9 @@ def test_two_survivors_racing_to_take_over_a_dead_workers_attempt_never_both_win
         assert wins.count(True) == 1, wins
         claim = first.claim(job_id)
         assert claim is not None
-        assert (claim.attempt, claim.origin_attempt, claim.state, claim.started) == (2, 1, "running", False)
+        # The winner holds the dead attempt itself, still marked started: it is there to end it
+        # (JobStalled + the next attempt's command), never to run it again.
+        assert (claim.attempt, claim.origin_attempt, claim.state, claim.started) == (1, 1, "running", True)
         assert claim.worker == ("encoder@a" if wins[0] else "encoder@b")
 
 
@@ -162,7 +164,7 @@ def test_a_lease_not_renewed_expires_by_the_database_clock_and_the_next_claimant
         Decision(Verdict.WAIT, "attempt 1 is running on encoder@owner", attempt=1),
         False,
     )
-    takeover = Decision(Verdict.TAKE_OVER, "forced", attempt=2, stalled_attempt=1)
+    takeover = Decision(Verdict.TAKE_OVER, "forced", attempt=1, stalled_attempt=1)
     assert not next_claimant.acquire(job_id, takeover, 1, live)
 
     wait_until(lambda: next_claimant.claim(job_id).lease_expired, 30, "lease expiry")  # type: ignore[union-attr]
@@ -171,8 +173,9 @@ def test_a_lease_not_renewed_expires_by_the_database_clock_and_the_next_claimant
     # The verdict agrees with the database clock.
     assert clock.execute("SELECT now() > %s", (expired.lease_expires_at,)).fetchone() == (True,)
     decision, won = try_to_claim(next_claimant, job_id)
-    assert (decision.verdict, decision.attempt, decision.stalled_attempt, won) == (
+    assert (decision.verdict, decision.attempt, decision.next_attempt, decision.stalled_attempt, won) == (
         Verdict.TAKE_OVER,
+        1,
         2,
         1,
         True,
@@ -183,7 +186,7 @@ def test_a_lease_not_renewed_expires_by_the_database_clock_and_the_next_claimant
         assert not ours
     claim = owner.claim(job_id)
     assert claim is not None
-    assert (claim.worker, claim.attempt, claim.state) == ("encoder@next", 2, "running")
+    assert (claim.worker, claim.attempt, claim.state) == ("encoder@next", 1, "running")
 
 
 def test_a_renewed_lease_never_expires_and_no_one_can_take_the_attempt(
@@ -276,7 +279,8 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
             result = runner._finish(
                 Outcome.COMPLETED, [(MessageType.JOB_COMPLETED, outputs)], delete_staging=True
             )
-            # A control: the survivor, the owner, publishes through the same path.
+            # A control: the survivor, the owner, ends the dead attempt through the same claim
+            # (JobStalled + the next command, one transaction), then runs attempt 2 from its command.
             survivor_runner = JobRunner(
                 own,
                 publish_command_for(job_id),
@@ -286,20 +290,31 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
                 s3_client(own),
                 watcher,
             )
-            survivor_result = survivor_runner._finish(
-                Outcome.COMPLETED, [(MessageType.JOB_COMPLETED, outputs)]
+            takeover_result = survivor_runner._end_dead_attempt()
+            next_decision, won_next = try_to_claim(survivor, job_id, command_attempt=2)
+            assert (next_decision.verdict, next_decision.attempt, won_next) == (Verdict.RUN, 2, True)
+            next_runner = JobRunner(
+                own,
+                publish_command_for(job_id, attempt=2),
+                next_decision,
+                survivor,
+                Publisher(producer, own, "encoder@survivor"),
+                s3_client(own),
+                watcher,
             )
+            survivor_result = next_runner._finish(Outcome.COMPLETED, [(MessageType.JOB_COMPLETED, outputs)])
         finally:
             watcher.close()
             producer.flush(10)
+        assert takeover_result.outcome is Outcome.RETRY_SCHEDULED
         assert result.outcome is Outcome.FENCED
         assert not result.delete_staging
         assert survivor_result.outcome is Outcome.COMPLETED
         published = [(e.type, e.attempt, e.producer) for e in read_events(own)]
-        assert published == [("JobCompleted", 2, "encoder@survivor")]
+        assert published == [("JobStalled", 1, "encoder@survivor"), ("JobCompleted", 2, "encoder@survivor")]
 
 
-def publish_command_for(job_id: UUID) -> Envelope:
+def publish_command_for(job_id: UUID, attempt: int = 1) -> Envelope:
     """The PublishCourse the runners were started with (its data is not read by the final step)."""
     data = {
         "owner": "instructor-1",
@@ -309,18 +324,21 @@ def publish_command_for(job_id: UUID) -> Envelope:
         "manifest_key": f"staging/{job_id}/manifest.json",
         "video_count": 1,
     }
-    return new_message(MessageType.PUBLISH_COURSE, job_id=job_id, attempt=1, data=data, producer="test")
+    return new_message(MessageType.PUBLISH_COURSE, job_id=job_id, attempt=attempt, data=data, producer="test")
 
 
 def read_events(settings: Settings) -> list[Envelope]:
-    """Every event on the (single-partition) events topic."""
+    """Every committed event on the (single-partition) events topic, up to its high watermark
+    (transaction markers take offsets too, so the position, not the count, says when it is read)."""
     consumer = Consumer(consumer_config(settings, f"read-{uuid4().hex}", "test"))
+    partition = TopicPartition(settings.events_topic, 0, 0)
     try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(settings.events_topic, 0), timeout=10)
-        consumer.assign([TopicPartition(settings.events_topic, 0, 0)])
+        _, high = consumer.get_watermark_offsets(partition, timeout=10)
+        consumer.assign([partition])
         events: list[Envelope] = []
         deadline = time.monotonic() + 30
-        while len(events) < high and time.monotonic() < deadline:
+        while consumer.position([partition])[0].offset < high:
+            assert time.monotonic() < deadline, f"the events topic was not read to offset {high}"
             message = consumer.poll(0.5)
             if message is not None and message.error() is None:
                 events.append(codec.decode(message.value()))

@@ -153,7 +153,7 @@ def last_progress_at(settings: Settings, job_id: UUID) -> datetime | None:
     return row[0] if row else None
 
 
-@pytest.mark.parametrize("pause", ["SIGSTOP", "restart"])
+@pytest.mark.parametrize("pause", ["SIGSTOP", "restart", "kill-9"])
 def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_nothing_when_it_is_back(
     own: Settings, s3: S3Client, tmp_path: Path, pause: str
 ) -> None:
@@ -170,6 +170,9 @@ def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_no
         wait_until("a first heartbeat", lambda: last_progress_at(live, job_id) is not None, 30, processes)
         if pause == "SIGSTOP":
             watchdog.send_signal(signal.SIGSTOP)
+        elif pause == "kill-9":
+            watchdog.send_signal(signal.SIGKILL)
+            watchdog.wait(10)
         else:
             stop(watchdog)
         paused_at = datetime.now(UTC)

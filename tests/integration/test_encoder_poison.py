@@ -1,0 +1,108 @@
+"""G6 on the commands topic: poison written by anyone goes to the DLQ with its reason, and the
+encoder goes on to run the good command queued behind it on the same partition."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import uuid4
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from services.core import codec
+from services.core.kafka_config import consumer_config, producer_config
+from services.core.messages import MessageType, new_message
+from services.core.settings import Settings
+from tests.integration.encoder_harness import (
+    FAST,
+    course_data,
+    make_clip,
+    new_job_id,
+    send,
+    stage_course,
+    start_encoder,
+    wait_for,
+)
+from tests.integration.projector_harness import isolated, start_projector, stop
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own(settings: Settings) -> Iterator[Settings]:
+    """Topics, schema and groups of this test only; one partition, so the poison is in the way."""
+    with isolated(settings, partitions=1) as base:
+        yield base
+
+
+def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    """The first `count` messages of the commands DLQ: value and headers."""
+    consumer = Consumer(consumer_config(settings, f"dlq-{uuid4()}", "test"))
+    consumer.subscribe([settings.commands_dlq_topic])
+    found: list[tuple[bytes | None, dict[str, bytes]]] = []
+    try:
+        while len(found) < count:
+            message = consumer.poll(30)
+            assert message is not None, f"only {len(found)} of {count} poison messages reached the DLQ"
+            if message.error() is None:
+                headers: dict[str, bytes] = {}
+                for header in message.headers() or []:
+                    name, value = header[0], header[1]
+                    if isinstance(value, bytes):
+                        headers[name] = value
+                found.append((message.value(), headers))
+    finally:
+        consumer.close()
+    return found
+
+
+def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_command_behind_them_runs(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=2)])
+    queued = new_message(
+        MessageType.JOB_QUEUED, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
+    )
+    send(own, own.events_topic, [queued])
+    cancel = new_message(
+        MessageType.CANCEL_JOB, job_id=job_id, attempt=1, data={"requested_by": "x"}, producer="test"
+    )
+    nul_cancel = orjson.loads(codec.encode(cancel))
+    nul_cancel["data"]["reason"] = "a\u0000b"  # the reason that once froze every job's status
+    poison: list[bytes | None] = [
+        b"{not json",
+        orjson.dumps(nul_cancel),
+        b'{"event_id": "x", "type": "PublishCourse"}',
+        None,
+    ]
+    producer = Producer(producer_config(own, "test"))
+    for value in poison:
+        producer.produce(own.commands_topic, value=value, key=str(job_id).encode())
+    assert producer.flush(30) == 0
+    command = new_message(
+        MessageType.PUBLISH_COURSE, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
+    )
+    send(own, own.commands_topic, [command])
+    processes: list[subprocess.Popen[bytes]] = [start_projector(own)]
+    processes.append(start_encoder(own, tmp_path / "encoder.log", **FAST))
+    try:
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        letters = dead_letters(own, len(poison))
+    finally:
+        for process in processes:
+            stop(process)
+
+    assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
+    assert [value for value, _ in letters] == poison  # byte for byte, in order
+    codes = [headers["dlq.code"] for _, headers in letters]
+    assert codes == [b"malformed", b"schema_violation", b"schema_violation", b"empty"]
+    assert b"U+0000" in letters[1][1]["dlq.reason"]
+    assert all(headers["dlq.source.topic"] == own.commands_topic.encode() for _, headers in letters)
