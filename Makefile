@@ -43,8 +43,10 @@ lint: $(BIN)/.installed  ## ruff and mypy
 unit: $(BIN)/.installed  ## the unit tests alone: no servers needed
 	@$(BIN)/pytest tests/unit -q
 
+# Two pytest workers, a test file each at a time: most tests wait on real encodes, leases and
+# session timeouts rather than on the CPU, and each isolates its topics, schema and groups.
 test: install lint  ## install, start the stack, run the whole suite, stop what was started
-	@bash stack/with-stack.sh sh -c '$(BIN)/pytest -q --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
+	@bash stack/with-stack.sh sh -c '$(BIN)/pytest -q -n 2 --dist loadfile --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
 
 bench: stack-up  ## benchmarks, printing ratios against baselines measured in the same run
 	@$(BIN)/python -m bench
