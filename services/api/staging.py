@@ -123,7 +123,7 @@ async def probe_local_copy(path: Path, timeout_s: float) -> list[dict[str, Any]]
         info = await to_thread.run_sync(lambda: mediaprobe.probe(path, mediaprobe.VIDEO_DEMUXERS, timeout_s))
     except mediaprobe.MediaRefusedError:
         return None
-    except mediaprobe.ProbeTimeoutError:
+    except (mediaprobe.ProbeTimeoutError, mediaprobe.ProbeKilledError):
         raise ProblemError(
             503,
             "probe-timeout",

@@ -62,6 +62,11 @@ class ProbeTimeoutError(Exception):
     """ffprobe did not answer within its timeout and was killed."""
 
 
+class ProbeKilledError(Exception):
+    """A signal killed ffprobe (the OOM killer, an operator): no verdict on the file, so callers
+    retry it rather than refuse it (G5)."""
+
+
 def input_options(demuxers: tuple[str, ...], max_pixels: int | None = None) -> dict[str, Any]:
     """ffmpeg-python `input()` options that keep one input on the leash (see the module docstring)."""
     options: dict[str, Any] = {
@@ -105,6 +110,8 @@ def probe(
         )
     except subprocess.TimeoutExpired:
         raise ProbeTimeoutError(f"ffprobe gave no answer within {timeout_s:g} s") from None
+    if done.returncode < 0:
+        raise ProbeKilledError(f"ffprobe was killed by signal {-done.returncode}")
     if done.returncode != 0:
         raise MediaRefusedError(refusal_reason(done.stderr.decode("utf-8", "replace"), path))
     try:

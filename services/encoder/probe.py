@@ -34,6 +34,12 @@ def probe(path: Path, filename: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict
             "the job will be retried.",
             "probe_timeout",
         ) from None
+    except mediaprobe.ProbeKilledError:
+        raise TransientError(
+            f"Reading the video {filename!r} was interrupted (the encoder may have run short of "
+            "memory); the job will be retried.",
+            "encoder_interrupted",
+        ) from None
 
 
 def describe(info: dict[str, Any], filename: str) -> Source:

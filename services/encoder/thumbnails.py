@@ -105,6 +105,11 @@ def check_image(
             "the job will be retried.",
             "probe_timeout",
         ) from None
+    except mediaprobe.ProbeKilledError:
+        raise TransientError(
+            f"Reading the thumbnail {filename!r} was interrupted; the job will be retried.",
+            "encoder_interrupted",
+        ) from None
     except mediaprobe.MediaRefusedError:
         raise _unreadable_image(filename, max_pixels) from None
     stream = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), None)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -177,6 +179,30 @@ def test_an_encoder_probe_that_hangs_is_killed_and_is_a_transient_error(tmp_path
     assert "'lecture.mp4'" in error.message
     assert str(tmp_path) not in error.message
     assert probes_of(stuck.name) == [], "the timed-out ffprobe is still running"
+
+
+def test_an_encoder_probe_killed_by_a_signal_is_a_transient_error_never_invalid_media(tmp_path: Path) -> None:
+    # The OOM killer's SIGKILL says nothing about the file: the job must be retried, not failed.
+    stuck = tmp_path / f"killed-{uuid4().hex[:8]}.mp4"
+    os.mkfifo(stuck)
+
+    def kill_the_probe() -> None:
+        deadline = time.monotonic() + 30
+        while not (pids := probes_of(stuck.name)):
+            assert time.monotonic() < deadline, "ffprobe never started"
+            time.sleep(0.05)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_probe, daemon=True)
+    killer.start()
+    with pytest.raises(AttemptError) as raised:
+        within(60, lambda: probe(stuck, "lecture.mp4", timeout_s=30))
+    killer.join(30)
+    error = raised.value
+    assert isinstance(error, TransientError)
+    assert error.error_type == "encoder_interrupted"
+    assert "'lecture.mp4'" in error.message
 
 
 def test_a_probe_timeout_in_the_encoder_is_retried_with_backoff_never_failed_as_invalid_media(
