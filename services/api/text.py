@@ -9,21 +9,12 @@ one-line values (names, file names, keys, ETags) keep none.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator
 
 from services.api.problems import ProblemError
-
-_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def control_character(value: str, *, multiline: bool = False) -> str | None:
-    """The first forbidden control character of `value` as U+XXXX, or None when there is none."""
-    found = (_CONTROL_IN_TEXT if multiline else _CONTROL_IN_LINE).search(value)
-    return f"U+{ord(found.group()):04X}" if found else None
+from services.core.messages import control_character
 
 
 def refuse_control_characters(value: str, field: str, *, multiline: bool = False) -> str:

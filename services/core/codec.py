@@ -17,7 +17,7 @@ import orjson
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from services.core.messages import Envelope
+from services.core.messages import CONTROL_IN_LINE, Envelope
 from services.core.settings import PROJECT_ROOT
 
 __all__ = [
@@ -43,9 +43,6 @@ _SCHEMA_FILE = re.compile(r"^(?P<type>[A-Z][A-Za-z0-9]*)\.v(?P<version>[1-9][0-9
 _MAX_REASON = 500
 # Enforces "format" (uuid, date-time via rfc3339-validator), which JSON Schema treats as advisory by default.
 _FORMATS: Final = Draft202012Validator.FORMAT_CHECKER
-# Unicode's control characters (category Cc). Every string of the contract forbids them through a
-# `pattern` (free text allows tab, line feed and carriage return); this finds one to name it in a reason.
-_CONTROL_CHARACTER: Final = re.compile("[\u0000-\u001f\u007f-\u009f]")
 
 JSONObject = dict[str, Any]
 Upcaster = Callable[[JSONObject], JSONObject]
@@ -132,7 +129,8 @@ def _explain(error: ValidationError) -> str:
     """The rule a value broke, in words; a control character is named by its code point and position."""
     # A string refused by its pattern, format or enum (alone or under anyOf): the character says why.
     if error.validator not in ("type", "minLength", "maxLength") and isinstance(error.instance, str):
-        found = _CONTROL_CHARACTER.search(error.instance)
+        # Every string of the contract forbids control characters through a `pattern`.
+        found = CONTROL_IN_LINE.search(error.instance)
         if found is not None:
             return (
                 f"contains the control character U+{ord(found.group()):04X} at position {found.start()};"

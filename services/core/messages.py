@@ -16,6 +16,7 @@ __all__ = [
     "LATEST_VERSION",
     "Envelope",
     "MessageType",
+    "control_character",
     "job_key",
     "new_message",
     "printable",
@@ -51,8 +52,16 @@ EVENT_TYPES: Final[frozenset[str]] = frozenset(MessageType) - COMMAND_TYPES
 LATEST_VERSION: Final[Mapping[str, int]] = {t.value: 1 for t in MessageType}
 
 
-# The control characters free text (`message`, `reason`) may not hold: Unicode Cc except tab, LF, CR.
-_FORBIDDEN_IN_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The one definition of what the contract (schemas' `pattern`s), the codec and the api refuse in a
+# string: Unicode's control characters (Cc). Free text (`message`, `reason`) keeps tab, LF and CR.
+CONTROL_IN_LINE: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+CONTROL_IN_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def control_character(value: str, *, multiline: bool = False) -> str | None:
+    """The first control character of `value` the contract forbids, as U+XXXX, or None (pure)."""
+    found = (CONTROL_IN_TEXT if multiline else CONTROL_IN_LINE).search(value)
+    return f"U+{ord(found.group()):04X}" if found else None
 
 
 def printable(text: str) -> str:
@@ -61,7 +70,7 @@ def printable(text: str) -> str:
     For text a producer did not write itself (ffmpeg's stderr, an exception's message): the codec
     refuses a message holding a control character, so such text must pass through here first.
     """
-    return _FORBIDDEN_IN_TEXT.sub("\ufffd", text)
+    return CONTROL_IN_TEXT.sub("\ufffd", text)
 
 
 def job_key(job_id: uuid.UUID) -> bytes:
