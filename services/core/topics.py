@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -64,4 +65,30 @@ def ensure_topics(settings: Settings) -> list[str]:
                 raise
         else:
             created.append(name)
+    _wait_until_served(admin, [topic.topic for topic in missing], settings.topic_partitions)
     return created
+
+
+def _wait_until_served(admin: AdminClient, names: list[str], partitions: int) -> None:
+    """Return once a broker's metadata shows every named topic with a leader for every partition.
+
+    The controller acknowledges a creation before every broker has the new metadata; a client that
+    starts at that moment would see "unknown topic". Several consecutive answers are required because
+    each metadata request may be answered by a different broker of the cluster.
+    """
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    consecutive = 0
+    while consecutive < 3:
+        topics = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+        served = all(
+            name in topics
+            and topics[name].error is None
+            and len(topics[name].partitions) == partitions
+            and all(p.leader >= 0 for p in topics[name].partitions.values())
+            for name in names
+        )
+        consecutive = consecutive + 1 if served else 0
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {names} not served by the cluster within {ADMIN_TIMEOUT_S:.0f} s")
+        if consecutive < 3:
+            time.sleep(0.05)
