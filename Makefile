@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-COURSECAST := $(BIN)/coursecast
+DEV := $(BIN)/python -m devtools
 
 .PHONY: help install system-deps demo test unit lint stack-up stack-down stack-status bench clean
 
@@ -12,7 +12,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 system-deps:  ## Java check, apt packages (ffmpeg, postgresql) and the Kafka jars, when missing
-	@bash stack/install.sh
+	@bash devtools/stack/install.sh
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,17 +23,17 @@ $(BIN)/.installed: pyproject.toml
 install: system-deps $(BIN)/.installed  ## everything the services and tests need
 
 stack-up: install  ## start Kafka, Postgres, S3 and check ffmpeg, all on 127.0.0.1
-	@$(COURSECAST) stack up
+	@$(DEV) stack up
 
 stack-down:  ## stop what stack-up started
-	@$(COURSECAST) stack down
+	@$(DEV) stack down
 
 stack-status:  ## each component, its address and whether it answers
-	@$(COURSECAST) stack status
+	@$(DEV) stack status
 
 demo: stack-up  ## publish a sample course end to end: progress, status, playable HLS URL
-	@$(COURSECAST) roundtrip
-	@$(COURSECAST) demo
+	@$(DEV) roundtrip
+	@$(DEV) demo
 
 lint: $(BIN)/.installed  ## ruff and mypy
 	@$(BIN)/ruff check .
@@ -46,7 +46,7 @@ unit: $(BIN)/.installed  ## the unit tests alone: no servers needed
 # Two pytest workers, a test file each at a time: most tests wait on real encodes, leases and
 # session timeouts rather than on the CPU, and each isolates its topics, schema and groups.
 test: install lint  ## install, start the stack, run the whole suite, stop what was started
-	@bash stack/with-stack.sh sh -c '$(BIN)/pytest -q -n 2 --dist loadfile --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
+	@bash devtools/stack/with-stack.sh sh -c '$(BIN)/pytest -q -n 2 --dist loadfile --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
 
 bench: stack-up  ## benchmarks, printing ratios against baselines measured in the same run
 	@$(BIN)/python -m bench

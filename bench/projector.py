@@ -18,13 +18,13 @@ from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from devtools.synthetic import history
 from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.replay import replay
 from services.projector.store import EVENT_COLUMNS, JobStore, binary_copy
-from services.tools.synthetic import history
 from tests.integration.projector_harness import (
     end_offsets,
     isolated,

@@ -10,15 +10,14 @@ from services.core.settings import get_settings
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
 from services.projector import cli as projector_cli
-from services.stack.cli import stack_app
+from services.watchdog import cli as watchdog_cli
 
 app = typer.Typer(
     help="CourseCast: publish lecture videos as adaptive HLS, tracked event by event.", no_args_is_help=True
 )
-app.add_typer(stack_app, name="stack")
 app.command("projector")(projector_cli.projector)
 app.command("encoder")(encoder_cli.encoder)
-app.command("watchdog")(projector_cli.watchdog)
+app.command("watchdog")(watchdog_cli.watchdog)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)
 app.command("job")(projector_cli.job)
@@ -39,30 +38,6 @@ def topics() -> None:
     """Create the project's Kafka topics if any is missing."""
     created = ensure_topics(get_settings())
     console.print(f"created: {', '.join(created)}" if created else "all topics exist")
-
-
-@app.command()
-def roundtrip() -> None:
-    """Send one event through Kafka and read it back through a consumer group."""
-    from services.tools.roundtrip import roundtrip as run_roundtrip
-
-    result = run_roundtrip(get_settings())
-    if result.received != result.sent:
-        console.print("[red]the event read back differs from the event sent[/red]")
-        raise typer.Exit(1)
-    console.print(
-        f"[green]round trip ok[/green]: {result.sent.type} job={result.sent.job_id} "
-        f"-> {result.delivered.topic}[{result.delivered.partition}]@{result.delivered.offset}, "
-        f"committed offset {result.committed_offset}"
-    )
-
-
-@app.command()
-def demo() -> None:
-    """Publish a sample course through the whole pipeline and show it ending (needs the stack up)."""
-    from services.tools.demo import run_demo
-
-    raise typer.Exit(run_demo(get_settings()))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.api.auth import TOKEN_REVOKED_CHANNEL
 from services.api.problems import ProblemError
-from services.projector.migrations import migrate
+from services.core.migrations import migrate
 from services.projector.store import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,9 @@ POOL_RETRY_AFTER_S = 2
 
 
 def migrate_api(database_url: str, schema: str) -> list[str]:
-    """Apply the projector's migrations (the api reads its tables) and then the api's own."""
+    """Apply the schema's pending migrations (the api's tables and the status tables it reads)."""
     with psycopg.connect(database_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
-        applied = migrate(conn, schema)
-        applied += migrate(conn, schema, package="services.api.migrations")
-    return applied
+        return migrate(conn, schema)
 
 
 class Pool:

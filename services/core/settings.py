@@ -1,6 +1,6 @@
 """Settings for every CourseCast process, read from COURSECAST_* environment variables.
 
-Defaults point at the local stack started by `coursecast stack up`, all on 127.0.0.1. Settings that
+Defaults point at the local stack started by `python -m devtools stack up`, all on 127.0.0.1. Settings that
 protect a guarantee refuse values that would break it (see the validators).
 """
 
@@ -56,6 +56,9 @@ class Settings(BaseSettings):
 
     # --- Watchdog (G2) -----------------------------------------------------------------------
     watchdog_app_id: str = "coursecast-watchdog"
+    # The watchdog's local state folder (faust's datadir; its table itself lives in memory and in
+    # its changelog topic). One folder per app id below it.
+    watchdog_data_dir: Path = PROJECT_ROOT / ".cache" / "watchdog"
     # How often running attempts are judged; a verdict comes at most this long after it is due.
     watchdog_interval_s: float = Field(default=10.0, gt=0)
     # Past the encode time limit the encoder stops ffmpeg itself; the watchdog steps in only if it

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from services.core.jobs import JobStatus
-from services.projector.migrations import migrate
+from services.core.migrations import migrate
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -187,10 +187,9 @@ class ClaimStore:
 
     @classmethod
     def open(cls, database_url: str, schema: str, worker: str, lease_s: int) -> ClaimStore:
-        """Connect, apply the projector's and the encoder's migrations, and use `schema`."""
+        """Connect, apply the schema's pending migrations (claims and the status table), and use `schema`."""
         conn: Connection = psycopg.connect(database_url, autocommit=True)
-        migrate(conn, schema)  # publish_jobs, read below, belongs to the projector's migrations
-        migrate(conn, schema, package="services.encoder.migrations")
+        migrate(conn, schema)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         return cls(conn, worker, lease_s)
 

@@ -36,14 +36,6 @@ def projector() -> None:
     run_projector(get_settings(), stop_on_signals())
 
 
-def watchdog() -> None:
-    """Run a watchdog worker: explicit JobStalled / JobTimedOut for silent or overlong jobs, until SIGTERM."""
-    from services.projector.watchdog import run_watchdog
-
-    logs.configure()
-    run_watchdog(get_settings())
-
-
 def replay(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="rebuild from offset 0 and compare with the live table")

@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 from services.core import faults
 from services.core.jobs import JobState, JobStatus, Rejection, apply
 from services.core.messages import Envelope, printable
-from services.projector.migrations import migrate
+from services.core.migrations import migrate
 
 log = logging.getLogger("coursecast.projector")
 

@@ -17,9 +17,7 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from services.core.kafka_config import admin_config, consumer_config, producer_config
-from services.core.settings import Settings
-from services.tools.demo import (
+from devtools.demo import (
     api_base,
     coursecast,
     create_instructor,
@@ -28,6 +26,8 @@ from services.tools.demo import (
     playable,
     running_services,
 )
+from services.core.kafka_config import admin_config, consumer_config, producer_config
+from services.core.settings import Settings
 from tests.integration.projector_harness import isolated
 
 if TYPE_CHECKING:

@@ -15,14 +15,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from devtools.stack import kafka
+from devtools.stack.layout import StackLayout
+from devtools.synthetic import history
 from services.core import bus
 from services.core.kafka_config import admin_config, producer_config
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import PROJECT_ROOT, Settings
 from services.projector.store import JobStore
-from services.stack import kafka
-from services.stack.layout import StackLayout
-from services.tools.synthetic import history
 from tests.integration.projector_harness import isolated, running_projector, wait_caught_up
 
 # Its three JVMs start from a pytest process of their own (see the Makefile): started from the

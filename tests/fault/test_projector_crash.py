@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devtools.synthetic import history
 from services.core.messages import MessageType
 from services.core.settings import Settings
-from services.tools.synthetic import history
 from tests.integration.projection_checks import assert_table_is_the_log
 from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
 from tests.unit.job_events import event

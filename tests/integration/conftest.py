@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from confluent_kafka import Producer
 
-import services.stack.manager as manager
+import devtools.stack.manager as manager
 from services.core.kafka_config import producer_config
 from services.core.settings import Settings
 from services.core.storage import s3_client

@@ -12,13 +12,13 @@ import orjson
 import psycopg
 import pytest
 
+from devtools.demo import coursecast
+from devtools.synthetic import history
 from services.core.messages import Envelope, MessageType
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.projector.replay import drop_schema, replay
 from services.projector.store import JobStore
-from services.tools.demo import coursecast
-from services.tools.synthetic import history
 from tests.integration.projector_harness import isolated, produce, project
 from tests.unit.job_events import T0, event, timeline
 

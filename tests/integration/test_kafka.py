@@ -10,11 +10,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 
+from devtools.roundtrip import roundtrip
 from services.core import bus, codec
 from services.core.kafka_config import admin_config, consumer_config
 from services.core.settings import Settings
 from services.core.topics import ensure_topics, topic_specs
-from services.tools.roundtrip import roundtrip
 from tests.integration.projector_harness import isolated
 
 

@@ -155,7 +155,7 @@ def test_database_refuses_to_update_or_delete_the_event_log(own: Settings, store
 
 
 def test_status_table_equals_the_reference_projection_of_the_same_log(own: Settings, store: JobStore) -> None:
-    from services.tools.synthetic import history
+    from devtools.synthetic import history
 
     events: list[Envelope] = history(jobs=60, events_per_job=8, seed=3)
     produce(own, events)

@@ -11,12 +11,12 @@ from uuid import uuid4
 import pytest
 from confluent_kafka import Consumer
 
+from devtools.synthetic import history
 from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from services.tools.synthetic import history
 from tests.integration.projection_checks import assert_table_is_the_log
 from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
 from tests.unit.job_events import T0, event, timeline

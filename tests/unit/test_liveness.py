@@ -11,8 +11,8 @@ from services.core.jobs import JobStatus
 from services.core.messages import MessageType, new_message
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
-from services.projector.liveness import Policy, Running, Tracked, judge, observe
-from services.projector.watchdog import verdict_messages
+from services.watchdog.liveness import Policy, Running, Tracked, judge, observe
+from services.watchdog.worker import verdict_messages
 from tests.unit.job_events import T0, data_for, event
 
 M = MessageType

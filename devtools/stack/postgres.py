@@ -14,10 +14,10 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from devtools.stack import processes
+from devtools.stack.layout import StackLayout
+from devtools.stack.model import INSTALL_HINT, ComponentStatus, StackError
 from services.core.settings import Settings
-from services.stack import processes
-from services.stack.layout import StackLayout
-from services.stack.model import INSTALL_HINT, ComponentStatus, StackError
 
 LOOPBACK = "127.0.0.1"
 SERVER_USER = "postgres"  # the OS user that owns the cluster; Postgres refuses to run as root
@@ -288,7 +288,11 @@ def status(settings: Settings, layout: StackLayout) -> ComponentStatus:
     try:
         version = select_one(settings)
     except psycopg.Error as exc:
-        detail = "not running (coursecast stack up)" if not ours else f"running, but SELECT 1 failed: {exc}"
+        detail = (
+            "not running (python -m devtools stack up)"
+            if not ours
+            else f"running, but SELECT 1 failed: {exc}"
+        )
         return ComponentStatus("postgres", target.address, False, detail.strip())
     owner = "" if ours else ", not started by the stack"
     return ComponentStatus("postgres", target.address, True, f"Postgres {version}, SELECT 1 ok{owner}")

@@ -4,15 +4,15 @@
 #   - checks Java 17+ and Maven (never installs them: they are the machine's choice);
 #   - apt-installs ffmpeg and postgresql only when missing (one `apt-get update` at most);
 #   - assembles the Kafka classpath from Maven Central into <stack_dir>/kafka/lib, only when the
-#     marker for the Kafka version in stack/kafka/pom.xml is missing.
+#     marker for the Kafka version in devtools/stack/kafka/pom.xml is missing.
 #
 # Safe to run again and again: with everything present it checks and exits in about a second.
 # The stack directory follows COURSECAST_STACK_DIR, like services/core/settings.py.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 STACK_DIR="${COURSECAST_STACK_DIR:-$ROOT/.cache/stack}"
-POM="$ROOT/stack/kafka/pom.xml"
+POM="$ROOT/devtools/stack/kafka/pom.xml"
 KAFKA_LIB="$STACK_DIR/kafka/lib"
 
 say() { printf 'install: %s\n' "$*"; }

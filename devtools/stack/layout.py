@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.core.settings import PROJECT_ROOT, Settings
+from services.core.settings import Settings
 
 # Checked-in inputs (pom.xml, log4j2.yaml, install.sh); everything generated goes under stack_dir.
-STACK_SOURCES = PROJECT_ROOT / "stack"
+STACK_SOURCES = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""Versioned SQL migrations of the projector's schema, applied in order, each exactly once."""
+"""The database schema's versioned SQL migrations and their runner: applied in order, each exactly once.
+
+One history for the whole schema, shared by every service that connects (api, encoder, projector,
+watchdog): each applies what is pending at start-up, so the first process up migrates and the others
+find nothing to do. File names sort into the order they were written in: the event log and status
+tables (`000N_`), then the api's (`api_000N_`) and the encoder's (`encoder_000N_`) tables.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +24,12 @@ def migration_files(package: str = __name__) -> list[tuple[str, str]]:
 def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str, package: str = __name__) -> list[str]:
     """Bring `schema` up to the newest migration of `package`; returns the versions applied now.
 
-    Each service that owns tables keeps its migrations in a package of its own, with file names
-    unique across packages (the projector's start with a number, others with the service's name).
-
     Safe to run from several processes at once: an advisory lock per schema serialises them, and a
     migration's record is written in the same transaction as its changes.
     """
     applied: list[str] = []
     with conn.transaction():
-        # One lock per schema, whatever the package: migrations of different services never interleave.
+        # One lock per schema: migrations started by several processes at once never interleave.
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"coursecast-migrate:{schema}",))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))

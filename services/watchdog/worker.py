@@ -32,8 +32,8 @@ from services.core import bus, codec
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
-from services.projector.catchup import CatchUpProbe
-from services.projector.liveness import WATCHDOG, Policy, Tracked, Verdict, judge, observe
+from services.watchdog.catchup import CatchUpProbe
+from services.watchdog.liveness import WATCHDOG, Policy, Tracked, Verdict, judge, observe
 
 log = logging.getLogger("coursecast.watchdog")
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.watchdog_app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
         store="memory://",
+        datadir=str(settings.watchdog_data_dir / settings.watchdog_app_id),
         # The table's changelog has as many partitions as the log it mirrors (co-partitioned by job id).
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from devtools.stack import kafka, mediatools, postgres, s3
+from devtools.stack.layout import StackLayout
+from devtools.stack.model import ComponentStatus, StackError
 from services.core.settings import Settings
-from services.stack import kafka, mediatools, postgres, s3
-from services.stack.layout import StackLayout
-from services.stack.model import ComponentStatus, StackError
 
 Echo = Callable[[str], None]
 
@@ -88,5 +88,5 @@ def restart_stopped_brokers(settings: Settings, echo: Echo = _quiet) -> None:
     layout = StackLayout.from_settings(settings)
     cluster = kafka.running_cluster(layout)
     if cluster is None:
-        raise StackError("kafka is not running (coursecast stack up)")
+        raise StackError("kafka is not running (python -m devtools stack up)")
     kafka.wait_healthy(layout, kafka.start(settings, layout, cluster.brokers, echo))

@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from devtools.stack import processes
+from devtools.stack.layout import StackLayout
+from devtools.stack.model import ComponentStatus, StackError
 from services.core import storage
 from services.core.settings import Settings
-from services.stack import processes
-from services.stack.layout import StackLayout
-from services.stack.model import ComponentStatus, StackError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -144,7 +144,11 @@ def status(settings: Settings, layout: StackLayout) -> ComponentStatus:
     try:
         names = {b["Name"] for b in client(settings).list_buckets().get("Buckets", []) if "Name" in b}
     except (BotoCoreError, ClientError) as exc:
-        detail = "not running (coursecast stack up)" if not running(layout) else f"ListBuckets failed: {exc}"
+        detail = (
+            "not running (python -m devtools stack up)"
+            if not running(layout)
+            else f"ListBuckets failed: {exc}"
+        )
         return ComponentStatus("s3", settings.s3_endpoint_url, False, detail)
     owner = "moto" if running(layout) else "not started by the stack"
     if settings.s3_bucket not in names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from services.stack.model import INSTALL_HINT, ComponentStatus
+from devtools.stack.model import INSTALL_HINT, ComponentStatus
 
 TOOLS = ("ffmpeg", "ffprobe")
 

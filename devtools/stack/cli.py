@@ -1,4 +1,4 @@
-"""The `coursecast stack up|down|status` commands (also `python -m services.stack ...`)."""
+"""The `python -m devtools stack up|down|status` commands (also `python -m devtools.stack ...`)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from devtools.stack import manager
+from devtools.stack.kafka import SUPPORTED_BROKERS
+from devtools.stack.model import ComponentStatus, StackError
 from services.core.settings import get_settings
-from services.stack import manager
-from services.stack.kafka import SUPPORTED_BROKERS
-from services.stack.model import ComponentStatus, StackError
 
 stack_app = typer.Typer(
     help="The local stack on 127.0.0.1: Kafka (KRaft), Postgres, S3 (moto), and ffmpeg checks.",

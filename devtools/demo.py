@@ -1,4 +1,4 @@
-"""`coursecast demo`: publish a sample course through the whole pipeline and show it ending.
+"""`python -m devtools demo`: publish a sample course through the whole pipeline and show it ending.
 
 Starts a projector, an encoder, the watchdog and the api against the running local stack, creates an
 instructor, uploads a generated lecture (testsrc2 + sine) with a Korean course name, follows the job

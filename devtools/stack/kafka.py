@@ -18,10 +18,10 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from devtools.stack import processes
+from devtools.stack.layout import STACK_SOURCES, StackLayout
+from devtools.stack.model import INSTALL_HINT, ComponentStatus, StackError
 from services.core.settings import Settings
-from services.stack import processes
-from services.stack.layout import STACK_SOURCES, StackLayout
-from services.stack.model import INSTALL_HINT, ComponentStatus, StackError
 
 LOOPBACK = "127.0.0.1"
 SUPPORTED_BROKERS = (1, 3)
@@ -411,7 +411,7 @@ def stop_node(layout: StackLayout, node_id: int, *, kill: bool = False) -> str:
 def _quiet_logger() -> logging.Logger:
     # librdkafka reports every refused connection; while a broker is starting that is expected
     # noise, so the health checks' clients log nowhere.
-    logger = logging.getLogger("services.stack.kafka.client")
+    logger = logging.getLogger("devtools.stack.kafka.client")
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
@@ -477,7 +477,7 @@ def status(settings: Settings, layout: StackLayout) -> list[ComponentStatus]:
         if answering:
             detail = f"answering, but not started by the stack (brokers {sorted(answering)})"
             return [ComponentStatus("kafka", bootstrap, True, detail)]
-        return [ComponentStatus("kafka", bootstrap, False, "not running (coursecast stack up)")]
+        return [ComponentStatus("kafka", bootstrap, False, "not running (python -m devtools stack up)")]
     answering = registered_brokers(cluster.bootstrap, timeout_s=5.0)
     rows = []
     for node in cluster.nodes:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.stack.model import INSTALL_HINT, StackError
+from devtools.stack.model import INSTALL_HINT, StackError
 
 # Children started by this Python process, kept so they are reaped (no zombies) when stopped here.
 _children: dict[int, subprocess.Popen[bytes]] = {}

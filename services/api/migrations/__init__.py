@@ -1,1 +1,0 @@
-"""The api's own tables (users, token hashes, submissions, direct uploads), migrated like the projector's."""

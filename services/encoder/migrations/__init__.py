@@ -1,1 +1,0 @@
-"""SQL migrations of the encoder's tables, applied by services.projector.migrations.migrate."""

@@ -1,1 +1,0 @@
-"""Operator and developer tools: the demo and other one-shot commands."""

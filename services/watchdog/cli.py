@@ -1,0 +1,14 @@
+"""The watchdog's command: run one worker of the watchdog's faust app until SIGTERM."""
+
+from __future__ import annotations
+
+from services.core import logs
+from services.core.settings import get_settings
+
+
+def watchdog() -> None:
+    """Run a watchdog worker: explicit JobStalled / JobTimedOut for silent or overlong jobs, until SIGTERM."""
+    from services.watchdog.worker import run_watchdog
+
+    logs.configure()
+    run_watchdog(get_settings())
