@@ -179,6 +179,8 @@ def next_command(job_id: UUID, attempt: int, data: Mapping[str, Any]) -> Envelop
 
 def run_watchdog(settings: Settings) -> None:
     """Run one watchdog worker until SIGTERM."""
+    # faust creates its versioned folder inside the datadir, but not the datadir's parents.
+    (settings.watchdog_data_dir / settings.watchdog_app_id).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel="info", redirect_stdouts=False)
     worker.execute_from_commandline()
