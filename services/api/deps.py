@@ -82,15 +82,18 @@ async def get_db(services: ServicesDep) -> AsyncIterator[AsyncConn]:
 DbDep = Annotated[AsyncConn, Depends(get_db)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `coursecast users create`")
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coursecast"'}
+_CHALLENGE = 'Bearer realm="coursecast"'
+
+
+def _unauthorized(detail: str, challenge: str) -> ProblemError:
+    """401 with the WWW-Authenticate challenge RFC 6750 asks for."""
+    return ProblemError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
 def bearer_hash(credentials: HTTPAuthorizationCredentials | None) -> bytes:
     """The hash to look the token up by; 401 with WWW-Authenticate when there is no bearer token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ProblemError(
-            401, "unauthorized", "send an API token: Authorization: Bearer <token>", headers=_CHALLENGE
-        )
+        raise _unauthorized("send an API token: Authorization: Bearer <token>", _CHALLENGE)
     return token_hash(credentials.credentials)
 
 
@@ -102,12 +105,7 @@ def credentials_of(header: str | None) -> HTTPAuthorizationCredentials | None:
 
 def invalid_token() -> ProblemError:
     """401 for a token that is unknown or revoked."""
-    return ProblemError(
-        401,
-        "unauthorized",
-        "the API token is unknown or revoked",
-        headers={"WWW-Authenticate": 'Bearer realm="coursecast", error="invalid_token"'},
-    )
+    return _unauthorized("the API token is unknown or revoked", f'{_CHALLENGE}, error="invalid_token"')
 
 
 async def authenticate(db: AsyncConn, credentials: HTTPAuthorizationCredentials | None) -> User:
