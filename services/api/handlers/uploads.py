@@ -3,6 +3,9 @@
 Lifecycle: pending (parts being PUT) → completed (checked: magic bytes, ffprobe) → used (copied into
 a job's staging/ by POST /v1/courses). A pending or completed upload past `expires_at` is expired by
 the sweeper: its multipart upload is aborted (S3 frees the parts) or its object deleted.
+
+This module owns the `api_uploads` table: the routes and the course submission change it only
+through these functions.
 """
 
 from __future__ import annotations
@@ -11,20 +14,20 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID, uuid4
 
 from anyio import to_thread
 from botocore.exceptions import ClientError
-from fastapi import APIRouter, Response
 from psycopg.rows import dict_row
 
 from services.api.auth import User
 from services.api.db import AsyncConn
-from services.api.deps import CurrentUser, DbDep, Services, ServicesDep
-from services.api.models import UploadComplete, UploadCreate, UploadPart, UploadPublic
-from services.api.problems import ProblemError, problem_responses
+from services.api.deps import Services
+from services.api.problems import ProblemError, too_large
 from services.api.staging import (
     check_image_size,
     display_name,
@@ -38,11 +41,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 SWEEP_INTERVAL_S = 60.0
 MAX_PARTS = 10_000
 UPLOAD_PREFIX = "uploads/"
+
+UploadKind = Literal["video", "thumbnail"]
+UploadState = Literal["pending", "completed", "used", "expired"]
 
 
 def _part_size(settings_part: int, size: int) -> int:
@@ -50,15 +55,41 @@ def _part_size(settings_part: int, size: int) -> int:
     return max(settings_part, math.ceil(size / MAX_PARTS))
 
 
-def _public(row: dict[str, object], parts: list[UploadPart] | None = None) -> UploadPublic:
-    return UploadPublic.model_validate(
-        {
-            **{k: row[k] for k in ("upload_id", "kind", "filename", "size_bytes", "state", "expires_at")},
-            "part_size_bytes": row["part_bytes"],
-            "parts": parts or [],
-            "complete_url": f"/v1/uploads/{row['upload_id']}/complete",
-        }
-    )
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A direct upload as its owner may see it; `parts` only when it was just opened."""
+
+    upload_id: UUID
+    kind: UploadKind
+    filename: str
+    size_bytes: int
+    state: UploadState
+    expires_at: datetime
+    part_bytes: int
+    parts: tuple[PresignedPart, ...] = ()
+
+    @classmethod
+    def of(cls, row: dict[str, Any], parts: Sequence[PresignedPart] = ()) -> Upload:
+        """The upload an `api_uploads` row describes."""
+        return cls(
+            upload_id=row["upload_id"],
+            kind=row["kind"],
+            filename=row["filename"],
+            size_bytes=row["size_bytes"],
+            state=row["state"],
+            expires_at=row["expires_at"],
+            part_bytes=row["part_bytes"],
+            parts=tuple(parts),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PresignedPart:
+    """Where to PUT one part of the file, and how many bytes it holds."""
+
+    part_number: int
+    size_bytes: int
+    url: str
 
 
 async def _load(db: AsyncConn, user: User, upload_id: UUID) -> dict[str, object]:
@@ -70,33 +101,34 @@ async def _load(db: AsyncConn, user: User, upload_id: UUID) -> dict[str, object]
     return row
 
 
-@router.post("", status_code=201, response_model=UploadPublic, responses=problem_responses(401, 413, 422))
-async def create_upload(
-    body: UploadCreate, user: CurrentUser, db: DbDep, services: ServicesDep, response: Response
-) -> UploadPublic:
-    """Instructors and admins: open a direct upload; PUT each part to its presigned URL, then complete it."""
+async def open_upload(
+    services: Services,
+    db: AsyncConn,
+    user: User,
+    *,
+    filename: str,
+    size_bytes: int,
+    content_type: str,
+    kind: UploadKind,
+) -> Upload:
+    """A new pending upload of `size_bytes`, with a presigned URL for each part; 413 past the limit."""
     settings = services.settings
-    if body.size_bytes > settings.max_upload_bytes:
-        raise ProblemError(
-            413,
-            "too-large",
-            f"the file is larger than the limit of {settings.max_upload_bytes} bytes",
-            limit_bytes=settings.max_upload_bytes,
-        )
+    if size_bytes > settings.max_upload_bytes:
+        raise too_large("the file", settings.max_upload_bytes)
     upload_id = uuid4()
-    key = f"{UPLOAD_PREFIX}{upload_id}/{safe_key_name(body.filename, body.kind)}"
-    part_bytes = _part_size(settings.upload_part_bytes, body.size_bytes)
-    count = math.ceil(body.size_bytes / part_bytes)
+    key = f"{UPLOAD_PREFIX}{upload_id}/{safe_key_name(filename, kind)}"
+    part_bytes = _part_size(settings.upload_part_bytes, size_bytes)
+    count = math.ceil(size_bytes / part_bytes)
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.upload_expiry_s)
     s3 = services.s3
 
-    def presign() -> tuple[str, list[UploadPart]]:
+    def presign() -> tuple[str, list[PresignedPart]]:
         created = s3.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
         s3_upload_id = created["UploadId"]
         parts = [
-            UploadPart(
+            PresignedPart(
                 part_number=n,
-                size_bytes=min(part_bytes, body.size_bytes - (n - 1) * part_bytes),
+                size_bytes=min(part_bytes, size_bytes - (n - 1) * part_bytes),
                 url=s3.generate_presigned_url(
                     "upload_part",
                     Params={
@@ -118,28 +150,27 @@ async def create_upload(
             "INSERT INTO api_uploads (upload_id, owner, kind, filename, content_type, size_bytes, s3_key,"
             " s3_upload_id, part_bytes, state, expires_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s) RETURNING *",
-            (upload_id, user.name, body.kind, display_name(body.filename), body.content_type, body.size_bytes,
+            (upload_id, user.name, kind, display_name(filename), content_type, size_bytes,
              key, s3_upload_id, part_bytes, expires_at),
         )  # fmt: skip
         row = await cur.fetchone()
     assert row is not None
-    response.headers["Location"] = f"/v1/uploads/{upload_id}"
-    return _public(row, parts)
+    return Upload.of(row, parts)
 
 
-@router.get("/{upload_id}", response_model=UploadPublic, responses=problem_responses(401, 404, 422))
-async def get_upload(upload_id: UUID, user: CurrentUser, db: DbDep) -> UploadPublic:
-    """Owner or admin: the upload's state and expiry."""
-    return _public(await _load(db, user, upload_id))
+async def find_upload(db: AsyncConn, user: User, upload_id: UUID) -> Upload:
+    """The upload if the user may see it; 404 otherwise."""
+    return Upload.of(await _load(db, user, upload_id))
 
 
-@router.post(
-    "/{upload_id}/complete", response_model=UploadPublic, responses=problem_responses(401, 404, 409, 415, 422)
-)
 async def complete_upload(
-    upload_id: UUID, body: UploadComplete, user: CurrentUser, db: DbDep, services: ServicesDep
-) -> UploadPublic:
-    """Owner or admin: finish the multipart upload with the parts' ETags; the file is then checked."""
+    services: Services, db: AsyncConn, user: User, upload_id: UUID, etags: Sequence[tuple[int, str]]
+) -> Upload:
+    """Finish the multipart upload with the (part number, ETag) of each part, then check the file.
+
+    A file that is not what it claims to be (size, magic bytes, ffprobe, pixels) is discarded: its
+    upload is expired and the problem raised.
+    """
     row = await _load(db, user, upload_id)
     if row["state"] != "pending":
         raise ProblemError(409, "upload-not-pending", f"the upload is {row['state']}, not pending")
@@ -149,14 +180,14 @@ async def complete_upload(
         raise ProblemError(409, "upload-expired", "the upload expired; its parts were discarded")
     settings = services.settings
     bucket, key, s3 = settings.s3_bucket, str(row["s3_key"]), services.s3
-    parts = sorted(body.parts, key=lambda p: p.part_number)
+    parts = sorted(etags, key=lambda part: part[0])
 
     def finish() -> tuple[int, bytes]:
         s3.complete_multipart_upload(
             Bucket=bucket,
             Key=key,
             UploadId=str(row["s3_upload_id"]),
-            MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]},
+            MultipartUpload={"Parts": [{"PartNumber": number, "ETag": etag} for number, etag in parts]},
         )
         head = s3.head_object(Bucket=bucket, Key=key)
         first = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-191")["Body"].read()
@@ -207,7 +238,7 @@ async def complete_upload(
         )
         updated = await cur.fetchone()
     assert updated is not None
-    return _public(updated)
+    return Upload.of(updated)
 
 
 async def _expire(services: Services, db: AsyncConn, row: dict[str, object]) -> None:
@@ -297,3 +328,10 @@ async def claim_uploads(
             }
         )
     return entries
+
+
+async def release_claims(db: AsyncConn, job_id: UUID) -> None:
+    """The direct uploads claimed for `job_id`, whose job was never published, become usable again."""
+    await db.execute(
+        "UPDATE api_uploads SET state = 'completed', used_by_job = NULL WHERE used_by_job = %s", (job_id,)
+    )
