@@ -223,8 +223,8 @@ async def complete_upload(
     else:
         try:
             check_image_size(first, str(row["filename"]), settings.max_image_pixels)
-        except ProblemError as too_large:
-            problem = too_large
+        except ProblemError as refused:
+            problem = refused
     if problem is not None:
         await _expire(services, db, row)
         raise problem
