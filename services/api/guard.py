@@ -25,7 +25,7 @@ from services.api.problems import ProblemError, problem_response, too_large
 from services.api.text import refuse_control_characters
 
 if TYPE_CHECKING:
-    from services.api.deps import Services
+    from services.api.runtime import Services
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The one route whose body is a (streamed, multipart) upload rather than JSON.

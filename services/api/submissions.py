@@ -25,11 +25,11 @@ from anyio import to_thread
 
 from services.api.auth import User
 from services.api.db import AsyncConn
-from services.api.deps import Services
 from services.api.formstream import ParsedForm, boundary_of, read_form
 from services.api.handlers.uploads import claim_uploads, release_claims
 from services.api.problems import ProblemError, kafka_unavailable
 from services.api.publisher import KafkaUnavailableError
+from services.api.runtime import Services
 from services.api.staging import (
     StagedObject,
     check_image_size,

@@ -20,9 +20,9 @@ import psycopg
 
 from services.api import idempotency
 from services.api.auth import User
-from services.api.deps import Services
 from services.api.formstream import boundary_of
 from services.api.problems import ProblemError
+from services.api.runtime import Services
 from services.api.submissions import Accepted, CourseSubmission
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import asyncio
 
 from anyio import to_thread
 
-from services.api.deps import Services
+from services.api.runtime import Services
 
 CHECK_TIMEOUT_S = 3.0
 

@@ -20,10 +20,10 @@ from anyio import to_thread
 from services.api import repository
 from services.api.auth import User
 from services.api.db import AsyncConn
-from services.api.deps import Services, invalid_token
 from services.api.models import JobEventPublic, JobPublic
 from services.api.problems import ProblemError, kafka_unavailable
 from services.api.publisher import KafkaUnavailableError
+from services.api.runtime import Services
 from services.api.staging import delete_prefix
 from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
 from services.core.manifest import staging_prefix
@@ -146,14 +146,13 @@ async def cancel_job(
     return after
 
 
-async def job_row(services: Services, token: bytes, job_id: UUID) -> dict[str, Any]:
+async def job_row(services: Services, token: bytes, job_id: UUID) -> dict[str, Any] | None:
     """The job's columns (exactly JobPublic's) as the token's user sees them, checking the token and
-    reading the job in one query; 401 for an unknown or revoked token, 404 for a job it may not see."""
+    reading the job in one query; None when the token is unknown or revoked, 404 for a job it may not
+    see."""
     async with services.pool.connection() as db:
         found = await repository.authenticated_job_row(db, token, job_id)
-    if found is None:
-        raise invalid_token()
-    return found[1]
+    return None if found is None else found[1]
 
 
 async def job_history(db: AsyncConn, user: User, job_id: UUID) -> list[JobEventPublic]:
@@ -263,6 +262,5 @@ async def watch_job(
 
 async def _read_as_caller(services: Services, token: bytes, job_id: UUID) -> JobPublic | None:
     """The job as the token's user sees it; None once the token is revoked."""
-    async with services.pool.connection() as db:
-        found = await repository.authenticated_job_row(db, token, job_id)
-    return None if found is None else JobPublic.model_validate(found[1])
+    row = await job_row(services, token, job_id)
+    return None if row is None else JobPublic.model_validate(row)

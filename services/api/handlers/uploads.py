@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 
 from services.api.auth import User
 from services.api.db import AsyncConn
-from services.api.deps import Services
 from services.api.problems import ProblemError, too_large
+from services.api.runtime import Services
 from services.api.staging import (
     check_image_size,
     display_name,

@@ -16,16 +16,17 @@ from services.api.deps import (
     BearerCredentials,
     CurrentUser,
     DbDep,
-    Services,
     ServicesDep,
     StreamingUser,
     bearer_hash,
     credentials_of,
+    invalid_token,
     stream_slot,
 )
 from services.api.handlers import jobs
 from services.api.models import JobActionCreate, JobEventList, JobList, JobPublic
 from services.api.problems import problem_responses
+from services.api.runtime import Services
 from services.core.jobs import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -73,6 +74,8 @@ async def get_job(job_id: UUID, request: Request) -> Response:
     services: Services = request.app.state.services
     token = bearer_hash(credentials_of(request.headers.get("authorization")))
     row = await jobs.job_row(services, token, job_id)
+    if row is None:
+        raise invalid_token()
     return Response(orjson.dumps(row, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
