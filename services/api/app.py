@@ -12,11 +12,12 @@ from fastapi.openapi.utils import get_openapi
 
 from services.api import problems
 from services.api.db import JobChanges, Pool, migrate_api
-from services.api.deps import Services, StreamSlots
 from services.api.guard import RequestGuard
+from services.api.handlers.uploads import start_sweeper
 from services.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.api.publisher import Publisher
 from services.api.routes import courses, health, jobs, uploads
+from services.api.runtime import Services, StreamSlots
 from services.core.kafka_config import admin_config
 from services.core.settings import Settings, get_settings
 from services.core.storage import s3_client
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         await services.pool.open()
         await services.changes.start()
-        sweeper = uploads.start_sweeper(services)
+        sweeper = start_sweeper(services)
         try:
             yield
         finally:

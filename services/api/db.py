@@ -16,8 +16,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from services.api.auth import TOKEN_REVOKED_CHANNEL
 from services.api.problems import ProblemError
+from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.migrations import migrate
-from services.projector.store import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class JobChanges:
                     self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
                 )
                 async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(JOB_CHANGED_CHANNEL)))
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(TOKEN_REVOKED_CHANNEL)))
                     self._ready.set()
                     # Waiters re-read the row after a reconnect, so a notification missed while the

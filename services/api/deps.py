@@ -2,66 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated
 
-from confluent_kafka.admin import AdminClient
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api.auth import AUTHENTICATE_SQL, Role, User, token_hash
-from services.api.db import AsyncConn, JobChanges, Pool
+from services.api.db import AsyncConn
 from services.api.problems import ProblemError
-from services.api.publisher import Publisher
-from services.core.settings import Settings
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-
-class StreamSlots:
-    """Live job streams (SSE) per user in this process; one past the limit is refused with 429."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: Counter[object] = Counter()
-
-    @contextlib.contextmanager
-    def hold(self, user: User) -> Iterator[None]:
-        """One stream slot of `user` while the block runs; 429 when all are taken."""
-        if self._open[user.user_id] >= self.limit:
-            raise ProblemError(
-                429,
-                "too-many-streams",
-                f"you already follow {self.limit} job streams from this server; close one first",
-                title="Too many streams",
-                headers={"Retry-After": "5"},
-                limit=self.limit,
-            )
-        self._open[user.user_id] += 1
-        try:
-            yield
-        finally:
-            self._open[user.user_id] -= 1
-            if self._open[user.user_id] <= 0:
-                del self._open[user.user_id]
-
-
-@dataclass(frozen=True, slots=True)
-class Services:
-    """Everything a request may use, chosen once at startup (app.bootstrap)."""
-
-    settings: Settings
-    pool: Pool
-    changes: JobChanges
-    publisher: Publisher
-    s3: S3Client
-    # One Kafka admin client for the process (/readyz), not one per request.
-    admin: AdminClient
-    streams: StreamSlots
+from services.api.runtime import Services
 
 
 def get_services(request: Request) -> Services:
@@ -82,15 +32,18 @@ async def get_db(services: ServicesDep) -> AsyncIterator[AsyncConn]:
 DbDep = Annotated[AsyncConn, Depends(get_db)]
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `coursecast users create`")
-_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="coursecast"'}
+_CHALLENGE = 'Bearer realm="coursecast"'
+
+
+def _unauthorized(detail: str, challenge: str) -> ProblemError:
+    """401 with the WWW-Authenticate challenge RFC 6750 asks for."""
+    return ProblemError(401, "unauthorized", detail, headers={"WWW-Authenticate": challenge})
 
 
 def bearer_hash(credentials: HTTPAuthorizationCredentials | None) -> bytes:
     """The hash to look the token up by; 401 with WWW-Authenticate when there is no bearer token."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise ProblemError(
-            401, "unauthorized", "send an API token: Authorization: Bearer <token>", headers=_CHALLENGE
-        )
+        raise _unauthorized("send an API token: Authorization: Bearer <token>", _CHALLENGE)
     return token_hash(credentials.credentials)
 
 
@@ -102,12 +55,7 @@ def credentials_of(header: str | None) -> HTTPAuthorizationCredentials | None:
 
 def invalid_token() -> ProblemError:
     """401 for a token that is unknown or revoked."""
-    return ProblemError(
-        401,
-        "unauthorized",
-        "the API token is unknown or revoked",
-        headers={"WWW-Authenticate": 'Bearer realm="coursecast", error="invalid_token"'},
-    )
+    return _unauthorized("the API token is unknown or revoked", f'{_CHALLENGE}, error="invalid_token"')
 
 
 async def authenticate(db: AsyncConn, credentials: HTTPAuthorizationCredentials | None) -> User:

@@ -21,11 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api.auth import AUTHENTICATE_SQL, Role, User
 from services.api.deps import bearer_hash, credentials_of, invalid_token
-from services.api.problems import ProblemError, problem_response
+from services.api.problems import ProblemError, problem_response, too_large
 from services.api.text import refuse_control_characters
 
 if TYPE_CHECKING:
-    from services.api.deps import Services
+    from services.api.runtime import Services
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The one route whose body is a (streamed, multipart) upload rather than JSON.
@@ -96,12 +96,6 @@ def _body_limit(services: Services, method: str, path: str) -> int:
     return settings.api_max_json_bytes
 
 
-def _too_large(limit: int) -> ProblemError:
-    return ProblemError(
-        413, "too-large", f"the request body is larger than the limit of {limit} bytes", limit_bytes=limit
-    )
-
-
 def _check_content_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
@@ -109,7 +103,7 @@ def _check_content_length(request: Request, limit: int) -> None:
     if not declared.isascii() or not declared.isdigit():
         raise ProblemError(400, "bad-request", "the Content-Length header is not a number of bytes")
     if int(declared) > limit:
-        raise _too_large(limit)
+        raise too_large("the request body", limit)
 
 
 def _bounded(receive: Receive, limit: int) -> Receive:

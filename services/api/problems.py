@@ -53,6 +53,31 @@ class ProblemError(Exception):
         self.extensions = extensions
 
 
+# How long a client should wait before trying again when the job log (Kafka) is unreachable.
+KAFKA_RETRY_AFTER_S = 5
+
+
+def kafka_unavailable(outcome: str) -> ProblemError:
+    """503 + Retry-After when the job log did not take a request's messages; `outcome` says what that
+    left behind ("nothing was accepted", "nothing was changed")."""
+    return ProblemError(
+        503,
+        "kafka-unavailable",
+        f"the job log is unreachable right now; {outcome}, try again later",
+        headers={"Retry-After": str(KAFKA_RETRY_AFTER_S)},
+    )
+
+
+def too_large(subject: str, limit_bytes: int) -> ProblemError:
+    """413 for `subject` (a request body, a file) past a limit of `limit_bytes`."""
+    return ProblemError(
+        413,
+        "too-large",
+        f"{subject} is larger than the limit of {limit_bytes} bytes",
+        limit_bytes=limit_bytes,
+    )
+
+
 def problem_response(
     request: Request,
     status: int,

@@ -6,7 +6,7 @@ Guarantees:
   either both exist for everyone or neither does: no job is queued without its command, and no
   command runs for a job the log has never queued.
 - Bounded waits: every call is bounded by `api_kafka_timeout_s`; an unreachable broker surfaces as
-  `KafkaUnavailableError`, which the routes turn into 503 + Retry-After.
+  `KafkaUnavailableError`, which the handlers turn into 503 + Retry-After.
 """
 
 from __future__ import annotations

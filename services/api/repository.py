@@ -22,7 +22,7 @@ _PUBLIC = (
     " outputs"
 )
 # A job whose JobQueued is committed on the log but not yet projected: shown as queued, from the api's
-# own record of the accepted submission (read-your-writes; see routes/courses.py).
+# own record of the accepted submission (read-your-writes; see handlers/courses.py).
 _ACCEPTED = (
     "SELECT s.job_id, s.owner, s.course_name, s.curriculum, s.video_count, 'queued' AS status, 1 AS attempt,"
     " 0.0::float8 AS progress_percent, NULL::text AS current_step, NULL::text AS error_type,"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from anyio import to_thread
 
-from services.api.problems import ProblemError
+from services.api.problems import ProblemError, too_large
 from services.core import mediaprobe
 
 if TYPE_CHECKING:
@@ -178,12 +178,7 @@ class StagedObject:
         """Take bytes from the parser (sync, cheap): they wait in the buffer until `drain`."""
         self.size += len(data)
         if self.size > self.max_bytes:
-            raise ProblemError(
-                413,
-                "too-large",
-                f"{self.filename!r} is larger than the limit of {self.max_bytes} bytes",
-                limit_bytes=self.max_bytes,
-            )
+            raise too_large(repr(self.filename), self.max_bytes)
         if len(self.head) < MAGIC_PREFIX_BYTES:
             self.head.extend(data[: MAGIC_PREFIX_BYTES - len(self.head)])
         self.buffer.extend(data)

@@ -25,11 +25,11 @@ from anyio import to_thread
 
 from services.api.auth import User
 from services.api.db import AsyncConn
-from services.api.deps import Services
 from services.api.formstream import ParsedForm, boundary_of, read_form
-from services.api.problems import ProblemError
+from services.api.handlers.uploads import claim_uploads, release_claims
+from services.api.problems import ProblemError, kafka_unavailable
 from services.api.publisher import KafkaUnavailableError
-from services.api.routes.uploads import claim_uploads
+from services.api.runtime import Services
 from services.api.staging import (
     StagedObject,
     check_image_size,
@@ -45,7 +45,6 @@ from services.core.messages import MessageType, new_message
 
 log = logging.getLogger(__name__)
 
-RETRY_AFTER_S = 5
 PRODUCER = "api"
 # A catalogue code: letters and digits of any script, spaces and . _ - / ( ) +, at most 200 characters.
 CURRICULUM_FORMAT = re.compile(r"^[\w][\w .\-/()+]{0,199}$")
@@ -333,12 +332,7 @@ class CourseSubmission:
                     "a commit timed out and could not be aborted; staging kept",
                     extra={"job_id": str(self.job_id)},
                 )
-            raise ProblemError(
-                503,
-                "kafka-unavailable",
-                "the job log is unreachable right now; nothing was accepted, try again later",
-                headers={"Retry-After": str(RETRY_AFTER_S)},
-            ) from None
+            raise kafka_unavailable("nothing was accepted") from None
         # Committed on the log: from here on the staged files belong to the job, whatever happens next.
         self.keep_staging = True
         await db.execute("UPDATE api_submissions SET published_at = now() WHERE job_id = %s", (self.job_id,))
@@ -352,10 +346,7 @@ class CourseSubmission:
         if self.claimed:
             # Direct uploads claimed for this job become usable again.
             async with self.services.pool.connection() as db:
-                await db.execute(
-                    "UPDATE api_uploads SET state = 'completed', used_by_job = NULL WHERE used_by_job = %s",
-                    (self.job_id,),
-                )
+                await release_claims(db, self.job_id)
         for staged in self.form.files:
             try:
                 await staged.abort()

@@ -37,14 +37,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from services.core import faults
+from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.jobs import JobState, JobStatus, Rejection, apply
 from services.core.messages import Envelope, printable
 from services.core.migrations import migrate
 
 log = logging.getLogger("coursecast.projector")
-
-# Listeners (the API's live stream) learn of changed jobs through this channel; payload = job_id.
-NOTIFY_CHANNEL = "job_changed"
 
 JOB_COLUMNS = tuple(f.name for f in fields(JobState))
 EVENT_COLUMNS = (
@@ -529,7 +527,7 @@ class JobStore:
         if job_ids:
             self._conn.execute(
                 "SELECT pg_notify(%s, job_id) FROM unnest(%s::text[]) AS job_id",
-                (NOTIFY_CHANNEL, [str(j) for j in job_ids]),
+                (JOB_CHANGED_CHANNEL, [str(j) for j in job_ids]),
             )
 
     # --- reads -----------------------------------------------------------------------------------

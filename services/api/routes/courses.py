@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from typing import Annotated, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
-import psycopg
 from fastapi import APIRouter, Header, Request, Response
 
-from services.api import idempotency
-from services.api.deps import Services, ServicesDep, StreamingUser
-from services.api.formstream import boundary_of
+from services.api.deps import ServicesDep, StreamingUser
+from services.api.handlers.courses import submit_course
 from services.api.models import CourseAccepted
-from services.api.problems import ProblemError, problem_responses
-from services.api.submissions import CourseSubmission
+from services.api.problems import problem_responses
 from services.core.jobs import JobStatus
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/courses", tags=["courses"])
 
 # Printable ASCII, no spaces at the ends: a key is data (stored, compared), never free text.
@@ -79,78 +72,16 @@ async def create_course(
 
     No database connection is held while the body streams: each step borrows one for its queries only.
     """
-    settings = services.settings
-    boundary = boundary_of(request.headers.get("content-type"))
-    digest = idempotency.BodyDigest(boundary)
-    held: idempotency.Reservation | None = None
-    job_id = uuid4()
-    if idempotency_key is not None:
-        outcome = await idempotency.reserve(
-            services.pool, user, idempotency_key, request.method, request.url.path, job_id,
-            settings.api_idempotency_lease_s,
-        )  # fmt: skip
-        if isinstance(outcome, idempotency.Published):
-            # The same key again: the body must be the one it was used for (read, hashed, not stored).
-            async for chunk in request.stream():
-                digest.update(chunk)
-            idempotency.refuse_reuse(outcome, request.method, request.url.path, digest.digest())
-            return _accepted(response, outcome.job_id, JobStatus.QUEUED)
-        held = outcome
-    submission = CourseSubmission(services, user, job_id)
-    body = idempotency.digesting(request.stream(), digest)
-    lease_s = settings.api_idempotency_lease_s
-    with services.changes.subscribe(submission.job_id) as changed:
-        try:
-            async with idempotency.holding(services.pool, held, lease_s):
-                await submission.receive(request.headers.get("content-type"), body)
-                if held is not None:
-                    await idempotency.record_body(services.pool, held, digest.digest())
-                async with services.pool.connection() as db:
-                    name, curriculum = await submission.validate(db)
-                async with services.pool.connection() as db:
-                    accepted = await submission.publish(db, name, curriculum)
-        except BaseException:
-            await asyncio.shield(_undo(services, submission, held))
-            raise
-        # The job is on the log: nothing below may undo it, and nothing below may fail the request.
-        if held is not None:
-            try:
-                await asyncio.shield(idempotency.mark_published(services.pool, held))
-            except Exception:
-                # The lease runs out, and the key is then answered as published (its job is projected).
-                log.exception("could not mark an Idempotency-Key published", extra={"job_id": str(job_id)})
-        await _until_projected(services, accepted.job_id, changed, settings.read_your_writes_timeout_s)
+    accepted = await submit_course(
+        services,
+        user,
+        content_type=request.headers.get("content-type"),
+        body=request.stream(),
+        idempotency_key=idempotency_key,
+        method=request.method,
+        path=request.url.path,
+    )
     return _accepted(response, accepted.job_id, JobStatus.QUEUED)
-
-
-async def _undo(
-    services: Services, submission: CourseSubmission, held: idempotency.Reservation | None
-) -> None:
-    """Delete what was staged and give the Idempotency-Key back (the job was never published)."""
-    try:
-        await submission.discard()
-    finally:
-        if held is not None and not submission.keep_staging:
-            await idempotency.release(services.pool, held)
-
-
-async def _until_projected(
-    services: Services, job_id: UUID, changed: asyncio.Queue[None], timeout_s: float
-) -> None:
-    """Wait (bounded) for the projector's NOTIFY of the new job.
-
-    Not needed for correctness — GET falls back to the api's published submission — but it makes the
-    common case answer from the projector's row, with the log's own view of the job.
-    """
-    try:
-        async with services.pool.connection() as db:  # returned before the wait
-            cursor = await db.execute("SELECT 1 FROM publish_jobs WHERE job_id = %s", (job_id,))
-            if await cursor.fetchone() is not None:
-                return
-    except (ProblemError, psycopg.Error):
-        return  # the pool is busy or Postgres is down: the job is accepted all the same
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(changed.get(), timeout_s)
 
 
 def _accepted(response: Response, job_id: UUID, status: JobStatus) -> CourseAccepted:

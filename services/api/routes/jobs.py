@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
 import orjson
-from anyio import to_thread
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from services.api import repository
-from services.api.auth import User
 from services.api.deps import (
     BearerCredentials,
     CurrentUser,
     DbDep,
-    Services,
     ServicesDep,
     StreamingUser,
     bearer_hash,
@@ -27,19 +23,16 @@ from services.api.deps import (
     invalid_token,
     stream_slot,
 )
+from services.api.handlers import jobs
 from services.api.models import JobActionCreate, JobEventList, JobList, JobPublic
-from services.api.problems import ProblemError, problem_responses
-from services.api.publisher import KafkaUnavailableError
-from services.api.staging import delete_prefix
-from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
-from services.core.manifest import staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.api.problems import problem_responses
+from services.api.runtime import Services
+from services.core.jobs import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 # An SSE comment this often keeps proxies from closing an idle stream.
 KEEPALIVE_S = 15.0
-ACTION_WAIT_S = 2.0
 
 
 async def visible_job(job_id: UUID, user: StreamingUser, services: ServicesDep) -> JobPublic:
@@ -80,18 +73,16 @@ async def get_job(job_id: UUID, request: Request) -> Response:
     # every request, and another instructor's job is a 404.
     services: Services = request.app.state.services
     token = bearer_hash(credentials_of(request.headers.get("authorization")))
-    async with services.pool.connection() as db:
-        found = await repository.authenticated_job_row(db, token, job_id)
-    if found is None:
+    row = await jobs.job_row(services, token, job_id)
+    if row is None:
         raise invalid_token()
-    return Response(orjson.dumps(found[1], option=orjson.OPT_UTC_Z), media_type="application/json")
+    return Response(orjson.dumps(row, option=orjson.OPT_UTC_Z), media_type="application/json")
 
 
 @router.get("/{job_id}/events", response_model=JobEventList, responses=problem_responses(401, 404, 422))
 async def get_job_events(job_id: UUID, user: CurrentUser, db: DbDep) -> JobEventList:
     """Owner or admin: the job's history in log order, rejected events included with their reasons."""
-    await repository.get_job(db, user, job_id)
-    return JobEventList(job_id=job_id, items=await repository.job_events(db, job_id))
+    return JobEventList(job_id=job_id, items=await jobs.job_history(db, user, job_id))
 
 
 @router.get(
@@ -111,7 +102,7 @@ async def stream_job(
     request: Request,
     credentials: BearerCredentials,
     services: ServicesDep,
-    first: VisibleJob,
+    first: VisibleJob,  # noqa: ARG001  (resolved for its 404, before the stream sends its headers)
 ) -> AsyncIterator[ServerSentEvent]:
     """Owner or admin: Server-Sent Events of the job's progress and status until it ends.
 
@@ -121,37 +112,21 @@ async def stream_job(
     so a revoked user's streams end at once. At most `api_max_streams_per_user` per user (429 past it).
     """
     token = bearer_hash(credentials)
-    job: JobPublic | None = first
-    with services.changes.subscribe(job_id) as changed:
-        # Read again once subscribed, so no change between the first read and LISTEN is missed.
-        job = await _read_as_caller(services, token, job_id)
-        last = None
-        while True:
-            if job is None:
+    async with contextlib.aclosing(jobs.watch_job(services, token, job_id, KEEPALIVE_S)) as watch:
+        async for seen in watch:
+            if isinstance(seen, jobs.TokenRevoked):
                 yield ServerSentEvent(event="revoked", data={"detail": "the API token was revoked"})
-                return
-            if job != last:
+            elif isinstance(seen, jobs.JobChanged):
+                job = seen.job
                 yield ServerSentEvent(
                     event="job", id=str(job.updated_at.timestamp()), data=job.model_dump(mode="json")
                 )
-                last = job
-            if job.status in ENDED_STATUSES:
-                yield ServerSentEvent(event="end", data={"status": job.status.value})
+            elif isinstance(seen, jobs.JobEnded):
+                yield ServerSentEvent(event="end", data={"status": seen.status.value})
+            elif await request.is_disconnected():
                 return
-            try:
-                await asyncio.wait_for(changed.get(), KEEPALIVE_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    return
+            else:
                 yield ServerSentEvent(comment="keep-alive")
-            job = await _read_as_caller(services, token, job_id)
-
-
-async def _read_as_caller(services: Services, token: bytes, job_id: UUID) -> JobPublic | None:
-    """The job as the token's user sees it; None once the token is revoked."""
-    async with services.pool.connection() as db:
-        found = await repository.authenticated_job_row(db, token, job_id)
-    return None if found is None else JobPublic.model_validate(found[1])
 
 
 @router.post(
@@ -162,38 +137,7 @@ async def _read_as_caller(services: Services, token: bytes, job_id: UUID) -> Job
 )
 async def retry_job(job_id: UUID, user: CurrentUser, db: DbDep, services: ServicesDep) -> JobPublic:
     """Owner or admin: run a failed job again as attempt + 1 (JobRetryRequested + PublishCourse together)."""
-    job = await repository.get_job(db, user, job_id)
-    if job.status != JobStatus.FAILED:
-        raise ProblemError(
-            409,
-            "job-not-failed",
-            f"only a failed job can be retried; this job is {job.status.value}",
-            title="Job cannot be retried",
-            job_status=job.status.value,
-        )
-    next_attempt = job.attempt + 1
-    requested = new_message(
-        MessageType.JOB_RETRY_REQUESTED,
-        job_id=job_id,
-        attempt=job.attempt,
-        data={"requested_by": user.name, "next_attempt": next_attempt},
-        producer="api",
-    )
-    command = new_message(
-        MessageType.PUBLISH_COURSE,
-        job_id=job_id,
-        attempt=next_attempt,
-        data=await _publish_data(db, job),
-        producer="api",
-    )
-    # The state machine accepts one JobRetryRequested per failed attempt; a concurrent second one is
-    # rejected as a stale attempt, and its PublishCourse for the same attempt runs at most once (G1).
-    return await _append_and_wait(
-        services,
-        user,
-        job_id,
-        [(services.settings.events_topic, requested), (services.settings.commands_topic, command)],
-    )
+    return await jobs.retry_job(services, db, user, job_id)
 
 
 @router.post(
@@ -224,77 +168,4 @@ async def cancel_job(
     is dead, the next owner of the partition cancels it. Follow the stream for the final status. If
     JobCompleted reaches the log first, the job stays completed.
     """
-    job = await repository.get_job(db, user, job_id)
-    if job.status in ENDED_STATUSES:
-        why = (
-            "it has already ended"
-            if job.status in TERMINAL_STATUSES
-            else "it has failed (retry it, or leave it)"
-        )
-        raise ProblemError(
-            409,
-            "job-ended",
-            f"the job is {job.status.value}: {why}; only a queued or processing job can be canceled",
-            title="Job cannot be canceled",
-            job_status=job.status.value,
-        )
-    data: dict[str, str] = {"requested_by": user.name}
-    if body is not None and body.reason:
-        data["reason"] = body.reason
-    topics = services.settings
-    command = new_message(
-        MessageType.CANCEL_JOB, job_id=job_id, attempt=job.attempt, data=data, producer="api"
-    )
-    if job.status == JobStatus.PROCESSING:
-        return await _append_and_wait(services, user, job_id, [(topics.commands_topic, command)], wait_s=0)
-    canceled = new_message(
-        MessageType.JOB_CANCELED, job_id=job_id, attempt=job.attempt, data=data, producer="api"
-    )
-    after = await _append_and_wait(
-        services, user, job_id, [(topics.events_topic, canceled), (topics.commands_topic, command)]
-    )
-    if after.status == JobStatus.CANCELED:
-        await delete_prefix(services.s3, topics.s3_bucket, staging_prefix(job_id))
-    return after
-
-
-async def _publish_data(db: DbDep, job: JobPublic) -> dict[str, object]:
-    cursor = await db.execute(
-        "SELECT staging_prefix, manifest_key FROM publish_jobs WHERE job_id = %s", (job.job_id,)
-    )
-    row = await cursor.fetchone()
-    if row is None:
-        raise repository.not_found(job.job_id)
-    return {
-        "owner": job.owner,
-        "course_name": job.course_name,
-        "curriculum": job.curriculum,
-        "staging_prefix": row[0],
-        "manifest_key": row[1],
-        "video_count": job.video_count,
-    }
-
-
-async def _append_and_wait(
-    services: Services,
-    user: User,
-    job_id: UUID,
-    messages: list[tuple[str, Envelope]],
-    wait_s: float = ACTION_WAIT_S,
-) -> JobPublic:
-    """Append the messages in one transaction, then answer with the job once the projector moved it."""
-    with services.changes.subscribe(job_id) as changed:
-        try:
-            await to_thread.run_sync(services.publisher.publish, messages)
-        except KafkaUnavailableError:
-            raise ProblemError(
-                503,
-                "kafka-unavailable",
-                "the job log is unreachable right now; nothing was changed, try again later",
-                headers={"Retry-After": "5"},
-            ) from None
-        if wait_s > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.get(), wait_s)
-    async with services.pool.connection() as db:
-        return await repository.get_job(db, user, job_id)
+    return await jobs.cancel_job(services, db, user, job_id, body.reason if body is not None else None)

@@ -1,73 +1,33 @@
-"""Direct uploads: the client PUTs bytes straight to S3 through presigned multipart-upload URLs.
-
-Lifecycle: pending (parts being PUT) → completed (checked: magic bytes, ffprobe) → used (copied into
-a job's staging/ by POST /v1/courses). A pending or completed upload past `expires_at` is expired by
-the sweeper: its multipart upload is aborted (S3 frees the parts) or its object deleted.
-"""
+"""Direct uploads over HTTP: open one (presigned part URLs), read its state, complete it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import math
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from anyio import to_thread
-from botocore.exceptions import ClientError
 from fastapi import APIRouter, Response
-from psycopg.rows import dict_row
 
-from services.api.auth import User
-from services.api.db import AsyncConn
-from services.api.deps import CurrentUser, DbDep, Services, ServicesDep
+from services.api.deps import CurrentUser, DbDep, ServicesDep
+from services.api.handlers import uploads
 from services.api.models import UploadComplete, UploadCreate, UploadPart, UploadPublic
-from services.api.problems import ProblemError, problem_responses
-from services.api.staging import (
-    check_image_size,
-    display_name,
-    probe_staged,
-    safe_key_name,
-    sniff_image,
-    sniff_video,
-)
+from services.api.problems import problem_responses
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
-SWEEP_INTERVAL_S = 60.0
-MAX_PARTS = 10_000
-UPLOAD_PREFIX = "uploads/"
 
-
-def _part_size(settings_part: int, size: int) -> int:
-    # S3 allows at most 10,000 parts: grow the part size for very large files.
-    return max(settings_part, math.ceil(size / MAX_PARTS))
-
-
-def _public(row: dict[str, object], parts: list[UploadPart] | None = None) -> UploadPublic:
-    return UploadPublic.model_validate(
-        {
-            **{k: row[k] for k in ("upload_id", "kind", "filename", "size_bytes", "state", "expires_at")},
-            "part_size_bytes": row["part_bytes"],
-            "parts": parts or [],
-            "complete_url": f"/v1/uploads/{row['upload_id']}/complete",
-        }
+def _public(upload: uploads.Upload) -> UploadPublic:
+    return UploadPublic(
+        upload_id=upload.upload_id,
+        kind=upload.kind,
+        filename=upload.filename,
+        size_bytes=upload.size_bytes,
+        state=upload.state,
+        expires_at=upload.expires_at,
+        part_size_bytes=upload.part_bytes,
+        parts=[
+            UploadPart(part_number=p.part_number, url=p.url, size_bytes=p.size_bytes) for p in upload.parts
+        ],
+        complete_url=f"/v1/uploads/{upload.upload_id}/complete",
     )
-
-
-async def _load(db: AsyncConn, user: User, upload_id: UUID) -> dict[str, object]:
-    async with db.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT * FROM api_uploads WHERE upload_id = %s", (upload_id,))
-        row = await cur.fetchone()
-    if row is None or not user.may_see(str(row["owner"])):
-        raise ProblemError(404, "upload-not-found", f"no upload {upload_id}", title="Upload not found")
-    return row
 
 
 @router.post("", status_code=201, response_model=UploadPublic, responses=problem_responses(401, 413, 422))
@@ -75,62 +35,23 @@ async def create_upload(
     body: UploadCreate, user: CurrentUser, db: DbDep, services: ServicesDep, response: Response
 ) -> UploadPublic:
     """Instructors and admins: open a direct upload; PUT each part to its presigned URL, then complete it."""
-    settings = services.settings
-    if body.size_bytes > settings.max_upload_bytes:
-        raise ProblemError(
-            413,
-            "too-large",
-            f"the file is larger than the limit of {settings.max_upload_bytes} bytes",
-            limit_bytes=settings.max_upload_bytes,
-        )
-    upload_id = uuid4()
-    key = f"{UPLOAD_PREFIX}{upload_id}/{safe_key_name(body.filename, body.kind)}"
-    part_bytes = _part_size(settings.upload_part_bytes, body.size_bytes)
-    count = math.ceil(body.size_bytes / part_bytes)
-    expires_at = datetime.now(UTC) + timedelta(seconds=settings.upload_expiry_s)
-    s3 = services.s3
-
-    def presign() -> tuple[str, list[UploadPart]]:
-        created = s3.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
-        s3_upload_id = created["UploadId"]
-        parts = [
-            UploadPart(
-                part_number=n,
-                size_bytes=min(part_bytes, body.size_bytes - (n - 1) * part_bytes),
-                url=s3.generate_presigned_url(
-                    "upload_part",
-                    Params={
-                        "Bucket": settings.s3_bucket,
-                        "Key": key,
-                        "UploadId": s3_upload_id,
-                        "PartNumber": n,
-                    },
-                    ExpiresIn=settings.upload_expiry_s,
-                ),
-            )
-            for n in range(1, count + 1)
-        ]
-        return s3_upload_id, parts
-
-    s3_upload_id, parts = await to_thread.run_sync(presign)
-    async with db.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "INSERT INTO api_uploads (upload_id, owner, kind, filename, content_type, size_bytes, s3_key,"
-            " s3_upload_id, part_bytes, state, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s) RETURNING *",
-            (upload_id, user.name, body.kind, display_name(body.filename), body.content_type, body.size_bytes,
-             key, s3_upload_id, part_bytes, expires_at),
-        )  # fmt: skip
-        row = await cur.fetchone()
-    assert row is not None
-    response.headers["Location"] = f"/v1/uploads/{upload_id}"
-    return _public(row, parts)
+    upload = await uploads.open_upload(
+        services,
+        db,
+        user,
+        filename=body.filename,
+        size_bytes=body.size_bytes,
+        content_type=body.content_type,
+        kind=body.kind,
+    )
+    response.headers["Location"] = f"/v1/uploads/{upload.upload_id}"
+    return _public(upload)
 
 
 @router.get("/{upload_id}", response_model=UploadPublic, responses=problem_responses(401, 404, 422))
 async def get_upload(upload_id: UUID, user: CurrentUser, db: DbDep) -> UploadPublic:
     """Owner or admin: the upload's state and expiry."""
-    return _public(await _load(db, user, upload_id))
+    return _public(await uploads.find_upload(db, user, upload_id))
 
 
 @router.post(
@@ -140,160 +61,5 @@ async def complete_upload(
     upload_id: UUID, body: UploadComplete, user: CurrentUser, db: DbDep, services: ServicesDep
 ) -> UploadPublic:
     """Owner or admin: finish the multipart upload with the parts' ETags; the file is then checked."""
-    row = await _load(db, user, upload_id)
-    if row["state"] != "pending":
-        raise ProblemError(409, "upload-not-pending", f"the upload is {row['state']}, not pending")
-    expires_at = row["expires_at"]
-    if isinstance(expires_at, datetime) and expires_at <= datetime.now(UTC):
-        await _expire(services, db, row)
-        raise ProblemError(409, "upload-expired", "the upload expired; its parts were discarded")
-    settings = services.settings
-    bucket, key, s3 = settings.s3_bucket, str(row["s3_key"]), services.s3
-    parts = sorted(body.parts, key=lambda p: p.part_number)
-
-    def finish() -> tuple[int, bytes]:
-        s3.complete_multipart_upload(
-            Bucket=bucket,
-            Key=key,
-            UploadId=str(row["s3_upload_id"]),
-            MultipartUpload={"Parts": [{"PartNumber": p.part_number, "ETag": p.etag} for p in parts]},
-        )
-        head = s3.head_object(Bucket=bucket, Key=key)
-        first = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-191")["Body"].read()
-        return int(head["ContentLength"]), first
-
-    try:
-        size, first = await to_thread.run_sync(finish)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise ProblemError(
-            422, "upload-incomplete", f"S3 refused to complete the upload ({code}): check the parts and ETags"
-        ) from None
-    problem = None
-    if size != row["size_bytes"]:
-        problem = ProblemError(
-            422, "size-mismatch", f"the upload has {size} bytes, {row['size_bytes']} were announced"
-        )
-    elif row["kind"] == "video":
-        if sniff_video(first) is None:
-            problem = ProblemError(
-                415, "not-a-video", f"{row['filename']!r} is not a video: its first bytes say otherwise"
-            )
-        else:
-            streams = await probe_staged(
-                s3, bucket, key, settings.api_probe_window_bytes, settings.probe_timeout_s
-            )
-            if not streams or not any(s.get("codec_type") == "video" for s in streams):
-                problem = ProblemError(
-                    415, "not-a-video", f"ffprobe finds no video stream in {row['filename']!r}"
-                )
-    elif sniff_image(first) is None:
-        problem = ProblemError(422, "not-an-image", f"{row['filename']!r} is not a JPEG, PNG or WebP image")
-    else:
-        try:
-            check_image_size(first, str(row["filename"]), settings.max_image_pixels)
-        except ProblemError as too_large:
-            problem = too_large
-    if problem is not None:
-        await _expire(services, db, row)
-        raise problem
-    content_type = (sniff_video(first) if row["kind"] == "video" else sniff_image(first)) or str(
-        row["content_type"]
-    )
-    async with db.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "UPDATE api_uploads SET state = 'completed', content_type = %s WHERE upload_id = %s RETURNING *",
-            (content_type, upload_id),
-        )
-        updated = await cur.fetchone()
-    assert updated is not None
-    return _public(updated)
-
-
-async def _expire(services: Services, db: AsyncConn, row: dict[str, object]) -> None:
-    """Abort the multipart upload (or delete the object) and mark the upload expired."""
-    bucket, key, s3 = services.settings.s3_bucket, str(row["s3_key"]), services.s3
-
-    def discard() -> None:
-        with contextlib.suppress(ClientError):
-            s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=str(row["s3_upload_id"]))
-        s3.delete_object(Bucket=bucket, Key=key)
-
-    await to_thread.run_sync(discard)
-    await db.execute("UPDATE api_uploads SET state = 'expired' WHERE upload_id = %s", (row["upload_id"],))
-
-
-async def sweep_expired(services: Services) -> int:
-    """Expire every pending or completed (unused) upload past its time; returns how many."""
-    async with services.pool.connection() as db:
-        async with db.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "SELECT * FROM api_uploads WHERE state IN ('pending', 'completed') AND expires_at <= now()"
-                " ORDER BY expires_at LIMIT 500"
-            )
-            rows = await cur.fetchall()
-        for row in rows:
-            await _expire(services, db, row)
-    return len(rows)
-
-
-def start_sweeper(services: Services) -> asyncio.Task[None]:
-    """A background task expiring old uploads every minute (several api processes may all run it)."""
-
-    async def loop() -> None:
-        while True:
-            try:
-                await sweep_expired(services)
-            except Exception:
-                log.exception("upload sweep failed; trying again next round")
-            await asyncio.sleep(SWEEP_INTERVAL_S)
-
-    return asyncio.create_task(loop(), name="upload-sweeper")
-
-
-def _copy(s3: S3Client, bucket: str, source: str, target: str) -> None:
-    # A managed copy: server-side, in parts for large objects; no byte passes through the api.
-    s3.copy({"Bucket": bucket, "Key": source}, bucket, target)
-
-
-async def claim_uploads(
-    services: Services,
-    db: AsyncConn,
-    user: User,
-    upload_ids: list[UUID],
-    kind: str,
-    job_id: UUID,
-    folder_prefix: str,
-) -> list[dict[str, object]]:
-    """Copy completed uploads into the job's staging folder (server side) and mark them used.
-
-    Returns, per upload in order, the manifest entry fields (key, filename, size_bytes, content_type).
-    """
-    entries: list[dict[str, object]] = []
-    for index, upload_id in enumerate(upload_ids):
-        async with db.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                "UPDATE api_uploads SET state = 'used', used_by_job = %s WHERE upload_id = %s AND owner = %s"
-                " AND kind = %s AND state = 'completed' AND expires_at > now() RETURNING *",
-                (job_id, upload_id, user.name, kind),
-            )
-            row = await cur.fetchone()
-        if row is None:
-            raise ProblemError(
-                422,
-                "upload-not-usable",
-                f"upload {upload_id} is not a completed {kind} upload of yours",
-            )
-        source = str(row["s3_key"])
-        target = f"{folder_prefix}{index:03d}-{source.rsplit('/', 1)[-1]}"
-        bucket, s3 = services.settings.s3_bucket, services.s3
-        await to_thread.run_sync(_copy, s3, bucket, source, target)
-        entries.append(
-            {
-                "key": target,
-                "filename": row["filename"],
-                "size_bytes": row["size_bytes"],
-                "content_type": row["content_type"],
-            }
-        )
-    return entries
+    etags = [(part.part_number, part.etag) for part in body.parts]
+    return _public(await uploads.complete_upload(services, db, user, upload_id, etags))
