@@ -30,10 +30,10 @@ from services.api.deps import (
 from services.api.models import JobActionCreate, JobEventList, JobList, JobPublic
 from services.api.problems import ProblemError, problem_responses
 from services.api.publisher import KafkaUnavailableError
-from services.api.staging import delete_prefix
 from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
 from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, MessageType, new_message
+from services.core.storage import delete_prefix
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -254,7 +254,7 @@ async def cancel_job(
         services, user, job_id, [(topics.events_topic, canceled), (topics.commands_topic, command)]
     )
     if after.status == JobStatus.CANCELED:
-        await delete_prefix(services.s3, topics.s3_bucket, staging_prefix(job_id))
+        await to_thread.run_sync(delete_prefix, services.s3, topics.s3_bucket, staging_prefix(job_id))
     return after
 
 
