@@ -25,6 +25,18 @@ FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_MS / 1000 + REPORT_MARGIN_S
 CLOSE_FLUSH_S = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record to produce, already encoded."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | str | None
+    headers: list[tuple[str, str | bytes | None]] | None = None
+    # Milliseconds since the epoch; 0 lets the producer stamp the record with its own clock.
+    timestamp: int = 0
+
+
 class DeliveryFailedError(Exception):
     """The brokers did not acknowledge every message in time; the caller must not act as if they had."""
 
@@ -36,18 +48,6 @@ class Delivered:
     topic: str
     partition: int
     offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record to produce, already encoded."""
-
-    topic: str
-    value: bytes | None
-    key: bytes | str | None
-    headers: list[tuple[str, str | bytes | None]] | None = None
-    # Milliseconds since the epoch; 0 lets the producer stamp the record with its own clock.
-    timestamp: int = 0
 
 
 def publish(producer: Producer, topic: str, messages: Sequence[Envelope]) -> list[Delivered]:

@@ -48,7 +48,7 @@ from services.encoder.errors import (
     missing_input,
 )
 from services.encoder.heartbeat import Heartbeat, Progress
-from services.encoder.publisher import Publisher, next_command, stalled_event
+from services.encoder.publisher import AttemptEvents, Publisher, next_command, stalled_event
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -117,7 +117,6 @@ class JobRunner:
         self._fenced = threading.Event()
         self._abandon = threading.Event()
         self._deadline = 0.0
-        self._progress = Progress()
         self._log_extra = {"job_id": str(self.job_id), "attempt": self.attempt}
 
     # --- the attempt ---------------------------------------------------------------------------
@@ -146,23 +145,16 @@ class JobRunner:
             if not self.claims.mark_started(self.job_id, self.attempt):
                 raise ClaimLostError("claim taken over before the start")
             faults.reach("encoder.after_started")
+            events = AttemptEvents(self.publisher, self.job_id, self.attempt)
+            progress = Progress()
             heartbeat = Heartbeat(
-                self.settings,
-                self.job_id,
-                self.attempt,
-                self.publisher,
-                self._progress,
-                self.claims,
-                self._open_claims,
-                self._fenced,
+                self.settings, events, progress, self.claims, self._open_claims, self._fenced
             )
             work = Encode(
                 self.settings,
                 self.s3,
-                self.publisher,
-                self.job_id,
-                self.attempt,
-                self._progress,
+                events,
+                progress,
                 deadline=self._deadline,
                 should_stop=self._should_stop,
             )

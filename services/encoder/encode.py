@@ -13,9 +13,9 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from botocore.exceptions import ClientError
 
@@ -27,7 +27,7 @@ from services.encoder.errors import AttemptError, PermanentError, TimeLimitError
 from services.encoder.heartbeat import Progress
 from services.encoder.pipeline import (
     FfmpegRun,
-    LadderSettings,
+    ladder_settings,
     plan_video,
     video_events,
     video_outputs,
@@ -36,7 +36,7 @@ from services.encoder.pipeline import (
 from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser, Step
-from services.encoder.publisher import Publisher
+from services.encoder.publisher import AttemptEvents
 from services.encoder.thumbnails import check_image, unreadable_image
 from services.encoder.upload import tree, upload_files
 
@@ -46,34 +46,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("coursecast.encoder")
 
 
+@dataclass(frozen=True, slots=True)
 class Encode:
     """Encodes one attempt's videos in course order; `all` returns JobCompleted's video entries."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        s3: S3Client,
-        publisher: Publisher,
-        job_id: UUID,
-        attempt: int,
-        progress: Progress,
-        *,
-        deadline: float,
-        should_stop: Callable[[], AttemptError | None],
-    ) -> None:
-        self.settings = settings
-        self.s3 = s3
-        self.publisher = publisher
-        self.job_id = job_id
-        self.attempt = attempt
-        self.progress = progress
-        self._deadline = deadline
-        self._should_stop = should_stop
-        self._log_extra = {"job_id": str(job_id), "attempt": attempt}
+    settings: Settings
+    s3: S3Client
+    events: AttemptEvents
+    progress: Progress
+    # The attempt's time limit, as a time.monotonic() instant.
+    deadline: float
+    # What stops the work now (canceled, fenced, shutting down), or None to go on.
+    should_stop: Callable[[], AttemptError | None]
 
     def all(self, manifest: StagingManifest) -> list[dict[str, Any]]:
         """Encode every video of `manifest` in a work folder of its own, removed afterwards."""
-        workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-{self.job_id}-{self.attempt}-"))
+        job_id, attempt = self.events.job_id, self.events.attempt
+        workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-{job_id}-{attempt}-"))
         try:
             videos = sorted(manifest.videos, key=lambda v: v.index)
             return [
@@ -107,7 +96,8 @@ class Encode:
             self.settings.max_video_width,
             self.settings.max_video_height,
         )
-        plan = plan_video(self.job_id, self.attempt, video, paths, source, LadderSettings.of(self.settings))
+        ladder = ladder_settings(self.settings)
+        plan = plan_video(self.events.job_id, self.events.attempt, video, paths, source, ladder)
 
         self.progress.set_step(position, count, Step.TRANSCODING, 0.0)
         self._run(
@@ -136,7 +126,7 @@ class Encode:
         log.info(
             "uploaded",
             extra={
-                **self._log_extra,
+                **self.events.log_extra,
                 "event": "upload_completed",
                 "video_index": video.index,
                 "files": written.files,
@@ -149,7 +139,7 @@ class Encode:
         variants = hls.parse_master((paths.hls / hls.MASTER_NAME).read_text())
         outputs = video_outputs(plan, variants, source.duration_s, lambda key: public_url(self.settings, key))
         for type_, data in video_events(plan, outputs):
-            self.publisher.event(type_, self.job_id, self.attempt, data)
+            self.events.publish(type_, data)
         return outputs
 
     def _run(
@@ -160,9 +150,9 @@ class Encode:
     ) -> None:
         run_ffmpeg(
             run.argv,
-            deadline=self._deadline,
+            deadline=self.deadline,
             time_limit_s=self.settings.encode_time_limit_s,
-            should_stop=self._should_stop,
+            should_stop=self.should_stop,
             parser=parser,
             on_progress=on_progress,
             what=run.what,
@@ -179,11 +169,11 @@ class Encode:
 
     def _check(self) -> None:
         """Between steps: raise what would have stopped ffmpeg (time limit, cancel, lost claim)."""
-        if time.monotonic() >= self._deadline:
+        if time.monotonic() >= self.deadline:
             raise TimeLimitError(
                 f"The job took longer than the time limit of {self.settings.encode_time_limit_s} s "
                 "and was stopped."
             )
-        stop = self._should_stop()
+        stop = self.should_stop()
         if stop is not None:
             raise stop

@@ -15,13 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from uuid import UUID
 
 from services.core.messages import MessageType
 from services.core.settings import Settings
 from services.encoder.claims import ClaimStore
 from services.encoder.progress import Step, overall_percent
-from services.encoder.publisher import Publisher
+from services.encoder.publisher import AttemptEvents
 
 log = logging.getLogger("coursecast.encoder")
 
@@ -58,25 +57,21 @@ class Heartbeat:
     def __init__(
         self,
         settings: Settings,
-        job_id: UUID,
-        attempt: int,
-        publisher: Publisher,
+        events: AttemptEvents,
         progress: Progress,
         claims: ClaimStore,
         open_claims: Callable[[], ClaimStore] | None,
         fenced: threading.Event,
     ) -> None:
         self.settings = settings
-        self.job_id = job_id
-        self.attempt = attempt
-        self.publisher = publisher
+        self.events = events
         self.progress = progress
         # The attempt's own claim connection, used when no connection of its own can be opened.
         self.claims = claims
         self._open_claims = open_claims
         self._fenced = fenced
         self._done = threading.Event()
-        self._log_extra = {"job_id": str(job_id), "attempt": attempt}
+        self._log_extra = events.log_extra
 
     @contextlib.contextmanager
     def beating(self) -> Iterator[None]:
@@ -115,7 +110,7 @@ class Heartbeat:
                 try:
                     if lease is None:
                         lease = self._open_claims() if self._open_claims is not None else self.claims
-                    if not lease.renew(self.job_id, self.attempt):
+                    if not lease.renew(self.events.job_id, self.events.attempt):
                         log.warning("lease lost; stopping", extra=self._log_extra)
                         self._fenced.set()
                         return
@@ -127,7 +122,7 @@ class Heartbeat:
                             lease.close()
                     lease = None
                 try:
-                    self.publisher.event(MessageType.JOB_PROGRESS, self.job_id, self.attempt, data)
+                    self.events.publish(MessageType.JOB_PROGRESS, data)
                 except Exception:
                     log.warning("heartbeat not acknowledged", exc_info=True, extra=self._log_extra)
                     retry_now = True

@@ -31,18 +31,18 @@ POSTER_NAME = "poster.webp"
 class LadderSettings:
     """The settings that shape a video's ffmpeg runs."""
 
-    preset: str
-    realtime_input: bool
-    max_image_pixels: int
+    preset: str  # x264's speed/quality trade-off
+    realtime_input: bool  # read the source at its own pace (-re), as a live feed would arrive
+    max_image_pixels: int  # the decoder refuses an uploaded image larger than this
 
-    @classmethod
-    def of(cls, settings: Settings) -> LadderSettings:
-        """The ladder settings of a process's configuration."""
-        return cls(
-            preset=settings.encoder_x264_preset,
-            realtime_input=settings.encoder_realtime_input,
-            max_image_pixels=settings.max_image_pixels,
-        )
+
+def ladder_settings(settings: Settings) -> LadderSettings:
+    """The ladder settings of a process's configuration."""
+    return LadderSettings(
+        preset=settings.encoder_x264_preset,
+        realtime_input=settings.encoder_realtime_input,
+        max_image_pixels=settings.max_image_pixels,
+    )
 
 
 @dataclass(frozen=True, slots=True)

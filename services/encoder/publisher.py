@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -56,6 +57,24 @@ class Publisher:
         )
         with self._lock:
             bus.produce_and_wait(self._producer, [record])
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvents:
+    """The publisher bound to one attempt of one job: what its heartbeat and its work publish."""
+
+    publisher: Publisher
+    job_id: UUID
+    attempt: int
+
+    def publish(self, type_: str, data: Mapping[str, Any]) -> None:
+        """Publish one event of this attempt and wait for its acknowledgement."""
+        self.publisher.event(type_, self.job_id, self.attempt, data)
+
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        """What every log line about this attempt carries."""
+        return {"job_id": str(self.job_id), "attempt": self.attempt}
 
 
 def next_command(command: Envelope, next_attempt: int, producer: str) -> Envelope:

@@ -12,6 +12,7 @@ from services.encoder.ladder import Source, Variant, choose_ladder
 from services.encoder.pipeline import (
     LadderSettings,
     VideoPlan,
+    ladder_settings,
     output_keys,
     plan_video,
     rendition_list,
@@ -123,7 +124,7 @@ def test_realtime_input_reads_the_source_at_its_own_pace() -> None:
 
 def test_the_ladder_settings_come_from_the_configuration() -> None:
     settings = Settings(encoder_x264_preset="medium", encoder_realtime_input=True, max_image_pixels=42)
-    assert LadderSettings.of(settings) == LadderSettings("medium", True, 42)
+    assert ladder_settings(settings) == LadderSettings("medium", True, 42)
 
 
 def test_renditions_report_what_the_master_playlist_says_and_fall_back_to_the_plan() -> None:
