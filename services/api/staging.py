@@ -21,7 +21,7 @@ from services.core import mediaprobe
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 MAX_KEY_NAME = 80
 MAX_DISPLAY_NAME = 255
@@ -243,19 +243,3 @@ class StagedObject:
             await to_thread.run_sync(
                 lambda: self.s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=upload_id)
             )
-
-
-async def delete_prefix(s3: S3Client, bucket: str, prefix: str) -> int:
-    """Delete every object under `prefix`; returns how many."""
-
-    def run() -> int:
-        deleted = 0
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            keys: list[ObjectIdentifierTypeDef] = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
-            if keys:
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-                deleted += len(keys)
-        return deleted
-
-    return await to_thread.run_sync(run)

@@ -33,7 +33,6 @@ from services.api.runtime import Services
 from services.api.staging import (
     StagedObject,
     check_image_size,
-    delete_prefix,
     display_name,
     probe_staged,
     safe_key_name,
@@ -42,6 +41,7 @@ from services.api.staging import (
 )
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import MessageType, new_message
+from services.core.storage import delete_prefix
 
 log = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ class CourseSubmission:
                 await staged.abort()
             except Exception:
                 log.exception("could not abort a multipart upload", extra={"key": staged.key})
-        await delete_prefix(self.services.s3, self.settings.s3_bucket, self.prefix)
+        await to_thread.run_sync(delete_prefix, self.services.s3, self.settings.s3_bucket, self.prefix)
 
 
 def _entry(f: StagedObject) -> dict[str, Any]:

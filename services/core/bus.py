@@ -1,7 +1,8 @@
-"""Kafka adapters shared by every service: publish envelopes and await their acks; dead-letter bad input."""
+"""Kafka adapters shared by every service: produce records and await their acks; dead-letter bad input."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -12,12 +13,28 @@ from services.core import codec
 from services.core.kafka_config import DELIVERY_TIMEOUT_MS
 from services.core.messages import Envelope
 
+log = logging.getLogger("coursecast.bus")
+
 # librdkafka's timeout scanner runs about once a second; this margin covers it and the report's trip
 # back to this thread.
 REPORT_MARGIN_S = 5.0
 # How long a caller waits for acknowledgements. Longer than the producer's delivery.timeout.ms, so
 # when it runs out librdkafka has already given every record its final delivery report (G3/G5).
 FLUSH_TIMEOUT_S = DELIVERY_TIMEOUT_MS / 1000 + REPORT_MARGIN_S
+# What a producer still holds when its process shuts down gets this long to be delivered.
+CLOSE_FLUSH_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record to produce, already encoded."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | str | None
+    headers: list[tuple[str, str | bytes | None]] | None = None
+    # Milliseconds since the epoch; 0 lets the producer stamp the record with its own clock.
+    timestamp: int = 0
 
 
 class DeliveryFailedError(Exception):
@@ -39,6 +56,18 @@ def publish(producer: Producer, topic: str, messages: Sequence[Envelope]) -> lis
     G3: callers commit offsets, delete staging files or answer HTTP only after this returns, so
     whatever they do next is backed by events the brokers have durably written.
     """
+    records = [
+        # Encoding validates against the schema: no service can put a malformed message on a topic.
+        # Event time as the record time: `replay --as-of` finds where to stop in the broker's index.
+        Record(topic, codec.encode(message), message.kafka_key(), timestamp=message.timestamp_ms())
+        for message in messages
+    ]
+    return produce_and_wait(producer, records)
+
+
+def produce_and_wait(producer: Producer, records: Sequence[Record]) -> list[Delivered]:
+    """Produce `records` and block until every one has its delivery report; raise unless all were
+    acknowledged (acks=all). The one place a service waits for its records to be durable (G3)."""
     delivered: list[Delivered] = []
     errors: list[str] = []
 
@@ -46,21 +75,20 @@ def publish(producer: Producer, topic: str, messages: Sequence[Envelope]) -> lis
         if error is not None:
             errors.append(f"{message.topic()}: {error.str()}")
             return
-        delivered.append(Delivered(message.topic() or topic, message.partition() or 0, message.offset() or 0))
+        delivered.append(Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0))
 
-    for message in messages:
-        # Encoding validates against the schema: no service can put a malformed message on a topic.
+    for record in records:
         producer.produce(
-            topic,
-            value=codec.encode(message),
-            key=message.kafka_key(),
-            # Event time as the record time: `replay --as-of` finds where to stop in the broker's index.
-            timestamp=message.timestamp_ms(),
+            record.topic,
+            value=record.value,
+            key=record.key,
+            headers=record.headers,
+            timestamp=record.timestamp,
             on_delivery=on_delivery,
         )
-    await_reports(producer, lambda: len(delivered) + len(errors) >= len(messages))
-    if errors or len(delivered) != len(messages):
-        raise DeliveryFailedError("; ".join(errors) or "a message got no delivery report")
+    await_reports(producer, lambda: len(delivered) + len(errors) >= len(records))
+    if errors or len(delivered) != len(records):
+        raise DeliveryFailedError("; ".join(errors) or "a record got no delivery report")
     return delivered
 
 
@@ -79,6 +107,17 @@ def await_reports(producer: Producer, reported: Callable[[], bool]) -> None:
         producer.flush(min(left, 1.0))
 
 
+def flush_on_close(producer: Producer, timeout_s: float = CLOSE_FLUSH_S) -> None:
+    """Before a producer is dropped: give what it still holds up to `timeout_s`; log what is left.
+
+    Nothing a caller waits for is left here (produce_and_wait returned only once acknowledged): only
+    records nobody awaited, whose loss the log says aloud instead of hiding.
+    """
+    left = producer.flush(timeout_s)
+    if left:
+        log.warning("producer closed with %d records not delivered after %.0f s", left, timeout_s)
+
+
 def dead_letter_headers(source: Message, error: codec.CodecError) -> list[tuple[str, str | bytes | None]]:
     """Headers that say why a message was dead-lettered and where it came from."""
     return [
@@ -92,14 +131,5 @@ def dead_letter_headers(source: Message, error: codec.CodecError) -> list[tuple[
 
 def dead_letter(producer: Producer, dlq_topic: str, source: Message, error: codec.CodecError) -> None:
     """Copy an undecodable message, byte for byte, to its dead-letter topic and wait for the ack (G6)."""
-    reports: list[KafkaError | None] = []
-    producer.produce(
-        dlq_topic,
-        value=source.value(),
-        key=source.key(),
-        headers=dead_letter_headers(source, error),
-        on_delivery=lambda err, _msg: reports.append(err),
-    )
-    await_reports(producer, lambda: bool(reports))
-    if reports[0] is not None:
-        raise DeliveryFailedError(f"dead letter to {dlq_topic} was not acknowledged: {reports[0]}")
+    record = Record(dlq_topic, source.value(), source.key(), headers=dead_letter_headers(source, error))
+    produce_and_wait(producer, [record])

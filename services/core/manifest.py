@@ -15,11 +15,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_NAME = "manifest.json"
+# Every job's staged uploads live in a folder of their own under this one, named by the job id.
+STAGING_ROOT = "staging/"
 
 
 def staging_prefix(job_id: UUID) -> str:
     """The folder of a job's staged uploads."""
-    return f"staging/{job_id}/"
+    return f"{STAGING_ROOT}{job_id}/"
 
 
 def manifest_key(job_id: UUID) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import boto3
 import orjson
@@ -13,6 +13,12 @@ from services.core.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+# The codes S3 (and MinIO, moto) answer with when a key or a bucket does not exist: permanent, never
+# worth a retry (G5). A HEAD request has no body, hence the bare status codes.
+MISSING_OBJECT_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
+MISSING_BUCKET_CODES: Final = frozenset({"NoSuchBucket", "404", "NotFound"})
 
 # G5: botocore's adaptive retry mode backs off exponentially on 5xx, throttling and connection
 # resets before an error ever reaches our code, which then treats what is left as transient.
@@ -46,7 +52,7 @@ def ensure_bucket(client: S3Client, bucket: str, region: str = "us-east-1") -> b
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+        if error_code(exc) not in MISSING_BUCKET_CODES:
             raise
         if region == "us-east-1":
             client.create_bucket(Bucket=bucket)
@@ -81,6 +87,23 @@ def public_url(settings: Settings, key: str) -> str:
     return f"{settings.cdn_base_url.rstrip('/')}/{key.lstrip('/')}"
 
 
+def error_code(exc: ClientError) -> str:
+    """The error code S3 answered with ("" when it gave none)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
 def is_missing_object(exc: ClientError) -> bool:
     """True when S3 says the key does not exist — a permanent error, never worth a retry (G5)."""
-    return exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}
+    return error_code(exc) in MISSING_OBJECT_CODES
+
+
+def delete_prefix(client: S3Client, bucket: str, prefix: str) -> int:
+    """Delete every object under `prefix`, a page (up to 1,000 keys) per request; returns how many."""
+    deleted = 0
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted

@@ -39,9 +39,10 @@ from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.core.storage import s3_client
+from services.encoder.attempt import JobRunner, Outcome
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import ClaimStore, Verdict, decide
-from services.encoder.runner import NOT_BEFORE_HEADER, JobRunner, Outcome, Publisher
+from services.encoder.publisher import NOT_BEFORE_HEADER, Publisher
 from services.encoder.staging import StagingJanitor
 
 log = logging.getLogger("coursecast.encoder")
@@ -143,7 +144,7 @@ class Encoder:
             self._janitor.close()
             self._watcher.close()
             self._consumer.close()
-            self._producer.flush(10)
+            bus.flush_on_close(self._producer)
             self._drop_claims()
 
     # --- rebalancing ---------------------------------------------------------------------------

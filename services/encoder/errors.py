@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 
 from services.core.bus import DeliveryFailedError
 from services.core.messages import printable
+from services.core.storage import MISSING_OBJECT_CODES
 
 # S3 error codes that say "try again later" rather than "this will never work".
 _TRANSIENT_S3_CODES: Final = frozenset(
@@ -42,7 +43,6 @@ _TRANSIENT_S3_CODES: Final = frozenset(
         "504",
     }
 )
-_MISSING_S3_CODES: Final = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class AttemptError(Exception):
@@ -161,7 +161,7 @@ def classify(exc: BaseException, what: str = "input") -> AttemptError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in _MISSING_S3_CODES:
+        if code in MISSING_OBJECT_CODES:
             return missing_input(what)
         if code in _TRANSIENT_S3_CODES or (isinstance(status, int) and status >= 500):
             return TransientError(
@@ -203,7 +203,7 @@ def classify(exc: BaseException, what: str = "input") -> AttemptError:
         return TransientError(
             "A system error interrupted the encode; the job will be retried.", "system_error"
         )
-    # The exception's text stays in the encoder's log (runner.py logs it): it may name paths, hosts
+    # The exception's text stays in the encoder's log (attempt.py logs it): it may name paths, hosts
     # or internals, so the person reading the job's status gets a plain sentence instead.
     return PermanentError(
         "The encoder hit an unexpected error. The team can find the details in its logs; "

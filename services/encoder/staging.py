@@ -23,16 +23,15 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from services.core.jobs import JobStatus
-from services.core.manifest import staging_prefix
+from services.core.manifest import STAGING_ROOT, staging_prefix
+from services.core.storage import delete_prefix
 from services.encoder.claims import ClaimStore, JobView
-from services.encoder.upload import delete_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("coursecast.encoder.staging")
 
-STAGING_ROOT = "staging/"
 CHECK_EVERY_S = 1.0
 # On shutdown, pending jobs get this long for one last look before the process exits.
 DRAIN_S = 5.0

@@ -1,5 +1,8 @@
 """Thumbnails and posters as WebP (ffmpeg's libwebp): a representative frame, or the uploaded image.
 
+The ffmpeg commands are pure (pipeline.py plans them, encode.py runs them); `check_image` measures
+an uploaded image before any of them decodes it.
+
 Every input is opened on the leash of `services.core.mediaprobe` (accepted demuxers, `file` only).
 An uploaded image is measured from its header and probed (bounded, `-max_pixels`) before anything
 decodes it, so an image over COURSECAST_MAX_IMAGE_PIXELS fails the job with a clear message instead
@@ -8,16 +11,14 @@ of allocating a frame the size of the machine's memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ffmpeg
 
 from services.core import mediaprobe
-from services.encoder.errors import AttemptError, PermanentError, TransientError
+from services.encoder.errors import PermanentError, TransientError
 from services.encoder.ladder import Source
-from services.encoder.process import run_ffmpeg
 
 THUMBNAIL_WIDTH = 640
 POSTER_MAX_SHORT_SIDE = 720
@@ -111,12 +112,12 @@ def check_image(
             "encoder_interrupted",
         ) from None
     except mediaprobe.MediaRefusedError:
-        raise _unreadable_image(filename, max_pixels) from None
+        raise unreadable_image(filename, max_pixels) from None
     stream = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), None)
     width, height = (int(stream.get("width") or 0), int(stream.get("height") or 0)) if stream else (0, 0)
     if width <= 0 or height <= 0:
         # -max_pixels makes the decoder refuse an oversized picture, leaving its size unknown.
-        raise _unreadable_image(filename, max_pixels)
+        raise unreadable_image(filename, max_pixels)
     _check_pixels((width, height), filename, max_pixels)
     return width, height
 
@@ -131,43 +132,10 @@ def _check_pixels(size: tuple[int, int], filename: str, max_pixels: int) -> None
         )
 
 
-def _unreadable_image(filename: str, max_pixels: int) -> PermanentError:
+def unreadable_image(filename: str, max_pixels: int) -> PermanentError:
+    """The uploaded thumbnail cannot be read, or is over the pixel limit."""
     return PermanentError(
         f"The uploaded thumbnail {filename!r} is not an image we can read, or it has more than "
         f"{max_pixels:,} pixels. Please upload a JPEG, PNG or WebP image.",
         "invalid_thumbnail",
     )
-
-
-def make_images(
-    source_path: Path,
-    source: Source,
-    uploaded: Path | None,
-    out_dir: Path,
-    *,
-    deadline: float,
-    time_limit_s: int,
-    should_stop: Callable[[], AttemptError | None],
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-    probe_timeout_s: float = IMAGE_PROBE_TIMEOUT_S,
-    uploaded_filename: str | None = None,
-) -> tuple[Path, Path | None, str]:
-    """(thumbnail, poster or None, source "uploaded"|"frame") for one video, written in `out_dir`."""
-    thumbnail, poster = out_dir / "thumbnail.webp", out_dir / "poster.webp"
-
-    def run(argv: list[str], what: str) -> None:
-        run_ffmpeg(argv, deadline=deadline, time_limit_s=time_limit_s, should_stop=should_stop, what=what)
-
-    if source.has_video:
-        run(frame_images_command(source_path, source, thumbnail, poster), "thumbnail")
-    else:
-        run(placeholder_command(thumbnail), "thumbnail")
-    if uploaded is None:
-        return thumbnail, poster if source.has_video else None, "frame"
-    filename = uploaded_filename or uploaded.name
-    check_image(uploaded, filename, max_image_pixels, probe_timeout_s)
-    try:
-        run(normalise_command(uploaded, thumbnail, max_image_pixels), "uploaded thumbnail")
-    except PermanentError:
-        raise _unreadable_image(filename, max_image_pixels) from None
-    return thumbnail, poster if source.has_video else None, "uploaded"

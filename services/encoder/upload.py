@@ -79,15 +79,3 @@ def tree(local_dir: Path, prefix: str) -> dict[str, Path]:
         for path in sorted(local_dir.rglob("*"))
         if path.is_file()
     }
-
-
-def delete_prefix(client: S3Client, bucket: str, prefix: str) -> int:
-    """Delete every object under `prefix`; returns how many."""
-    deleted = 0
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})  # type: ignore[typeddict-item]
-            deleted += len(keys)
-    return deleted

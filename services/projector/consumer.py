@@ -81,7 +81,7 @@ class Projector:
         finally:
             self._writer.close()
             self._consumer.close()
-            self._dlq_producer.flush(10)
+            bus.flush_on_close(self._dlq_producer)
 
     def _next_batch(self) -> list[Message]:
         """Wait for one message, then take whatever else is already fetched, up to the batch size.

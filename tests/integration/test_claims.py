@@ -21,9 +21,10 @@ from services.core.kafka_config import consumer_config, producer_config
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.storage import s3_client
+from services.encoder.attempt import JobRunner, Outcome
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import Claim, ClaimStore, Decision, Verdict, decide
-from services.encoder.runner import JobRunner, Outcome, Publisher
+from services.encoder.publisher import Publisher
 from services.projector.replay import drop_schema
 from tests.integration.projector_harness import isolated
 from tests.unit.examples import EXAMPLES

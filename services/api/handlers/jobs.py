@@ -24,11 +24,11 @@ from services.api.models import JobEventPublic, JobPublic
 from services.api.problems import ProblemError, kafka_unavailable
 from services.api.publisher import KafkaUnavailableError
 from services.api.runtime import Services
-from services.api.staging import delete_prefix
 from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
 from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
+from services.core.storage import delete_prefix
 
 # How long a retry or the cancel of a queued job waits for the projector to show its effect.
 ACTION_WAIT_S = 2.0
@@ -142,7 +142,7 @@ async def cancel_job(
         return await _append_and_wait(services, user, job_id, messages, wait_s=0)
     after = await _append_and_wait(services, user, job_id, messages)
     if after.status == JobStatus.CANCELED:
-        await delete_prefix(services.s3, topics.s3_bucket, staging_prefix(job_id))
+        await to_thread.run_sync(delete_prefix, services.s3, topics.s3_bucket, staging_prefix(job_id))
     return after
 
 
