@@ -168,20 +168,8 @@ def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
         )
     else:
         outcome = " Retry the job to run it again."
-    if running_s > policy.time_limit_s + policy.grace_s + policy.clock_skew_s:
-        return Verdict(
-            M.JOB_TIMED_OUT,
-            running.attempt,
-            {
-                "time_limit_s": int(policy.time_limit_s),
-                "will_retry": will_retry,
-                "message": (
-                    f"The encode ran {running_s:.0f} s, past its {policy.time_limit_s:.0f} s limit, and "
-                    "its worker did not stop it; the watchdog ended the attempt." + outcome
-                ),
-            },
-            retry,
-        )
+    # Silence first: a worker silent past the stall timeout is presumed dead, whatever the run's length,
+    # and "stalled" says so; JobTimedOut is for a live worker that overran its limit and did not stop.
     if silent_s > policy.stall_timeout_s + policy.clock_skew_s:
         return Verdict(
             M.JOB_STALLED,
@@ -193,6 +181,20 @@ def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
                 "message": (
                     f"No progress from the encoder for {silent_s:.0f} s (the limit is "
                     f"{policy.stall_timeout_s:.0f} s); its worker is presumed dead." + outcome
+                ),
+            },
+            retry,
+        )
+    if running_s > policy.time_limit_s + policy.grace_s + policy.clock_skew_s:
+        return Verdict(
+            M.JOB_TIMED_OUT,
+            running.attempt,
+            {
+                "time_limit_s": int(policy.time_limit_s),
+                "will_retry": will_retry,
+                "message": (
+                    f"The encode ran {running_s:.0f} s, past its {policy.time_limit_s:.0f} s limit, and "
+                    "its worker did not stop it; the watchdog ended the attempt." + outcome
                 ),
             },
             retry,

@@ -157,6 +157,17 @@ def test_attempt_past_its_time_limit_and_grace_is_judged_timed_out() -> None:
     assert "limit" in verdict.data["message"]
 
 
+def test_a_silent_attempt_also_past_its_time_limit_is_judged_stalled_not_timed_out() -> None:
+    # A watchdog that judges late (restarted, lagging) finds both thresholds passed; the worker said
+    # nothing since it started, so it is presumed dead rather than told it "did not stop".
+    tracked = tracked_after((M.JOB_QUEUED, 0), (M.JOB_STARTED, 0))
+    assert tracked is not None
+    verdict = judge(tracked, T0 + timedelta(seconds=LIMIT + GRACE + SKEW + 30), POLICY)
+    assert verdict is not None
+    assert verdict.type is M.JOB_STALLED
+    assert "presumed dead" in verdict.data["message"]
+
+
 def test_liveness_survives_its_table_round_trip() -> None:
     tracked = Tracked({"owner": "o"}, Running(2, T0, T0 + timedelta(seconds=5)))
     assert Tracked.from_json(tracked.to_json()) == tracked
