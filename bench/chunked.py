@@ -34,7 +34,11 @@ def _timed(argvs: list[list[str]]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of running `argvs` one after the other."""
     cpu, wall = _children_cpu(), time.monotonic()
     for argv in argvs:
-        subprocess.run(mediaprobe.die_with_parent(argv), check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            mediaprobe.die_with_parent(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+        )
+        if done.returncode != 0:
+            sys.exit(done.stderr.decode("utf-8", "replace")[-2000:])
     return _children_cpu() - cpu, time.monotonic() - wall
 
 

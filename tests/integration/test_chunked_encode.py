@@ -161,14 +161,18 @@ def test_every_rendition_is_whole_continuous_and_within_its_target(encoded: Enco
     assert kinds == ["audio", "video", "video"]
 
 
-def _decode(path: Path, demuxers: tuple[str, ...], video: str, audio: str) -> tuple[bytes, bytes]:
+def _decode(
+    path: Path, demuxers: tuple[str, ...], seek_s: float, video: str, audio: str
+) -> tuple[bytes, bytes]:
     """Gray pictures (PICTURE) and mono 8 kHz samples of one window, from ONE ffmpeg run over one
-    input, so both are cut on the same clock (-copyts: the trims name the file's own timestamps)."""
+    input, so both are cut on the same clock (-copyts: the trims name the file's own timestamps).
+    The input is first seeked to `seek_s` after its start, a little before the window."""
     out = path.parent / f"window-{time.monotonic_ns()}"
     argv = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-copyts"]
     for name, value in mediaprobe.input_options(demuxers).items():
         argv += [f"-{name}", str(value)]
     argv += [
+        "-ss", str(seek_s),
         "-i", mediaprobe.local_input(path),
         "-map", "0:v:0", "-vf", f"{video},scale={PICTURE[0]}:{PICTURE[1]},format=gray",
         "-fps_mode", "passthrough", "-f", "rawvideo", f"{out}.gray",
@@ -226,8 +230,12 @@ def test_picture_and_sound_match_the_source_across_each_seam(encoded: Encoded, s
             f"atrim=start={offset + seam - window / 2:.3f}:end={offset + seam + window / 2:.3f}",
         )
 
-    source_pictures, source_sound = _decode(encoded.source, mediaprobe.VIDEO_DEMUXERS, *trims(0.0))
-    stitched_pictures, stitched_sound = _decode(encoded.master, PLAYLIST_DEMUXERS, *trims(base))
+    # Seek to the segment before the seam's: after a seek, ffmpeg's hls demuxer drops a video-only
+    # playlist's packets up to the next keyframe, which would swallow the pictures before the seam
+    # if the seek landed inside the seam's own segment (players decode a segment from its start).
+    seek = seam - ladder.SEGMENT_S - 1
+    source_pictures, source_sound = _decode(encoded.source, mediaprobe.VIDEO_DEMUXERS, seek, *trims(0.0))
+    stitched_pictures, stitched_sound = _decode(encoded.master, PLAYLIST_DEMUXERS, seek, *trims(base))
 
     ours, theirs = _frames(stitched_pictures), _frames(source_pictures)
     assert len(ours) == len(theirs) == 5
