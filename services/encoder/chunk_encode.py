@@ -1,0 +1,220 @@
+"""ffmpeg for a chunked lecture: one chunk's video renditions, and the lecture's audio (once).
+
+Layout under a lecture's output folder (the stitched files are written by `write_stitched`):
+    <v>/chunk_<k>.m3u8, <v>/c<k>_<n>.ts   video rendition v of chunk k (v = 0.. in ladder order)
+    audio/chunk.m3u8, audio/a_<n>.ts      the lecture's audio, one encode
+    <v>/index.m3u8, audio/index.m3u8, master.m3u8   stitched
+
+Timestamps are continuous across chunks without re-encoding at stitch time:
+- the input is seeked accurately (`-ss` before `-i` while transcoding: ffmpeg decodes from the input
+  keyframe before the start and drops the frames before it), and read for the chunk's span (`-t`);
+- the output is shifted by `-output_ts_offset start + TIMELINE_OFFSET_S`, so a frame at source time
+  t carries the same PTS whichever chunk encodes it;
+- TIMELINE_OFFSET_S (also given to the audio) keeps every timestamp positive, B-frame reordering
+  delay and AAC priming included. Without it the muxer shifts only what would be negative — chunk 0
+  by the reordering delay (0.2 s with veryfast's B-frames at 10 fps), later chunks not at all, the
+  audio by its priming — and the seams would jump.
+Keyframes are forced every SEGMENT_S seconds of the chunk's own time (`t` in force_key_frames is
+before the offset); as chunks start at multiples of SEGMENT_S, those are the lecture's segment
+boundaries, and every segment (TS, self-contained: PAT/PMT and SPS/PPS at each keyframe) starts one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from services.core import mediaprobe
+from services.encoder.chunking import Chunk
+from services.encoder.errors import AttemptError
+from services.encoder.ladder import AUDIO_BITRATE, MASTER_NAME, PLAYLIST_NAME, SEGMENT_S, Rendition
+from services.encoder.process import run_ffmpeg
+from services.encoder.progress import ProgressParser
+from services.encoder.stitch import ChunkPlaylist, master_playlist, stitch
+
+# Added to every timestamp of a chunked lecture, video and audio alike (see the module docstring).
+TIMELINE_OFFSET_S: Final = 10
+AUDIO_DIR: Final = "audio"
+AUDIO_CHUNK_NAME: Final = "chunk.m3u8"
+
+
+def chunk_playlist_name(index: int) -> str:
+    return f"chunk_{index:05d}.m3u8"
+
+
+def _segment_pattern(index: int) -> str:
+    # Unique per chunk: all chunks of a rendition share its folder and its stitched playlist.
+    return f"c{index:05d}_%05d.ts"
+
+
+def _ffmpeg_head() -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-nostats", "-progress", "pipe:1", "-y"]
+
+
+def _input(source_path: Path) -> list[str]:
+    # The source on the leash: video demuxers and the `file` protocol only (mediaprobe).
+    args: list[str] = []
+    for name, value in mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS).items():
+        args += [f"-{name}", str(value)]
+    return [*args, "-i", mediaprobe.local_input(source_path)]
+
+
+def _hls_output(segment_s: int) -> list[str]:
+    return [
+        "-f", "hls",
+        "-hls_time", str(segment_s),
+        "-hls_playlist_type", "vod",
+        "-hls_flags", "independent_segments",
+        "-hls_segment_type", "mpegts",
+    ]  # fmt: skip
+
+
+def video_chunk_command(
+    source_path: Path,
+    out_dir: Path,
+    chunk: Chunk,
+    ladder: Sequence[Rendition],
+    *,
+    preset: str = "veryfast",
+) -> list[str]:
+    """The ffmpeg argv that encodes `chunk` of the source into every video rendition of `ladder`,
+    video only, as `out_dir/<v>/chunk_<k>.m3u8` and its segments."""
+    videos = [r for r in ladder if r.width]
+    if not videos:
+        raise ValueError("the ladder has no video rendition")
+    graph = f"[0:v]split={len(videos)}" + "".join(f"[s{v}]" for v in range(len(videos)))
+    graph += "".join(f";[s{v}]scale={r.width}:{r.height}[v{v}]" for v, r in enumerate(videos))
+    argv = [
+        *_ffmpeg_head(),
+        # Before -i: an accurate input seek, and read only the chunk's span of the source.
+        "-ss", _seconds(chunk.start_s),
+        "-t", _seconds(chunk.duration_s),
+        *_input(source_path),
+        "-filter_complex", graph,
+    ]  # fmt: skip
+    for v, rendition in enumerate(videos):
+        argv += [
+            "-map", f"[v{v}]",
+            f"-b:v:{v}", str(rendition.video_bitrate),
+            f"-maxrate:v:{v}", str(int(rendition.video_bitrate * 1.07)),
+            f"-bufsize:v:{v}", str(int(rendition.video_bitrate * 1.5)),
+        ]  # fmt: skip
+    argv += [
+        "-an",
+        "-c:v", "libx264",
+        "-preset", preset,
+        "-profile:v", "high",
+        "-pix_fmt", "yuv420p",
+        # Keyframes exactly on segment boundaries, in every rendition (as ladder.hls_command).
+        "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_S})",
+        "-sc_threshold", "0",
+        "-output_ts_offset", _seconds(chunk.start_s + TIMELINE_OFFSET_S),
+        *_hls_output(SEGMENT_S),
+        "-hls_segment_filename", str(out_dir / "%v" / _segment_pattern(chunk.index)),
+        "-var_stream_map", " ".join(f"v:{v},name:{v}" for v in range(len(videos))),
+        str(out_dir / "%v" / chunk_playlist_name(chunk.index)),
+    ]  # fmt: skip
+    return argv
+
+
+def audio_command(source_path: Path, out_dir: Path, *, bitrate: int = AUDIO_BITRATE) -> list[str]:
+    """The ffmpeg argv that encodes the whole lecture's audio once (AAC-LC stereo 48 kHz) as an HLS
+    rendition `out_dir/audio/chunk.m3u8`: not chunked, so no AAC priming at a seam."""
+    return [
+        *_ffmpeg_head(),
+        *_input(source_path),
+        "-map", "0:a:0",
+        "-vn",
+        "-c:a", "aac",
+        "-b:a", str(bitrate),
+        "-ac", "2",
+        "-ar", "48000",
+        "-output_ts_offset", str(TIMELINE_OFFSET_S),
+        *_hls_output(SEGMENT_S),
+        "-hls_segment_filename", str(out_dir / AUDIO_DIR / "a_%05d.ts"),
+        str(out_dir / AUDIO_DIR / AUDIO_CHUNK_NAME),
+    ]  # fmt: skip
+
+
+def encode_video_chunk(
+    source_path: Path,
+    out_dir: Path,
+    chunk: Chunk,
+    ladder: Sequence[Rendition],
+    *,
+    deadline: float,
+    time_limit_s: int,
+    should_stop: Callable[[], AttemptError | None],
+    on_progress: Callable[[float], None] | None = None,
+    preset: str = "veryfast",
+) -> None:
+    """Encode one chunk's video renditions (run_ffmpeg: G2, killed with its group however it ends)."""
+    for v in range(sum(1 for r in ladder if r.width)):
+        (out_dir / str(v)).mkdir(parents=True, exist_ok=True)
+    run_ffmpeg(
+        video_chunk_command(source_path, out_dir, chunk, ladder, preset=preset),
+        deadline=deadline,
+        time_limit_s=time_limit_s,
+        should_stop=should_stop,
+        parser=ProgressParser(chunk.duration_s),
+        on_progress=on_progress,
+        what=f"video chunk {chunk.index}",
+    )
+
+
+def encode_audio(
+    source_path: Path,
+    out_dir: Path,
+    duration_s: float,
+    *,
+    deadline: float,
+    time_limit_s: int,
+    should_stop: Callable[[], AttemptError | None],
+    on_progress: Callable[[float], None] | None = None,
+) -> None:
+    """Encode the lecture's audio rendition, once (run_ffmpeg: G2)."""
+    (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
+    run_ffmpeg(
+        audio_command(source_path, out_dir),
+        deadline=deadline,
+        time_limit_s=time_limit_s,
+        should_stop=should_stop,
+        parser=ProgressParser(duration_s),
+        on_progress=on_progress,
+        what="audio",
+    )
+
+
+def write_stitched(
+    out_dir: Path,
+    chunks: Sequence[Chunk],
+    ladder: Sequence[Rendition],
+    duration_s: float,
+    *,
+    has_audio: bool,
+) -> Path:
+    """Stitch every video rendition's chunk playlists into `<v>/index.m3u8`, rewrite the audio's as
+    `audio/index.m3u8` (same header rules), and write the master; returns the master's path.
+    Raises stitch.StitchError if a chunk is missing or does not last its planned span."""
+    videos = [r for r in ladder if r.width]
+    video_uris: list[str] = []
+    for v in range(len(videos)):
+        folder = out_dir / str(v)
+        parts = [ChunkPlaylist(c, (folder / chunk_playlist_name(c.index)).read_text()) for c in chunks]
+        (folder / PLAYLIST_NAME).write_text(stitch(parts))
+        video_uris.append(f"{v}/{PLAYLIST_NAME}")
+    audio_uri = None
+    if has_audio:
+        whole = Chunk(0, 0.0, duration_s)
+        text = (out_dir / AUDIO_DIR / AUDIO_CHUNK_NAME).read_text()
+        (out_dir / AUDIO_DIR / PLAYLIST_NAME).write_text(stitch([ChunkPlaylist(whole, text)]))
+        audio_uri = f"{AUDIO_DIR}/{PLAYLIST_NAME}"
+    master = out_dir / MASTER_NAME
+    master.write_text(master_playlist(ladder, video_uris, audio_uri))
+    return master
+
+
+def _seconds(value: float) -> str:
+    """A time for ffmpeg's command line, exact to the microsecond (no float noise like 300.0000001)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
