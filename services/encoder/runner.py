@@ -20,11 +20,11 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import psycopg
@@ -34,7 +34,22 @@ from pydantic import ValidationError
 
 from services.core import bus, codec, faults
 from services.core.manifest import StagedVideo, StagingManifest
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, Payload, new_message
+from services.core.payloads import (
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobProgress,
+    JobRetryScheduled,
+    JobStalled,
+    JobStarted,
+    PublishCourse,
+    PublishedVideo,
+    Rendition,
+    ThumbnailSaved,
+    VideoEncoded,
+)
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
 from services.core.transactions import AtomicPublisher
@@ -110,9 +125,9 @@ class Publisher:
         # A transactional id unique to this process (claims, not Kafka fencing, exclude zombies).
         self._atomic = AtomicPublisher(settings, "encoder", f"coursecast-encoder-{name}")
 
-    def event(self, type_: str, job_id: UUID, attempt: int, data: Mapping[str, Any]) -> None:
+    def event(self, data: Payload, job_id: UUID, attempt: int) -> None:
         """Publish one event and wait for its acknowledgement."""
-        message = new_message(type_, job_id=job_id, attempt=attempt, data=data, producer=self.name)
+        message = new_message(data, job_id=job_id, attempt=attempt, producer=self.name)
         with self._lock:
             bus.publish(self._producer, self._settings.events_topic, [message])
 
@@ -120,13 +135,12 @@ class Publisher:
         """Publish (topic, message) pairs in one Kafka transaction: all of them or none."""
         self._atomic.publish(batch)
 
-    def retry_command(self, command: Envelope, next_attempt: int, not_before: float) -> None:
+    def retry_command(self, command: Envelope[PublishCourse], next_attempt: int, not_before: float) -> None:
         """Put the next attempt's PublishCourse on the retry topic, due at `not_before` (epoch s)."""
         message = new_message(
-            MessageType.PUBLISH_COURSE,
+            command.data,
             job_id=command.job_id,
             attempt=next_attempt,
-            data=command.data,
             producer=self.name,
         )
         reports: list[KafkaError | None] = []
@@ -149,7 +163,7 @@ class JobRunner:
     def __init__(
         self,
         settings: Settings,
-        command: Envelope,
+        command: Envelope[PublishCourse],
         decision: Decision,
         claims: ClaimStore,
         publisher: Publisher,
@@ -200,9 +214,7 @@ class JobRunner:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
                 raise canceled
-            self.publisher.event(
-                MessageType.JOB_STARTED, self.job_id, self.attempt, {"worker": self.publisher.name}
-            )
+            self.publisher.event(JobStarted(worker=self.publisher.name), self.job_id, self.attempt)
             if not self.claims.mark_started(self.job_id, self.attempt):
                 raise ClaimLostError("claim taken over before the start")
             faults.reach("encoder.after_started")
@@ -214,11 +226,11 @@ class JobRunner:
                 self._done.set()
                 heartbeat.join()
             faults.reach("encoder.after_upload")
-            completed = (MessageType.JOB_COMPLETED, {"outputs": {"videos": videos}})
+            completed = JobCompleted(outputs=JobOutputs(videos=tuple(videos)))
             return self._finish(Outcome.COMPLETED, [completed], delete_staging=True)
         except CanceledError as exc:
-            data = {"requested_by": exc.requested_by, **({"reason": exc.reason} if exc.reason else {})}
-            return self._finish(Outcome.CANCELED, [(MessageType.JOB_CANCELED, data)], delete_staging=True)
+            ended = JobCanceled(requested_by=exc.requested_by, reason=exc.reason or None)
+            return self._finish(Outcome.CANCELED, [ended], delete_staging=True)
         except ClaimLostError as exc:
             if self._abandon.is_set():
                 # The next owner of the partition takes over at once instead of waiting for the lease.
@@ -250,25 +262,23 @@ class JobRunner:
                 self.settings.retry_backoff_max_s,
                 random.random(),
             )
-            data = {
-                "error_type": error.error_type,
-                "message": self._for_people(error.message),
-                "next_attempt": self.attempt + 1,
-                "delay_s": delay,
-            }
-            return self._finish(
-                Outcome.RETRY_SCHEDULED, [(MessageType.JOB_RETRY_SCHEDULED, data)], retry_after=delay
+            retry = JobRetryScheduled(
+                error_type=error.error_type,
+                message=self._for_people(error.message),
+                next_attempt=self.attempt + 1,
+                delay_s=delay,
             )
+            return self._finish(Outcome.RETRY_SCHEDULED, [retry], retry_after=delay)
         message = self._for_people(error.message)
         if error.retryable:
             message += f" It failed {self.attempt} times in a row; you can retry the job later."
-        data = {"error_type": error.error_type, "message": message, "retryable": error.retryable}
-        return self._finish(Outcome.FAILED, [(MessageType.JOB_FAILED, data)])
+        failed = JobFailed(error_type=error.error_type, message=message, retryable=error.retryable)
+        return self._finish(Outcome.FAILED, [failed])
 
     def _finish(
         self,
         outcome: Outcome,
-        events: Sequence[tuple[str, Mapping[str, Any]]],
+        events: Sequence[Payload],
         *,
         delete_staging: bool = False,
         retry_after: float | None = None,
@@ -288,9 +298,9 @@ class JobRunner:
                             "claim lost before the final event; publishing nothing", extra=self._log_extra
                         )
                         return RunResult(Outcome.FENCED)
-                    for type_, data in events:
+                    for data in events:
                         published = True
-                        self.publisher.event(type_, self.job_id, self.attempt, data)
+                        self.publisher.event(data, self.job_id, self.attempt)
                     if retry_after is not None:
                         published = True
                         # A crash here leaves the job queued as the next attempt with no command yet:
@@ -344,10 +354,9 @@ class JobRunner:
             batch.append((self.settings.events_topic, self._stalled_event(dead, next_attempt)))
         if next_attempt is not None:
             command = new_message(
-                MessageType.PUBLISH_COURSE,
+                self.command.data,
                 job_id=self.job_id,
                 attempt=next_attempt,
-                data=self.command.data,
                 producer=self.publisher.name,
             )
             batch.append((self.settings.commands_topic, command))
@@ -375,26 +384,25 @@ class JobRunner:
             outcome = (
                 f" It was attempt {stalled} of {self.settings.max_attempts}; retry the job to run it again."
             )
-        data = {
-            "last_heartbeat_at": None,
-            "stall_timeout_s": self.settings.encoder_lease_s,
-            "will_retry": next_attempt is not None,
-            "message": (
+        data = JobStalled(
+            last_heartbeat_at=None,
+            stall_timeout_s=self.settings.encoder_lease_s,
+            will_retry=next_attempt is not None,
+            message=(
                 f"The encoder running attempt {stalled} stopped responding (its lease of "
                 f"{self.settings.encoder_lease_s} s expired)." + outcome
             ),
-        }
+        )
         return new_message(
-            MessageType.JOB_STALLED,
+            data,
             job_id=self.job_id,
             attempt=stalled,
-            data=data,
             producer=self.publisher.name,
         )
 
     # --- the work ------------------------------------------------------------------------------
 
-    def _encode_all(self) -> list[dict[str, Any]]:
+    def _encode_all(self) -> list[PublishedVideo]:
         manifest = self._load_manifest()
         workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-{self.job_id}-{self.attempt}-"))
         try:
@@ -407,7 +415,7 @@ class JobRunner:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _load_manifest(self) -> StagingManifest:
-        key = self.command.data["manifest_key"]
+        key = self.command.data.manifest_key
         try:
             body = self.s3.get_object(Bucket=self.settings.s3_bucket, Key=key)["Body"].read()
         except ClientError as exc:
@@ -427,7 +435,7 @@ class JobRunner:
                 "invalid_manifest",
             ) from exc
 
-    def _encode_video(self, video: StagedVideo, position: int, count: int, workdir: Path) -> dict[str, Any]:
+    def _encode_video(self, video: StagedVideo, position: int, count: int, workdir: Path) -> PublishedVideo:
         index = video.index
         folder = workdir / str(index)
         out_dir = folder / "hls"
@@ -518,52 +526,49 @@ class JobRunner:
         self._check()
 
         variants = hls.parse_master((out_dir / hls.MASTER_NAME).read_text())
-        rendition_list = [
-            {
-                "name": rendition.name,
-                "width": variant.width or rendition.width,
-                "height": variant.height or rendition.height,
-                "bandwidth": variant.bandwidth or rendition.bandwidth,
-                "codecs": variant.codecs or hls.codecs_string(rendition),
-            }
+        rendition_list = tuple(
+            Rendition(
+                name=rendition.name,
+                width=variant.width or rendition.width,
+                height=variant.height or rendition.height,
+                bandwidth=variant.bandwidth or rendition.bandwidth,
+                codecs=variant.codecs or hls.codecs_string(rendition),
+            )
             for rendition, variant in zip(renditions, variants, strict=False)
-        ]
+        )
         master_url = public_url(self.settings, f"{prefix}/{hls.MASTER_NAME}")
         thumbnail_url = public_url(self.settings, f"{prefix}/thumbnail.webp")
         poster_url = public_url(self.settings, f"{prefix}/poster.webp") if poster is not None else None
         duration = round(source.duration_s, 3)
         self.publisher.event(
-            MessageType.VIDEO_ENCODED,
+            VideoEncoded(
+                video_index=index,
+                master_playlist_url=master_url,
+                renditions=rendition_list,
+                duration_s=duration,
+            ),
             self.job_id,
             self.attempt,
-            {
-                "video_index": index,
-                "master_playlist_url": master_url,
-                "renditions": rendition_list,
-                "duration_s": duration,
-            },
         )
         self.publisher.event(
-            MessageType.THUMBNAIL_SAVED,
+            ThumbnailSaved(video_index=index, kind="thumbnail", source=image_source, url=thumbnail_url),
             self.job_id,
             self.attempt,
-            {"video_index": index, "kind": "thumbnail", "source": image_source, "url": thumbnail_url},
         )
         if poster_url is not None:
             self.publisher.event(
-                MessageType.THUMBNAIL_SAVED,
+                ThumbnailSaved(video_index=index, kind="poster", source="frame", url=poster_url),
                 self.job_id,
                 self.attempt,
-                {"video_index": index, "kind": "poster", "source": "frame", "url": poster_url},
             )
-        return {
-            "video_index": index,
-            "master_playlist_url": master_url,
-            "renditions": rendition_list,
-            "duration_s": duration,
-            "thumbnail_url": thumbnail_url,
-            "poster_url": poster_url,
-        }
+        return PublishedVideo(
+            video_index=index,
+            master_playlist_url=master_url,
+            renditions=rendition_list,
+            duration_s=duration,
+            thumbnail_url=thumbnail_url,
+            poster_url=poster_url,
+        )
 
     def _download(self, key: str, path: Path, filename: str) -> Path:
         try:
@@ -621,7 +626,7 @@ class JobRunner:
             while not self._done.wait(min(interval, PROGRESS_CHECK_S)):
                 with self._state_lock:
                     percent, step = self._percent, self._step
-                    data = {"percent": percent, "step": step.value, "video_index": self._video_index}
+                    data = JobProgress(percent=percent, step=step, video_index=self._video_index)
                 due = retry_now or time.monotonic() - last_sent >= interval
                 moved = percent - last_percent >= PROGRESS_REPORT_PERCENT or step != last_step
                 if not (due or moved):
@@ -643,7 +648,7 @@ class JobRunner:
                             lease.close()
                     lease = None
                 try:
-                    self.publisher.event(MessageType.JOB_PROGRESS, self.job_id, self.attempt, data)
+                    self.publisher.event(data, self.job_id, self.attempt)
                 except Exception:
                     log.warning("heartbeat not acknowledged", exc_info=True, extra=self._log_extra)
                     retry_now = True

@@ -15,6 +15,7 @@ from typing import Any
 import ffmpeg
 
 from services.core import mediaprobe
+from services.core.payloads import ImageSource
 from services.encoder.errors import AttemptError, PermanentError, TransientError
 from services.encoder.ladder import Source
 from services.encoder.process import run_ffmpeg
@@ -151,7 +152,7 @@ def make_images(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     probe_timeout_s: float = IMAGE_PROBE_TIMEOUT_S,
     uploaded_filename: str | None = None,
-) -> tuple[Path, Path | None, str]:
+) -> tuple[Path, Path | None, ImageSource]:
     """(thumbnail, poster or None, source "uploaded"|"frame") for one video, written in `out_dir`."""
     thumbnail, poster = out_dir / "thumbnail.webp", out_dir / "poster.webp"
 

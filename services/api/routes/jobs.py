@@ -33,7 +33,8 @@ from services.api.publisher import KafkaUnavailableError
 from services.api.staging import delete_prefix
 from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
 from services.core.manifest import staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, new_message
+from services.core.payloads import CancelJob, JobCanceled, JobRetryRequested, PublishCourse
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -173,17 +174,15 @@ async def retry_job(job_id: UUID, user: CurrentUser, db: DbDep, services: Servic
         )
     next_attempt = job.attempt + 1
     requested = new_message(
-        MessageType.JOB_RETRY_REQUESTED,
+        JobRetryRequested(requested_by=user.name, next_attempt=next_attempt),
         job_id=job_id,
         attempt=job.attempt,
-        data={"requested_by": user.name, "next_attempt": next_attempt},
         producer="api",
     )
     command = new_message(
-        MessageType.PUBLISH_COURSE,
+        await _publish_data(db, job),
         job_id=job_id,
         attempt=next_attempt,
-        data=await _publish_data(db, job),
         producer="api",
     )
     # The state machine accepts one JobRetryRequested per failed attempt; a concurrent second one is
@@ -238,17 +237,15 @@ async def cancel_job(
             title="Job cannot be canceled",
             job_status=job.status.value,
         )
-    data: dict[str, str] = {"requested_by": user.name}
-    if body is not None and body.reason:
-        data["reason"] = body.reason
+    reason = body.reason if body is not None and body.reason else None
     topics = services.settings
     command = new_message(
-        MessageType.CANCEL_JOB, job_id=job_id, attempt=job.attempt, data=data, producer="api"
+        CancelJob(requested_by=user.name, reason=reason), job_id=job_id, attempt=job.attempt, producer="api"
     )
     if job.status == JobStatus.PROCESSING:
         return await _append_and_wait(services, user, job_id, [(topics.commands_topic, command)], wait_s=0)
     canceled = new_message(
-        MessageType.JOB_CANCELED, job_id=job_id, attempt=job.attempt, data=data, producer="api"
+        JobCanceled(requested_by=user.name, reason=reason), job_id=job_id, attempt=job.attempt, producer="api"
     )
     after = await _append_and_wait(
         services, user, job_id, [(topics.events_topic, canceled), (topics.commands_topic, command)]
@@ -258,21 +255,21 @@ async def cancel_job(
     return after
 
 
-async def _publish_data(db: DbDep, job: JobPublic) -> dict[str, object]:
+async def _publish_data(db: DbDep, job: JobPublic) -> PublishCourse:
     cursor = await db.execute(
         "SELECT staging_prefix, manifest_key FROM publish_jobs WHERE job_id = %s", (job.job_id,)
     )
     row = await cursor.fetchone()
     if row is None:
         raise repository.not_found(job.job_id)
-    return {
-        "owner": job.owner,
-        "course_name": job.course_name,
-        "curriculum": job.curriculum,
-        "staging_prefix": row[0],
-        "manifest_key": row[1],
-        "video_count": job.video_count,
-    }
+    return PublishCourse(
+        owner=job.owner,
+        course_name=job.course_name,
+        curriculum=job.curriculum,
+        staging_prefix=row[0],
+        manifest_key=row[1],
+        video_count=job.video_count,
+    )
 
 
 async def _append_and_wait(
