@@ -44,6 +44,8 @@ CATCH_UP_RECHECK_S = 0.2
 
 def create_app(settings: Settings) -> faust.App:
     """The watchdog app for these settings (one app id per deployment; its table is co-partitioned)."""
+    # faust creates the app's own folder but not its parents (a fresh checkout has no .cache/watchdog).
+    settings.watchdog_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.watchdog_app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
