@@ -4,9 +4,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY services ./services
 COPY schemas ./schemas
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT ["coursecast"]

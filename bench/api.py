@@ -25,13 +25,12 @@ from uuid import UUID
 
 import httpx
 
-from services.core.messages import MessageType, new_message
+from services.core.messages import new_message
+from services.core.payloads import JobCompleted, JobOutputs, JobStarted, PublishedVideo, Rendition
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from tests.integration.api.conftest import ApiStack, free_port, own_bucket, start_api
 from tests.integration.projector_harness import isolated, produce, start_projector, stop
 from tests.integration.test_ffmpeg import make_clip
-
-M = MessageType
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -200,38 +199,34 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-COMPLETED_OUTPUTS = {
-    "videos": [
-        {
-            "video_index": 0,
-            "master_playlist_url": "http://cdn/x/master.m3u8",
-            "renditions": [
-                {"name": "360p", "width": 640, "height": 360, "bandwidth": 900_000, "codecs": "avc1"}
-            ],
-            "duration_s": 1.0,
-            "thumbnail_url": "http://cdn/x/t.jpg",
-            "poster_url": None,
-        }
-    ]
-}
+COMPLETED_OUTPUTS = JobOutputs(
+    videos=(
+        PublishedVideo(
+            video_index=0,
+            master_playlist_url="http://cdn/x/master.m3u8",
+            renditions=(Rendition(name="360p", width=640, height=360, bandwidth=900_000, codecs="avc1"),),
+            duration_s=1.0,
+            thumbnail_url="http://cdn/x/t.jpg",
+            poster_url=None,
+        ),
+    )
+)
 
 
 def event_to_api_lag(settings: Settings, stack: ApiStack, token: str, job_ids: list[str]) -> list[float]:
     """Per job: JobCompleted acknowledged (acks=all) → GET shows completed, polled every 2 ms."""
     lags: list[float] = []
     started = [
-        new_message(M.JOB_STARTED, job_id=UUID(j), attempt=1, data={"worker": "bench"}, producer="bench")
-        for j in job_ids
+        new_message(JobStarted(worker="bench"), job_id=UUID(j), attempt=1, producer="bench") for j in job_ids
     ]
     produce(settings, started)
     time.sleep(1.0)
     with stack.client(token) as client:
         for job_id in job_ids:
             completed = new_message(
-                M.JOB_COMPLETED,
+                JobCompleted(outputs=COMPLETED_OUTPUTS),
                 job_id=UUID(job_id),
                 attempt=1,
-                data={"outputs": COMPLETED_OUTPUTS},
                 producer="bench",
             )
             produce(settings, [completed])  # returns once acknowledged

@@ -16,7 +16,8 @@ from confluent_kafka.cimpl import NewTopic
 from services.core import bus, codec
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.manifest import manifest_key, staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, new_message
+from services.core.payloads import JobQueued
 from services.core.settings import Settings
 
 TIMEOUT_S = 30.0
@@ -49,18 +50,17 @@ def roundtrip(settings: Settings, group_id: str = "coursecast-roundtrip") -> Rou
 def _trip(settings: Settings, topic: str, group_id: str) -> RoundTrip:
     job_id = uuid4()
     sent = new_message(
-        MessageType.JOB_QUEUED,
+        JobQueued(
+            owner="roundtrip",
+            course_name="Round trip",
+            curriculum="HEALTH-1",
+            staging_prefix=staging_prefix(job_id),
+            manifest_key=manifest_key(job_id),
+            video_count=1,
+        ),
         job_id=job_id,
         attempt=1,
         producer="roundtrip",
-        data={
-            "owner": "roundtrip",
-            "course_name": "Round trip",
-            "curriculum": "HEALTH-1",
-            "staging_prefix": staging_prefix(job_id),
-            "manifest_key": manifest_key(job_id),
-            "video_count": 1,
-        },
     )
     (delivered,) = bus.publish(Producer(producer_config(settings, "roundtrip")), topic, [sent])
 

@@ -9,60 +9,65 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 
-from services.core.messages import Envelope, MessageType
+from services.core.messages import Envelope, MessageType, Payload
+from services.core.payloads import (
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobProgress,
+    JobQueued,
+    JobRetryScheduled,
+    JobStarted,
+    ProgressStep,
+    PublishedVideo,
+    Rendition,
+)
 
 M = MessageType
 EPOCH = datetime(2026, 6, 15, 8, 0, tzinfo=UTC)
 
 
-def _rendition() -> dict[str, Any]:
-    return {
-        "name": "720p",
-        "width": 1280,
-        "height": 720,
-        "bandwidth": 3_000_000,
-        "codecs": "avc1.64001f,mp4a.40.2",
-    }
+def _rendition() -> Rendition:
+    return Rendition(name="720p", width=1280, height=720, bandwidth=3_000_000, codecs="avc1.64001f,mp4a.40.2")
 
 
-def _data(kind: MessageType, job: UUID, attempt: int, rng: random.Random) -> dict[str, Any]:
+def _data(kind: MessageType, job: UUID, attempt: int, rng: random.Random) -> Payload:
     base = f"http://127.0.0.1:9000/coursecast/hls/{job}/{attempt}/0"
     match kind:
         case M.JOB_QUEUED:
-            return {
-                "owner": f"instructor-{rng.randrange(20)}",
-                "course_name": rng.choice(["배열", "DDL", "Limit", "Sub Query 연습문제 풀이", "Join"]),
-                "curriculum": "SQL",
-                "staging_prefix": f"staging/{job}/",
-                "manifest_key": f"staging/{job}/manifest.json",
-                "video_count": 1,
-            }
+            return JobQueued(
+                owner=f"instructor-{rng.randrange(20)}",
+                course_name=rng.choice(["배열", "DDL", "Limit", "Sub Query 연습문제 풀이", "Join"]),
+                curriculum="SQL",
+                staging_prefix=f"staging/{job}/",
+                manifest_key=f"staging/{job}/manifest.json",
+                video_count=1,
+            )
         case M.JOB_STARTED:
-            return {"worker": f"encoder@host:{rng.randrange(1000)}"}
+            return JobStarted(worker=f"encoder@host:{rng.randrange(1000)}")
         case M.JOB_PROGRESS:
-            return {"percent": round(rng.uniform(0, 99), 1), "step": "transcoding"}
+            return JobProgress(percent=round(rng.uniform(0, 99), 1), step=ProgressStep.TRANSCODING)
         case M.JOB_COMPLETED:
-            video = {
-                "video_index": 0,
-                "master_playlist_url": f"{base}/master.m3u8",
-                "renditions": [_rendition()],
-                "duration_s": 60.0,
-                "thumbnail_url": f"{base}/thumbnail.webp",
-                "poster_url": f"{base}/poster.webp",
-            }
-            return {"outputs": {"videos": [video]}}
+            video = PublishedVideo(
+                video_index=0,
+                master_playlist_url=f"{base}/master.m3u8",
+                renditions=(_rendition(),),
+                duration_s=60.0,
+                thumbnail_url=f"{base}/thumbnail.webp",
+                poster_url=f"{base}/poster.webp",
+            )
+            return JobCompleted(outputs=JobOutputs(videos=(video,)))
         case M.JOB_FAILED:
-            return {"error_type": "invalid_media", "message": "The file is not a video.", "retryable": False}
+            return JobFailed(error_type="invalid_media", message="The file is not a video.", retryable=False)
         case M.JOB_RETRY_SCHEDULED:
-            return {
-                "error_type": "s3_unavailable",
-                "message": "S3 answered 503",
-                "next_attempt": attempt + 1,
-                "delay_s": 1.0,
-            }
+            return JobRetryScheduled(
+                error_type="s3_unavailable",
+                message="S3 answered 503",
+                next_attempt=attempt + 1,
+                delay_s=1.0,
+            )
         case _:
             raise ValueError(kind)
 
@@ -99,8 +104,6 @@ def _lifecycle(job: UUID, events: int, rng: random.Random) -> Iterator[Envelope]
         sequence += 1
         return Envelope(
             event_id=UUID(int=rng.getrandbits(128), version=4),
-            type=kind,
-            version=1,
             job_id=job,
             attempt=attempt,
             occurred_at=clock,

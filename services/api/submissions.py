@@ -40,7 +40,8 @@ from services.api.staging import (
     sniff_video,
 )
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
-from services.core.messages import MessageType, new_message
+from services.core.messages import new_message
+from services.core.payloads import JobQueued
 from services.core.storage import delete_prefix
 
 log = logging.getLogger(__name__)
@@ -298,25 +299,16 @@ class CourseSubmission:
             " VALUES (%s, %s, %s, %s, %s, %s)",
             (self.job_id, self.user.name, name, curriculum, len(manifest.videos), queued_at),
         )
-        data = {
-            "owner": self.user.name,
-            "course_name": name,
-            "curriculum": curriculum,
-            "staging_prefix": self.prefix,
-            "manifest_key": key,
-            "video_count": len(manifest.videos),
-        }
-        queued = new_message(
-            MessageType.JOB_QUEUED,
-            job_id=self.job_id,
-            attempt=1,
-            data=data,
-            producer=PRODUCER,
-            occurred_at=queued_at,
+        data = JobQueued(
+            owner=self.user.name,
+            course_name=name,
+            curriculum=curriculum,
+            staging_prefix=self.prefix,
+            manifest_key=key,
+            video_count=len(manifest.videos),
         )
-        command = new_message(
-            MessageType.PUBLISH_COURSE, job_id=self.job_id, attempt=1, data=data, producer=PRODUCER
-        )
+        queued = new_message(data, job_id=self.job_id, attempt=1, producer=PRODUCER, occurred_at=queued_at)
+        command = new_message(data.publish_command(), job_id=self.job_id, attempt=1, producer=PRODUCER)
         try:
             await to_thread.run_sync(
                 self.services.publisher.publish,

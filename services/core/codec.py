@@ -1,27 +1,35 @@
-"""Bytes <-> Envelope for Kafka: orjson, JSON Schema validation at produce and at consume, and upcasting."""
+"""Bytes <-> Envelope for Kafka: orjson, JSON Schema validation at produce and at consume, and upcasting.
+
+The JSON Schemas (schemas/ at the top of the repository, installed as the package services.schemas)
+are the contract; each (type, version) is paired with its payload class of services.core.payloads,
+which `decode` builds from the validated JSON and `encode` turns back into JSON.
+"""
 
 from __future__ import annotations
 
 import copy
 import functools
 import importlib
+import importlib.resources
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any, ClassVar, Final
 
+import msgspec
 import orjson
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
-from services.core.messages import CONTROL_IN_LINE, Envelope
-from services.core.settings import PROJECT_ROOT
+from services.core.messages import CONTROL_IN_LINE, Envelope, Payload
+from services.core.payloads import PAYLOAD_CLASSES
 
 __all__ = [
-    "SCHEMA_DIR",
+    "SCHEMAS",
+    "SCHEMA_PACKAGE",
     "Codec",
     "CodecError",
     "EmptyMessage",
@@ -36,7 +44,10 @@ __all__ = [
     "register_upcaster",
 ]
 
-SCHEMA_DIR: Final = PROJECT_ROOT / "schemas"
+# The top-level schemas/ folder, shipped in the wheel as this package (see setup.py): a plain
+# `pip install .` carries the contract, and a checkout reads the very same files.
+SCHEMA_PACKAGE: Final = "services.schemas"
+SCHEMAS: Final[Traversable] = importlib.resources.files(SCHEMA_PACKAGE)
 ENVELOPE_SCHEMA_FILE: Final = "envelope.v1.json"
 _SCHEMA_FILE = re.compile(r"^(?P<type>[A-Z][A-Za-z0-9]*)\.v(?P<version>[1-9][0-9]*)\.json$")
 # A DLQ header and a log line stay readable even when the offending value is huge.
@@ -187,20 +198,33 @@ class Codec:
         self._envelope = _compile(self._envelope_schema, "envelope", self._accelerate)
         # One compiled schema per (type, version) checks envelope and data in a single pass.
         self._validators: dict[tuple[str, int], _CompiledSchema] = {}
+        # The payload class of each (type, version); `decode` builds the one of the latest version.
+        self._payloads: dict[tuple[str, int], type[Payload]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
         self._latest: dict[str, int] = {}
 
     @classmethod
-    def from_directory(cls, directory: Path = SCHEMA_DIR, *, accelerate: bool = True) -> Codec:
-        """A codec holding every `<Type>.v<N>.json` of `directory` and its `envelope.v1.json`."""
-        codec = cls(orjson.loads((directory / ENVELOPE_SCHEMA_FILE).read_bytes()), accelerate=accelerate)
-        for path in sorted(directory.glob("*.json")):
+    def from_directory(
+        cls,
+        directory: Traversable = SCHEMAS,
+        *,
+        payloads: Mapping[tuple[str, int], type[Payload]] = PAYLOAD_CLASSES,
+        accelerate: bool = True,
+    ) -> Codec:
+        """A codec holding every `<Type>.v<N>.json` of `directory`, each with its class in `payloads`."""
+        codec = cls(
+            orjson.loads(directory.joinpath(ENVELOPE_SCHEMA_FILE).read_bytes()), accelerate=accelerate
+        )
+        for path in sorted(directory.iterdir(), key=lambda path: path.name):
+            if not path.name.endswith(".json") or path.name == ENVELOPE_SCHEMA_FILE:
+                continue
             match = _SCHEMA_FILE.match(path.name)
             if match is None:
-                if path.name != ENVELOPE_SCHEMA_FILE:
-                    raise ValueError(f"{path}: schema files are named <Type>.v<N>.json")
-                continue
-            codec.register_schema(match["type"], int(match["version"]), orjson.loads(path.read_bytes()))
+                raise ValueError(f"{path}: schema files are named <Type>.v<N>.json")
+            payload = payloads.get((match["type"], int(match["version"])))
+            if payload is None:
+                raise ValueError(f"{path}: no payload class for {match['type']} v{match['version']}")
+            codec.register_schema(payload, orjson.loads(path.read_bytes()))
         return codec
 
     # --- registry --------------------------------------------------------------------------------
@@ -215,8 +239,12 @@ class Codec:
         """The highest registered version of each type: the version `decode` always returns."""
         return self._latest
 
-    def register_schema(self, type: str, version: int, schema: Mapping[str, Any]) -> None:
-        """Add the `data` schema of one version of a type; a published version can never be replaced."""
+    def register_schema(self, payload: type[Payload], schema: Mapping[str, Any]) -> None:
+        """Add the `data` schema of the type and version of `payload`, the class its data decodes to.
+
+        A published version can never be replaced.
+        """
+        type, version = payload.message_type.value, payload.version
         if version < 1:
             raise ValueError(f"version must be >= 1, got {version}")
         if (type, version) in self._validators:
@@ -229,6 +257,7 @@ class Codec:
         data_schema.pop("$schema", None)
         message_schema["properties"]["data"] = data_schema
         self._validators[(type, version)] = _compile(message_schema, f"{type} v{version}", self._accelerate)
+        self._payloads[(type, version)] = payload
         self._latest[type] = max(version, self._latest.get(type, 0))
 
     def register_upcaster(self, type: str, from_version: int, upcaster: Upcaster) -> None:
@@ -252,7 +281,7 @@ class Codec:
             "attempt": envelope.attempt,
             "occurred_at": envelope.occurred_at,
             "producer": envelope.producer,
-            "data": envelope.data,
+            "data": envelope.data,  # a payload struct, turned into JSON by _to_json
         }
         try:
             raw = orjson.dumps(document, default=_to_json, option=orjson.OPT_UTC_Z)
@@ -272,23 +301,23 @@ class Codec:
         except orjson.JSONDecodeError as exc:
             raise MalformedMessage(f"not valid JSON: {exc}") from None
         type_, version = self._check(document)
+        latest = self._latest[type_]
+        data = document["data"] if version == latest else self._upcast(document, type_, version, latest)
         try:
-            envelope = Envelope(
+            return Envelope(
                 event_id=uuid.UUID(document["event_id"]),
-                type=type_,
-                version=version,
                 job_id=uuid.UUID(document["job_id"]),
                 attempt=int(document["attempt"]),
                 occurred_at=datetime.fromisoformat(document["occurred_at"]),
                 producer=document["producer"],
-                data=document["data"],
+                # Valid against the schema already: the class only gives the fields their Python types
+                # (non-strict, so an integral 1.0 the schema counts as an integer becomes a real int).
+                data=msgspec.convert(data, self._payloads[(type_, latest)], strict=False),
             )
-        except ValueError as exc:  # unreachable while the schema checks formats; kept as a safety net
+        # Unreachable while the schema checks formats and each class matches its schema (a unit test
+        # holds them together); kept as a safety net so that only a CodecError leaves `decode`.
+        except (ValueError, msgspec.ValidationError) as exc:
             raise SchemaViolation(f"{type_} v{version}: {exc}") from None
-        latest = self._latest[type_]
-        if version == latest:
-            return envelope
-        return self._upcast(envelope, document, latest)
 
     def _check(self, document: Any) -> tuple[str, int]:
         """Validate a parsed message against the schema of its (type, version); returns that pair."""
@@ -312,9 +341,9 @@ class Codec:
             "(deploy consumers before producers)"
         )
 
-    def _upcast(self, envelope: Envelope, document: JSONObject, latest: int) -> Envelope:
-        """Bring an older message up to `latest`, one version at a time, and check the result."""
-        type_, version, data = envelope.type, envelope.version, document["data"]
+    def _upcast(self, document: JSONObject, type_: str, version: int, latest: int) -> JSONObject:
+        """The `data` of an older message brought up to `latest`, one version at a time, and checked."""
+        data: JSONObject = document["data"]
         while version < latest:
             upcaster = self._upcasters.get((type_, version))
             if upcaster is None:
@@ -323,27 +352,18 @@ class Codec:
             version += 1
         # A faulty upcaster must not hand a handler data its schema forbids.
         self._check({**document, "version": version, "data": data})
-        return Envelope(
-            event_id=envelope.event_id,
-            type=type_,
-            version=version,
-            job_id=envelope.job_id,
-            attempt=envelope.attempt,
-            occurred_at=envelope.occurred_at,
-            producer=envelope.producer,
-            data=data,
-        )
+        return data
 
 
 def _to_json(value: object) -> object:
-    """Serialize what orjson does not know natively: read-only mappings given as `data`."""
-    if isinstance(value, Mapping):
-        return dict(value)
+    """Serialize what orjson does not know natively: the payload structs (absent optional fields left out)."""
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)
     raise TypeError(f"type {type(value).__name__} is not JSON serializable")
 
 
 default_codec: Final = Codec.from_directory()
-"""The process-wide codec over the project's schemas/ directory, loaded and compiled once at import."""
+"""The process-wide codec over the schemas and payload classes, loaded and compiled once at import."""
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -356,9 +376,9 @@ def decode(raw: bytes | None) -> Envelope:
     return default_codec.decode(raw)
 
 
-def register_schema(type: str, version: int, schema: Mapping[str, Any]) -> None:
+def register_schema(payload: type[Payload], schema: Mapping[str, Any]) -> None:
     """Register a schema with the process-wide codec; see `Codec.register_schema`."""
-    default_codec.register_schema(type, version, schema)
+    default_codec.register_schema(payload, schema)
 
 
 def register_upcaster(type: str, from_version: int, upcaster: Upcaster) -> None:

@@ -13,7 +13,6 @@ Invariants kept by construction (and checked by property tests):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +20,21 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from services.core.messages import Envelope, MessageType
+from services.core.payloads import (
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobProgress,
+    JobQueued,
+    JobRetryRequested,
+    JobRetryScheduled,
+    JobStalled,
+    JobStarted,
+    JobTimedOut,
+    ThumbnailSaved,
+    VideoEncoded,
+)
 
 
 class JobStatus(StrEnum):
@@ -63,7 +77,7 @@ class JobState:
     completed_at: datetime | None = None
     failed_at: datetime | None = None
     canceled_at: datetime | None = None
-    outputs: Mapping[str, Any] | None = None
+    outputs: JobOutputs | None = None
 
     @property
     def has_ended(self) -> bool:
@@ -109,9 +123,7 @@ class IllegalTransition(Rejection):
 
 Outcome = JobState | Rejection
 
-_PROCESSING_UPDATES = frozenset(
-    {MessageType.JOB_PROGRESS, MessageType.VIDEO_ENCODED, MessageType.THUMBNAIL_SAVED}
-)
+# The error_type a watchdog verdict leaves on the job.
 _VERDICTS: dict[str, str] = {MessageType.JOB_STALLED: "stalled", MessageType.JOB_TIMED_OUT: "timeout"}
 
 
@@ -137,21 +149,21 @@ def apply(state: JobState | None, event: Envelope) -> Outcome:
 
 
 def _birth(event: Envelope) -> Outcome:
-    if event.type != MessageType.JOB_QUEUED:
+    data = event.data
+    if not isinstance(data, JobQueued):
         return UnknownJob(f"{event.type} names job {event.job_id}, which was never queued")
     if event.attempt != 1:
         return IllegalTransition(f"a job is queued at attempt 1, not attempt {event.attempt}")
-    data = event.data
     return JobState(
         job_id=event.job_id,
         status=JobStatus.QUEUED,
         attempt=1,
-        owner=data["owner"],
-        course_name=data["course_name"],
-        curriculum=data["curriculum"],
-        staging_prefix=data["staging_prefix"],
-        manifest_key=data["manifest_key"],
-        video_count=data["video_count"],
+        owner=data.owner,
+        course_name=data.course_name,
+        curriculum=data.curriculum,
+        staging_prefix=data.staging_prefix,
+        manifest_key=data.manifest_key,
+        video_count=data.video_count,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         last_event_id=event.event_id,
@@ -183,43 +195,43 @@ def _evolve(state: JobState, changes: dict[str, Any]) -> JobState:
 
 def _changes(state: JobState, event: Envelope) -> dict[str, Any] | None:
     at = event.occurred_at
-    data = event.data
-    kind = event.type
     status = state.status
 
-    if status == JobStatus.QUEUED and kind == MessageType.JOB_STARTED:
-        return {
-            "status": JobStatus.PROCESSING,
-            "started_at": at,
-            "progress_percent": 0.0,
-            "current_step": None,
-            "error_type": None,
-            "error_message": None,
-        }
-    if status == JobStatus.PROCESSING and kind in _PROCESSING_UPDATES:
-        if kind == MessageType.JOB_PROGRESS:
-            return {"progress_percent": float(data["percent"]), "current_step": data["step"]}
-        return {}
-    if status == JobStatus.PROCESSING and kind == MessageType.JOB_COMPLETED:
-        return {
-            "status": JobStatus.COMPLETED,
-            "completed_at": at,
-            "progress_percent": 100.0,
-            "current_step": None,
-            "outputs": data["outputs"],
-        }
-    if status == JobStatus.PROCESSING and kind == MessageType.JOB_FAILED:
-        return _failed(at, data["error_type"], data["message"])
-    if status == JobStatus.PROCESSING and kind == MessageType.JOB_RETRY_SCHEDULED:
-        return _requeued(state, data["next_attempt"], data["error_type"], data["message"])
-    if status == JobStatus.PROCESSING and kind in _VERDICTS:
-        if data["will_retry"]:
-            return _requeued(state, state.attempt + 1, _VERDICTS[kind], data["message"])
-        return _failed(at, _VERDICTS[kind], data["message"])
-    if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and kind == MessageType.JOB_CANCELED:
-        return {"status": JobStatus.CANCELED, "canceled_at": at, "current_step": None}
-    if status == JobStatus.FAILED and kind == MessageType.JOB_RETRY_REQUESTED:
-        return _requeued(state, data["next_attempt"], None, None)
+    # One case per payload class, each guarded by the statuses in which the table has a row for it.
+    match event.data:
+        case JobStarted() if status == JobStatus.QUEUED:
+            return {
+                "status": JobStatus.PROCESSING,
+                "started_at": at,
+                "progress_percent": 0.0,
+                "current_step": None,
+                "error_type": None,
+                "error_message": None,
+            }
+        case JobProgress(percent=percent, step=step) if status == JobStatus.PROCESSING:
+            return {"progress_percent": float(percent), "current_step": step}
+        case VideoEncoded() | ThumbnailSaved() if status == JobStatus.PROCESSING:
+            return {}
+        case JobCompleted(outputs=outputs) if status == JobStatus.PROCESSING:
+            return {
+                "status": JobStatus.COMPLETED,
+                "completed_at": at,
+                "progress_percent": 100.0,
+                "current_step": None,
+                "outputs": outputs,
+            }
+        case JobFailed(error_type=error_type, message=message) if status == JobStatus.PROCESSING:
+            return _failed(at, error_type, message)
+        case JobRetryScheduled() as retry if status == JobStatus.PROCESSING:
+            return _requeued(state, retry.next_attempt, retry.error_type, retry.message)
+        case JobStalled() | JobTimedOut() as verdict if status == JobStatus.PROCESSING:
+            if verdict.will_retry:
+                return _requeued(state, state.attempt + 1, _VERDICTS[event.type], verdict.message)
+            return _failed(at, _VERDICTS[event.type], verdict.message)
+        case JobCanceled() if status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            return {"status": JobStatus.CANCELED, "canceled_at": at, "current_step": None}
+        case JobRetryRequested(next_attempt=next_attempt) if status == JobStatus.FAILED:
+            return _requeued(state, next_attempt, None, None)
     return None
 
 

@@ -1,21 +1,27 @@
-"""The message contract in Python: the envelope every command and event travels in, and the type names."""
+"""The message contract in Python: the envelope every command and event travels in, and the type names.
+
+The payloads themselves, one class per type and version, are in services.core.payloads.
+"""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import ClassVar, Final, Generic
+
+import msgspec
+from typing_extensions import TypeIs, TypeVar
 
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
-    "LATEST_VERSION",
     "Envelope",
     "MessageType",
+    "Payload",
+    "carries",
     "control_character",
     "job_key",
     "new_message",
@@ -47,11 +53,6 @@ class MessageType(StrEnum):
 COMMAND_TYPES: Final[frozenset[str]] = frozenset({MessageType.PUBLISH_COURSE, MessageType.CANCEL_JOB})
 EVENT_TYPES: Final[frozenset[str]] = frozenset(MessageType) - COMMAND_TYPES
 
-# The version producers emit today. Consumers always receive this version: the codec upcasts older
-# messages of the log to it, so a handler never branches on a version. A test checks it against schemas/.
-LATEST_VERSION: Final[Mapping[str, int]] = {t.value: 1 for t in MessageType}
-
-
 # The one definition of what the contract (schemas' `pattern`s), the codec and the api refuse in a
 # string: Unicode's control characters (Cc). Free text (`message`, `reason`) keeps tab, LF and CR.
 CONTROL_IN_LINE: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -78,18 +79,36 @@ def job_key(job_id: uuid.UUID) -> bytes:
     return str(job_id).encode("ascii")
 
 
+class Payload(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The `data` of one version of one message type: the base of the classes in services.core.payloads.
+
+    Each subclass names its type and version (class variables) and mirrors the JSON Schema
+    schemas/<type>.v<version>.json field for field; a unit test holds the two together. An optional
+    field of the contract is absent rather than null, so its default (None) is left out of the JSON.
+    """
+
+    message_type: ClassVar[MessageType]
+    version: ClassVar[int]
+
+
+# A bare `Envelope` is an envelope of any payload (what `decode` returns); `Envelope[JobQueued]` is one
+# whose payload is known, e.g. built by `new_message(JobQueued(...), ...)`.
+P_co = TypeVar("P_co", bound=Payload, covariant=True, default=Payload)
+
+
 @dataclass(frozen=True, slots=True)
-class Envelope:
-    """One command or event about one attempt of one publish job; `data` is the type-specific payload."""
+class Envelope(Generic[P_co]):
+    """One command or event about one attempt of one publish job; `data` is the typed payload.
+
+    The type and version of the message are those of its payload's class, so they cannot disagree.
+    """
 
     event_id: uuid.UUID
-    type: str
-    version: int
     job_id: uuid.UUID
     attempt: int
     occurred_at: datetime
     producer: str
-    data: Mapping[str, Any]
+    data: P_co
 
     def __post_init__(self) -> None:
         # Every timestamp on the log is an instant in UTC, so ordering and replay never depend on a
@@ -101,13 +120,23 @@ class Envelope:
             object.__setattr__(self, "occurred_at", self.occurred_at.astimezone(UTC))
 
     def __hash__(self) -> int:
-        # `data` is a mapping and cannot be hashed; the event id alone identifies a message.
+        # The event id alone identifies a message.
         return hash(self.event_id)
+
+    @property
+    def type(self) -> MessageType:
+        """The message type, e.g. MessageType.JOB_QUEUED: that of the payload's class."""
+        return self.data.message_type
+
+    @property
+    def version(self) -> int:
+        """The version of the payload's schema: that of the payload's class."""
+        return self.data.version
 
     @property
     def is_command(self) -> bool:
         """True for a command (an order to a service), false for an event (a fact that happened)."""
-        return self.type in COMMAND_TYPES
+        return self.data.message_type in COMMAND_TYPES
 
     def timestamp_ms(self) -> int:
         """The Kafka record timestamp: when the event occurred, so the broker's time index is event time."""
@@ -118,26 +147,28 @@ class Envelope:
         return job_key(self.job_id)
 
 
+P = TypeVar("P", bound=Payload)
+
+
+def carries(envelope: Envelope, payload: type[P]) -> TypeIs[Envelope[P]]:
+    """Whether `envelope`'s data is a `payload`; narrows a decoded envelope for its handler."""
+    return isinstance(envelope.data, payload)
+
+
 def new_message(
-    type: str,
+    data: P,
     *,
     job_id: uuid.UUID,
     attempt: int,
-    data: Mapping[str, Any],
     producer: str,
     occurred_at: datetime | None = None,
-    version: int | None = None,
-) -> Envelope:
-    """A new message with a fresh event id, stamped now (UTC) at the latest version of its type."""
-    if version is None:
-        try:
-            version = LATEST_VERSION[type]
-        except KeyError:
-            raise ValueError(f"unknown message type {type!r}") from None
+) -> Envelope[P]:
+    """A new message carrying `data`, with a fresh event id, stamped now (UTC).
+
+    Its type and version are those of `data`'s class: `new_message(JobStarted(worker=...), ...)`.
+    """
     return Envelope(
         event_id=uuid.uuid4(),
-        type=str(type),
-        version=version,
         job_id=job_id,
         attempt=attempt,
         occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,

@@ -21,10 +21,10 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from botocore.exceptions import ClientError
@@ -32,7 +32,16 @@ from pydantic import ValidationError
 
 from services.core import faults
 from services.core.manifest import StagingManifest
-from services.core.messages import Envelope, MessageType
+from services.core.messages import Envelope, Payload
+from services.core.payloads import (
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobRetryScheduled,
+    JobStarted,
+    PublishCourse,
+)
 from services.core.settings import Settings
 from services.core.storage import is_missing_object
 from services.encoder.cancel import CancelWatcher
@@ -94,7 +103,7 @@ class JobRunner:
     def __init__(
         self,
         settings: Settings,
-        command: Envelope,
+        command: Envelope[PublishCourse],
         decision: Decision,
         claims: ClaimStore,
         publisher: Publisher,
@@ -139,9 +148,7 @@ class JobRunner:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
                 raise canceled
-            self.publisher.event(
-                MessageType.JOB_STARTED, self.job_id, self.attempt, {"worker": self.publisher.name}
-            )
+            self.publisher.event(JobStarted(worker=self.publisher.name), self.job_id, self.attempt)
             if not self.claims.mark_started(self.job_id, self.attempt):
                 raise ClaimLostError("claim taken over before the start")
             faults.reach("encoder.after_started")
@@ -161,11 +168,11 @@ class JobRunner:
             with heartbeat.beating():
                 videos = work.all(self._load_manifest())
             faults.reach("encoder.after_upload")
-            completed = (MessageType.JOB_COMPLETED, {"outputs": {"videos": videos}})
+            completed = JobCompleted(outputs=JobOutputs(videos=tuple(videos)))
             return self._finish(Outcome.COMPLETED, [completed], delete_staging=True)
         except CanceledError as exc:
-            data = {"requested_by": exc.requested_by, **({"reason": exc.reason} if exc.reason else {})}
-            return self._finish(Outcome.CANCELED, [(MessageType.JOB_CANCELED, data)], delete_staging=True)
+            ended = JobCanceled(requested_by=exc.requested_by, reason=exc.reason or None)
+            return self._finish(Outcome.CANCELED, [ended], delete_staging=True)
         except ClaimLostError as exc:
             if self._abandon.is_set():
                 # The next owner of the partition takes over at once instead of waiting for the lease.
@@ -197,25 +204,23 @@ class JobRunner:
                 self.settings.retry_backoff_max_s,
                 random.random(),
             )
-            data = {
-                "error_type": error.error_type,
-                "message": self._for_people(error.message),
-                "next_attempt": self.attempt + 1,
-                "delay_s": delay,
-            }
-            return self._finish(
-                Outcome.RETRY_SCHEDULED, [(MessageType.JOB_RETRY_SCHEDULED, data)], retry_after=delay
+            retry = JobRetryScheduled(
+                error_type=error.error_type,
+                message=self._for_people(error.message),
+                next_attempt=self.attempt + 1,
+                delay_s=delay,
             )
+            return self._finish(Outcome.RETRY_SCHEDULED, [retry], retry_after=delay)
         message = self._for_people(error.message)
         if error.retryable:
             message += f" It failed {self.attempt} times in a row; you can retry the job later."
-        data = {"error_type": error.error_type, "message": message, "retryable": error.retryable}
-        return self._finish(Outcome.FAILED, [(MessageType.JOB_FAILED, data)])
+        failed = JobFailed(error_type=error.error_type, message=message, retryable=error.retryable)
+        return self._finish(Outcome.FAILED, [failed])
 
     def _finish(
         self,
         outcome: Outcome,
-        events: Sequence[tuple[str, Mapping[str, Any]]],
+        events: Sequence[Payload],
         *,
         delete_staging: bool = False,
         retry_after: float | None = None,
@@ -235,9 +240,9 @@ class JobRunner:
                             "claim lost before the final event; publishing nothing", extra=self._log_extra
                         )
                         return RunResult(Outcome.FENCED)
-                    for type_, data in events:
+                    for data in events:
                         published = True
-                        self.publisher.event(type_, self.job_id, self.attempt, data)
+                        self.publisher.event(data, self.job_id, self.attempt)
                     if retry_after is not None:
                         published = True
                         # A crash here leaves the job queued as the next attempt with no command yet:
@@ -313,7 +318,7 @@ class JobRunner:
     # --- the input -------------------------------------------------------------------------------
 
     def _load_manifest(self) -> StagingManifest:
-        key = self.command.data["manifest_key"]
+        key = self.command.data.manifest_key
         try:
             body = self.s3.get_object(Bucket=self.settings.s3_bucket, Key=key)["Body"].read()
         except ClientError as exc:

@@ -19,7 +19,8 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from services.core import codec
 from services.core.kafka_config import consumer_config
-from services.core.messages import MessageType
+from services.core.messages import carries
+from services.core.payloads import CancelJob
 from services.core.settings import Settings
 from services.encoder.errors import CanceledError
 
@@ -104,12 +105,12 @@ class CancelWatcher:
                     envelope = codec.decode(message.value())
                 except codec.CodecError:
                     continue  # the main consumer dead-letters it
-                if envelope.type != MessageType.CANCEL_JOB:
+                if not carries(envelope, CancelJob):
                     continue
                 with self._lock:
                     if self._wanted is not None and self._wanted[0] == envelope.job_id:
                         data = envelope.data
-                        self._cancel = CanceledError(data["requested_by"], data.get("reason"))
+                        self._cancel = CanceledError(data.requested_by, data.reason)
                         log.info("cancel requested", extra={"job_id": str(envelope.job_id)})
         finally:
             self._consumer.close()

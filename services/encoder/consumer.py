@@ -36,7 +36,8 @@ from services.core import bus, codec, faults
 from services.core.jobs import JobStatus
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.manifest import staging_prefix
-from services.core.messages import Envelope, MessageType
+from services.core.messages import Envelope, carries
+from services.core.payloads import CancelJob, JobCanceled, PublishCourse
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.attempt import JobRunner, Outcome
@@ -188,11 +189,11 @@ class Encoder:
             log.warning("dead-lettered %s: %s", _where(message), exc.reason)
             self._commit(message)
             return
-        if envelope.type == MessageType.CANCEL_JOB:
+        if carries(envelope, CancelJob):
             self._cancel_idle_job(envelope)
             self._commit(message)
             return
-        if envelope.type != MessageType.PUBLISH_COURSE:
+        if not carries(envelope, PublishCourse):
             log.warning(
                 "ignored %s on the commands topic", envelope.type, extra={"job_id": str(envelope.job_id)}
             )
@@ -204,7 +205,7 @@ class Encoder:
             return
         self._start_or_skip(message, envelope)
 
-    def _start_or_skip(self, message: Message, envelope: Envelope) -> None:
+    def _start_or_skip(self, message: Message, envelope: Envelope[PublishCourse]) -> None:
         extra = {"job_id": str(envelope.job_id), "attempt": envelope.attempt, "delivery": _where(message)}
         claim = self._claims.claim(envelope.job_id)
         job = self._claims.job(envelope.job_id)
@@ -215,7 +216,7 @@ class Encoder:
             if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
                 # The encoder that ended it may have died before deleting staging: same rule here.
                 self._janitor.after_end(
-                    envelope.job_id, job.attempt, job.status, envelope.data["staging_prefix"]
+                    envelope.job_id, job.attempt, job.status, envelope.data.staging_prefix
                 )
             self._commit(message)
             return
@@ -250,7 +251,7 @@ class Encoder:
         )
         self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
         thread = threading.Thread(target=runner.run, name=f"job-{envelope.job_id}", daemon=True)
-        self._active = ActiveJob(runner, thread, (topic, partition), offset, envelope.data["staging_prefix"])
+        self._active = ActiveJob(runner, thread, (topic, partition), offset, envelope.data.staging_prefix)
         thread.start()
 
     def _reap_finished_job(self) -> None:
@@ -280,7 +281,7 @@ class Encoder:
                 )
         self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._parked])
 
-    def _cancel_idle_job(self, envelope: Envelope) -> None:
+    def _cancel_idle_job(self, envelope: Envelope[CancelJob]) -> None:
         """CancelJob read by the main consumer: ends a job no live encoder is running (queued, or
         processing under an expired lease). A running job's own encoder sees it through its watcher."""
         extra = {"job_id": str(envelope.job_id)}
@@ -293,9 +294,7 @@ class Encoder:
                     envelope.job_id, job.attempt, job.status, staging_prefix(envelope.job_id)
                 )
             return
-        data = {"requested_by": envelope.data["requested_by"]}
-        if envelope.data.get("reason"):
-            data["reason"] = envelope.data["reason"]
+        data = JobCanceled(requested_by=envelope.data.requested_by, reason=envelope.data.reason or None)
         # JobCanceled is acknowledged (acks=all) inside the claim's transaction, before it commits
         # the claim as done: a crash in between leaves the claim open and JobCanceled on the log,
         # never a claim done with no JobCanceled anywhere (which would leave the job queued forever).
@@ -303,7 +302,7 @@ class Encoder:
             if not ours:
                 log.info("cancel left to the encoder running the job", extra=extra)
                 return
-            self._publisher.event(MessageType.JOB_CANCELED, envelope.job_id, job.attempt, data)
+            self._publisher.event(data, envelope.job_id, job.attempt)
             faults.reach("encoder.cancel_acked")
         log.info("queued job canceled", extra={**extra, "event": "job_canceled"})
         self._janitor.after_end(

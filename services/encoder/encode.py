@@ -15,11 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from services.core.manifest import StagedVideo, StagingManifest
+from services.core.payloads import PublishedVideo
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
 from services.encoder import ladder as hls
@@ -59,7 +60,7 @@ class Encode:
     # What stops the work now (canceled, fenced, shutting down), or None to go on.
     should_stop: Callable[[], AttemptError | None]
 
-    def all(self, manifest: StagingManifest) -> list[dict[str, Any]]:
+    def all(self, manifest: StagingManifest) -> list[PublishedVideo]:
         """Encode every video of `manifest` in a work folder of its own, removed afterwards."""
         job_id, attempt = self.events.job_id, self.events.attempt
         workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-{job_id}-{attempt}-"))
@@ -72,7 +73,7 @@ class Encode:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _encode_video(self, video: StagedVideo, position: int, count: int, workdir: Path) -> dict[str, Any]:
+    def _encode_video(self, video: StagedVideo, position: int, count: int, workdir: Path) -> PublishedVideo:
         paths = work_paths(workdir, video)
         paths.hls.mkdir(parents=True)
         paths.images.mkdir()
@@ -138,8 +139,8 @@ class Encode:
 
         variants = hls.parse_master((paths.hls / hls.MASTER_NAME).read_text())
         outputs = video_outputs(plan, variants, source.duration_s, lambda key: public_url(self.settings, key))
-        for type_, data in video_events(plan, outputs):
-            self.events.publish(type_, data)
+        for event in video_events(plan, outputs):
+            self.events.publish(event)
         return outputs
 
     def _run(

@@ -14,9 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
-from services.core.messages import MessageType
+from services.core.payloads import JobProgress
 from services.core.settings import Settings
 from services.encoder.claims import ClaimStore
 from services.encoder.progress import Step, overall_percent
@@ -44,10 +43,10 @@ class Progress:
             self._step, self._video_index = step, position
             self._percent = overall_percent(position, count, step, fraction)
 
-    def snapshot(self) -> tuple[float, Step, dict[str, Any]]:
+    def snapshot(self) -> tuple[float, Step, JobProgress]:
         """(percent, step, JobProgress data), read together."""
         with self._lock:
-            data = {"percent": self._percent, "step": self._step.value, "video_index": self._video_index}
+            data = JobProgress(percent=self._percent, step=self._step, video_index=self._video_index)
             return self._percent, self._step, data
 
 
@@ -122,7 +121,7 @@ class Heartbeat:
                             lease.close()
                     lease = None
                 try:
-                    self.events.publish(MessageType.JOB_PROGRESS, data)
+                    self.events.publish(data)
                 except Exception:
                     log.warning("heartbeat not acknowledged", exc_info=True, extra=self._log_extra)
                     retry_now = True

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 from uuid import UUID
 
 from services.core.manifest import StagedVideo
-from services.core.messages import MessageType
+from services.core.payloads import ImageSource, PublishedVideo, Rendition, ThumbnailSaved, VideoEncoded
 from services.core.settings import Settings
 from services.encoder import ladder as hls
 from services.encoder.thumbnails import frame_images_command, normalise_command, placeholder_command
@@ -135,7 +134,7 @@ class VideoPlan:
     keys: OutputKeys
 
     @property
-    def image_source(self) -> str:
+    def image_source(self) -> ImageSource:
         """Where the thumbnail comes from, as ThumbnailSaved says: "uploaded" or "frame"."""
         return "uploaded" if self.uploaded_thumbnail is not None else "frame"
 
@@ -186,62 +185,50 @@ def plan_video(
 
 def rendition_list(
     renditions: Sequence[hls.Rendition], variants: Sequence[hls.Variant]
-) -> list[dict[str, Any]]:
+) -> tuple[Rendition, ...]:
     """The renditions as VideoEncoded lists them: what the master playlist says, else the plan (pure)."""
-    return [
-        {
-            "name": rendition.name,
-            "width": variant.width or rendition.width,
-            "height": variant.height or rendition.height,
-            "bandwidth": variant.bandwidth or rendition.bandwidth,
-            "codecs": variant.codecs or hls.codecs_string(rendition),
-        }
+    return tuple(
+        Rendition(
+            name=rendition.name,
+            width=variant.width or rendition.width,
+            height=variant.height or rendition.height,
+            bandwidth=variant.bandwidth or rendition.bandwidth,
+            codecs=variant.codecs or hls.codecs_string(rendition),
+        )
         for rendition, variant in zip(renditions, variants, strict=False)
-    ]
+    )
 
 
 def video_outputs(
     plan: VideoPlan, variants: Sequence[hls.Variant], duration_s: float, url: Callable[[str], str]
-) -> dict[str, Any]:
+) -> PublishedVideo:
     """The video's entry in JobCompleted's outputs; `url` makes a key the URL a player fetches (pure)."""
-    return {
-        "video_index": plan.video.index,
-        "master_playlist_url": url(plan.keys.master),
-        "renditions": rendition_list(plan.renditions, variants),
-        "duration_s": round(duration_s, 3),
-        "thumbnail_url": url(plan.keys.thumbnail),
-        "poster_url": url(plan.keys.poster) if plan.keys.poster is not None else None,
-    }
+    return PublishedVideo(
+        video_index=plan.video.index,
+        master_playlist_url=url(plan.keys.master),
+        renditions=rendition_list(plan.renditions, variants),
+        duration_s=round(duration_s, 3),
+        thumbnail_url=url(plan.keys.thumbnail),
+        poster_url=url(plan.keys.poster) if plan.keys.poster is not None else None,
+    )
 
 
-def video_events(plan: VideoPlan, outputs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def video_events(plan: VideoPlan, outputs: PublishedVideo) -> list[VideoEncoded | ThumbnailSaved]:
     """VideoEncoded, then ThumbnailSaved for the thumbnail and (if any) the poster (pure)."""
-    index = outputs["video_index"]
-    events: list[tuple[str, dict[str, Any]]] = [
-        (
-            MessageType.VIDEO_ENCODED,
-            {
-                "video_index": index,
-                "master_playlist_url": outputs["master_playlist_url"],
-                "renditions": outputs["renditions"],
-                "duration_s": outputs["duration_s"],
-            },
+    index = outputs.video_index
+    events: list[VideoEncoded | ThumbnailSaved] = [
+        VideoEncoded(
+            video_index=index,
+            master_playlist_url=outputs.master_playlist_url,
+            renditions=outputs.renditions,
+            duration_s=outputs.duration_s,
         ),
-        (
-            MessageType.THUMBNAIL_SAVED,
-            {
-                "video_index": index,
-                "kind": "thumbnail",
-                "source": plan.image_source,
-                "url": outputs["thumbnail_url"],
-            },
+        ThumbnailSaved(
+            video_index=index, kind="thumbnail", source=plan.image_source, url=outputs.thumbnail_url
         ),
     ]
-    if outputs["poster_url"] is not None:
+    if outputs.poster_url is not None:
         events.append(
-            (
-                MessageType.THUMBNAIL_SAVED,
-                {"video_index": index, "kind": "poster", "source": "frame", "url": outputs["poster_url"]},
-            )
+            ThumbnailSaved(video_index=index, kind="poster", source="frame", url=outputs.poster_url)
         )
     return events

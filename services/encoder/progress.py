@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Final
 
+from services.core.payloads import ProgressStep
 
-class Step(StrEnum):
-    """What a running attempt is doing, as JobProgress reports it (like MediaConvert's phases)."""
-
-    PROBING = "probing"
-    TRANSCODING = "transcoding"
-    THUMBNAILS = "thumbnails"
-    UPLOADING = "uploading"
-
+# What a running attempt is doing, as JobProgress reports it: the contract's own enumeration.
+Step = ProgressStep
 
 # Share of one video's work spent in each step, and where the step starts within the video.
 _SPANS: Final[dict[Step, tuple[float, float]]] = {

@@ -9,7 +9,7 @@ transaction, so a job is never requeued without the command that runs it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -17,7 +17,8 @@ from uuid import UUID
 from confluent_kafka import Producer
 
 from services.core import bus, codec
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, Payload, new_message
+from services.core.payloads import JobStalled, PublishCourse
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
 
@@ -36,9 +37,9 @@ class Publisher:
         # A transactional id unique to this process (claims, not Kafka fencing, exclude zombies).
         self._atomic = AtomicPublisher(settings, "encoder", f"coursecast-encoder-{name}")
 
-    def event(self, type_: str, job_id: UUID, attempt: int, data: Mapping[str, Any]) -> None:
+    def event(self, data: Payload, job_id: UUID, attempt: int) -> None:
         """Publish one event and wait for its acknowledgement."""
-        message = new_message(type_, job_id=job_id, attempt=attempt, data=data, producer=self.name)
+        message = new_message(data, job_id=job_id, attempt=attempt, producer=self.name)
         with self._lock:
             bus.publish(self._producer, self._settings.events_topic, [message])
 
@@ -46,7 +47,7 @@ class Publisher:
         """Publish (topic, message) pairs in one Kafka transaction: all of them or none."""
         self._atomic.publish(batch)
 
-    def retry_command(self, command: Envelope, next_attempt: int, not_before: float) -> None:
+    def retry_command(self, command: Envelope[PublishCourse], next_attempt: int, not_before: float) -> None:
         """Put the next attempt's PublishCourse on the retry topic, due at `not_before` (epoch s)."""
         message = next_command(command, next_attempt, self.name)
         record = bus.Record(
@@ -67,9 +68,9 @@ class AttemptEvents:
     job_id: UUID
     attempt: int
 
-    def publish(self, type_: str, data: Mapping[str, Any]) -> None:
+    def publish(self, data: Payload) -> None:
         """Publish one event of this attempt and wait for its acknowledgement."""
-        self.publisher.event(type_, self.job_id, self.attempt, data)
+        self.publisher.event(data, self.job_id, self.attempt)
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -77,38 +78,28 @@ class AttemptEvents:
         return {"job_id": str(self.job_id), "attempt": self.attempt}
 
 
-def next_command(command: Envelope, next_attempt: int, producer: str) -> Envelope:
+def next_command(
+    command: Envelope[PublishCourse], next_attempt: int, producer: str
+) -> Envelope[PublishCourse]:
     """The PublishCourse that runs `command`'s job again, as attempt `next_attempt` (pure)."""
-    return new_message(
-        MessageType.PUBLISH_COURSE,
-        job_id=command.job_id,
-        attempt=next_attempt,
-        data=command.data,
-        producer=producer,
-    )
+    return new_message(command.data, job_id=command.job_id, attempt=next_attempt, producer=producer)
 
 
 def stalled_event(
     settings: Settings, job_id: UUID, stalled: int, next_attempt: int | None, producer: str
-) -> Envelope:
+) -> Envelope[JobStalled]:
     """JobStalled for a dead worker's attempt `stalled`, saying whether the job runs again (pure)."""
     if next_attempt is not None:
         outcome = f" The job goes back to the queue as attempt {next_attempt}."
     else:
         outcome = f" It was attempt {stalled} of {settings.max_attempts}; retry the job to run it again."
-    data = {
-        "last_heartbeat_at": None,
-        "stall_timeout_s": settings.encoder_lease_s,
-        "will_retry": next_attempt is not None,
-        "message": (
+    data = JobStalled(
+        last_heartbeat_at=None,
+        stall_timeout_s=settings.encoder_lease_s,
+        will_retry=next_attempt is not None,
+        message=(
             f"The encoder running attempt {stalled} stopped responding (its lease of "
             f"{settings.encoder_lease_s} s expired)." + outcome
         ),
-    }
-    return new_message(
-        MessageType.JOB_STALLED,
-        job_id=job_id,
-        attempt=stalled,
-        data=data,
-        producer=producer,
     )
+    return new_message(data, job_id=job_id, attempt=stalled, producer=producer)

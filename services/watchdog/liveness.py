@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from services.core.messages import Envelope, MessageType
+from services.core.payloads import JobQueued, JobStalled, JobTimedOut, PublishCourse
 
 M = MessageType
 
@@ -71,14 +74,14 @@ class Running:
 class Tracked:
     """What the watchdog knows of one job that has not ended for good."""
 
-    # JobQueued's data, which is also every attempt's PublishCourse data; None if never seen.
-    command: Mapping[str, Any] | None
+    # Every attempt's PublishCourse data, from JobQueued; None if never seen.
+    command: PublishCourse | None
     running: Running | None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form for the watchdog's table."""
         return {
-            "command": dict(self.command) if self.command is not None else None,
+            "command": msgspec.to_builtins(self.command) if self.command is not None else None,
             "running": self.running.to_json() if self.running is not None else None,
         }
 
@@ -87,8 +90,11 @@ class Tracked:
         """The inverse of to_json; also reads a table row written before commands were kept."""
         if "attempt" in value:
             return cls(None, Running.from_json(value))
-        running = value.get("running")
-        return cls(value.get("command"), Running.from_json(running) if running else None)
+        running, command = value.get("running"), value.get("command")
+        return cls(
+            msgspec.convert(command, PublishCourse) if command is not None else None,
+            Running.from_json(running) if running else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +116,20 @@ class Verdict:
     attempt's PublishCourse exist atomically with it (`retry` is that command's data).
     """
 
-    type: MessageType
     attempt: int
-    data: dict[str, Any]
-    retry: Mapping[str, Any] | None = None
+    data: JobStalled | JobTimedOut
+    retry: PublishCourse | None = None
+
+    @property
+    def type(self) -> MessageType:
+        """JobStalled or JobTimedOut."""
+        return self.data.message_type
 
 
 def observe(current: Tracked | None, event: Envelope) -> Tracked | None:
     """The job's liveness after `event` (None: the job has ended for good, forget it)."""
-    if event.type == M.JOB_QUEUED:
-        return Tracked(dict(event.data), current.running if current is not None else None)
+    if isinstance(event.data, JobQueued):
+        return Tracked(event.data.publish_command(), current.running if current is not None else None)
     if current is None:
         if event.type == M.JOB_STARTED:
             return Tracked(None, Running(event.attempt, event.occurred_at, event.occurred_at))
@@ -172,31 +182,29 @@ def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
     # and "stalled" says so; JobTimedOut is for a live worker that overran its limit and did not stop.
     if silent_s > policy.stall_timeout_s + policy.clock_skew_s:
         return Verdict(
-            M.JOB_STALLED,
             running.attempt,
-            {
-                "last_heartbeat_at": running.last_seen_at.isoformat(),
-                "stall_timeout_s": int(policy.stall_timeout_s),
-                "will_retry": will_retry,
-                "message": (
+            JobStalled(
+                last_heartbeat_at=running.last_seen_at,
+                stall_timeout_s=int(policy.stall_timeout_s),
+                will_retry=will_retry,
+                message=(
                     f"No progress from the encoder for {silent_s:.0f} s (the limit is "
                     f"{policy.stall_timeout_s:.0f} s); its worker is presumed dead." + outcome
                 ),
-            },
+            ),
             retry,
         )
     if running_s > policy.time_limit_s + policy.grace_s + policy.clock_skew_s:
         return Verdict(
-            M.JOB_TIMED_OUT,
             running.attempt,
-            {
-                "time_limit_s": int(policy.time_limit_s),
-                "will_retry": will_retry,
-                "message": (
+            JobTimedOut(
+                time_limit_s=int(policy.time_limit_s),
+                will_retry=will_retry,
+                message=(
                     f"The encode ran {running_s:.0f} s, past its {policy.time_limit_s:.0f} s limit, and "
                     "its worker did not stop it; the watchdog ended the attempt." + outcome
                 ),
-            },
+            ),
             retry,
         )
     return None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -29,7 +28,8 @@ from uuid import UUID
 import faust
 
 from services.core import bus, codec
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, new_message
+from services.core.payloads import PublishCourse
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
 from services.watchdog.catchup import CatchUpProbe
@@ -44,6 +44,8 @@ CATCH_UP_RECHECK_S = 0.2
 
 def create_app(settings: Settings) -> faust.App:
     """The watchdog app for these settings (one app id per deployment; its table is co-partitioned)."""
+    # faust creates the app's own folder but not its parents (a fresh checkout has no .cache/watchdog).
+    settings.watchdog_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.watchdog_app_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
@@ -149,7 +151,7 @@ def create_app(settings: Settings) -> faust.App:
                 verdict.type,
                 key,
                 verdict.attempt,
-                verdict.data["will_retry"],
+                verdict.data.will_retry,
             )
 
     return app
@@ -157,12 +159,10 @@ def create_app(settings: Settings) -> faust.App:
 
 def verdict_messages(settings: Settings, job_id: UUID, verdict: Verdict) -> list[tuple[str, Envelope]]:
     """The verdict event and, when it requeues the job, the next attempt's command (one transaction)."""
-    batch = [
+    batch: list[tuple[str, Envelope]] = [
         (
             settings.events_topic,
-            new_message(
-                verdict.type, job_id=job_id, attempt=verdict.attempt, data=verdict.data, producer=WATCHDOG
-            ),
+            new_message(verdict.data, job_id=job_id, attempt=verdict.attempt, producer=WATCHDOG),
         )
     ]
     if verdict.retry is not None:
@@ -170,11 +170,9 @@ def verdict_messages(settings: Settings, job_id: UUID, verdict: Verdict) -> list
     return batch
 
 
-def next_command(job_id: UUID, attempt: int, data: Mapping[str, Any]) -> Envelope:
+def next_command(job_id: UUID, attempt: int, data: PublishCourse) -> Envelope[PublishCourse]:
     """PublishCourse of `attempt`, with the job's command data."""
-    return new_message(
-        MessageType.PUBLISH_COURSE, job_id=job_id, attempt=attempt, data=dict(data), producer=WATCHDOG
-    )
+    return new_message(data, job_id=job_id, attempt=attempt, producer=WATCHDOG)
 
 
 def run_watchdog(settings: Settings) -> None:

@@ -178,7 +178,7 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     transcodes = [count_events(log, "ffmpeg_started", what="video 'lecture.mp4'") for log in logs]
     assert all(n <= 1 for n in transcodes), transcodes
     assert job.outputs is not None
-    master = job.outputs["videos"][0]["master_playlist_url"]
+    master = job.outputs.videos[0].master_playlist_url
     assert f"/hls/{job_id}/{expected.completing_attempt}/0/master.m3u8" in master
     key = f"hls/{job_id}/{expected.completing_attempt}/0/master.m3u8"
     assert s3.head_object(Bucket=own.s3_bucket, Key=key)["ContentLength"] > 0

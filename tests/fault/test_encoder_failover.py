@@ -21,7 +21,8 @@ from uuid import UUID
 
 import pytest
 
-from services.core.messages import MessageType, new_message
+from services.core.messages import new_message
+from services.core.payloads import JobProgress, ProgressStep
 from services.core.settings import Settings
 from tests.integration.encoder_harness import (
     FAST,
@@ -83,10 +84,9 @@ def test_kill_9_of_the_running_encoder_lets_the_other_finish_the_job(
             time.sleep(0.25)
         # A late event of the dead attempt (one it had in flight) reaches the log while attempt 2 runs.
         late = new_message(
-            MessageType.JOB_PROGRESS,
+            JobProgress(percent=50.0, step=ProgressStep.TRANSCODING),
             job_id=job_id,
             attempt=1,
-            data={"percent": 50.0, "step": "transcoding"},
             producer="encoder@dead",
         )
         send(own, own.events_topic, [late])

@@ -19,7 +19,8 @@ from services.core import codec
 from services.core.jobs import JobState
 from services.core.kafka_config import producer_config
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, new_message
+from services.core.payloads import CancelJob, JobQueued, PublishCourse
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.projector.store import JobStore
 
@@ -82,25 +83,24 @@ def stage_course(
     return manifest
 
 
-def course_data(manifest: StagingManifest) -> dict[str, Any]:
-    """The data of JobQueued and PublishCourse for a staged manifest."""
-    return {
-        "owner": manifest.owner,
-        "course_name": manifest.course_name,
-        "curriculum": manifest.curriculum,
-        "staging_prefix": staging_prefix(manifest.job_id),
-        "manifest_key": manifest_key(manifest.job_id),
-        "video_count": len(manifest.videos),
-    }
+def course_data(manifest: StagingManifest) -> JobQueued:
+    """The data of JobQueued (and, through `publish_command()`, of PublishCourse) for a staged manifest."""
+    return JobQueued(
+        owner=manifest.owner,
+        course_name=manifest.course_name,
+        curriculum=manifest.curriculum,
+        staging_prefix=staging_prefix(manifest.job_id),
+        manifest_key=manifest_key(manifest.job_id),
+        video_count=len(manifest.videos),
+    )
 
 
-def publish_command(manifest: StagingManifest, attempt: int = 1) -> Envelope:
+def publish_command(manifest: StagingManifest, attempt: int = 1) -> Envelope[PublishCourse]:
     """A fresh PublishCourse envelope (new event id each call, like a redelivery by a producer retry)."""
     return new_message(
-        MessageType.PUBLISH_COURSE,
+        course_data(manifest).publish_command(),
         job_id=manifest.job_id,
         attempt=attempt,
-        data=course_data(manifest),
         producer="test",
     )
 
@@ -115,9 +115,7 @@ def send(settings: Settings, topic: str, messages: Iterable[Envelope]) -> None:
 
 def queue_job(settings: Settings, manifest: StagingManifest) -> Envelope:
     """JobQueued on the log, then PublishCourse on the commands topic (the api's two messages)."""
-    queued = new_message(
-        MessageType.JOB_QUEUED, job_id=manifest.job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
+    queued = new_message(course_data(manifest), job_id=manifest.job_id, attempt=1, producer="test")
     send(settings, settings.events_topic, [queued])
     command = publish_command(manifest)
     send(settings, settings.commands_topic, [command])
@@ -126,13 +124,7 @@ def queue_job(settings: Settings, manifest: StagingManifest) -> Envelope:
 
 def cancel(settings: Settings, job_id: UUID) -> None:
     """Produce CancelJob for `job_id`."""
-    message = new_message(
-        MessageType.CANCEL_JOB,
-        job_id=job_id,
-        attempt=1,
-        data={"requested_by": "instructor-1"},
-        producer="test",
-    )
+    message = new_message(CancelJob(requested_by="instructor-1"), job_id=job_id, attempt=1, producer="test")
     send(settings, settings.commands_topic, [message])
 
 

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.messages import Envelope, MessageType, new_message
+from services.core.payloads import PublishCourse
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.attempt import JobRunner, Outcome
@@ -27,7 +28,7 @@ from services.encoder.claims import Claim, ClaimStore, Decision, Verdict, decide
 from services.encoder.publisher import Publisher
 from services.projector.replay import drop_schema
 from tests.integration.projector_harness import isolated
-from tests.unit.examples import EXAMPLES
+from tests.unit.examples import example_payload
 
 pytestmark = pytest.mark.integration
 
@@ -276,10 +277,8 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
                 s3_client(own),
                 watcher,
             )
-            outputs = EXAMPLES[MessageType.JOB_COMPLETED]
-            result = runner._finish(
-                Outcome.COMPLETED, [(MessageType.JOB_COMPLETED, outputs)], delete_staging=True
-            )
+            completed = example_payload(MessageType.JOB_COMPLETED)
+            result = runner._finish(Outcome.COMPLETED, [completed], delete_staging=True)
             # A control: the survivor, the owner, ends the dead attempt through the same claim
             # (JobStalled + the next command, one transaction), then runs attempt 2 from its command.
             survivor_runner = JobRunner(
@@ -303,7 +302,7 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
                 s3_client(own),
                 watcher,
             )
-            survivor_result = next_runner._finish(Outcome.COMPLETED, [(MessageType.JOB_COMPLETED, outputs)])
+            survivor_result = next_runner._finish(Outcome.COMPLETED, [completed])
         finally:
             watcher.close()
             producer.flush(10)
@@ -315,17 +314,17 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
         assert published == [("JobStalled", 1, "encoder@survivor"), ("JobCompleted", 2, "encoder@survivor")]
 
 
-def publish_command_for(job_id: UUID, attempt: int = 1) -> Envelope:
+def publish_command_for(job_id: UUID, attempt: int = 1) -> Envelope[PublishCourse]:
     """The PublishCourse the runners were started with (its data is not read by the final step)."""
-    data = {
-        "owner": "instructor-1",
-        "course_name": "c",
-        "curriculum": "CS101",
-        "staging_prefix": f"staging/{job_id}/",
-        "manifest_key": f"staging/{job_id}/manifest.json",
-        "video_count": 1,
-    }
-    return new_message(MessageType.PUBLISH_COURSE, job_id=job_id, attempt=attempt, data=data, producer="test")
+    data = PublishCourse(
+        owner="instructor-1",
+        course_name="c",
+        curriculum="CS101",
+        staging_prefix=f"staging/{job_id}/",
+        manifest_key=f"staging/{job_id}/manifest.json",
+        video_count=1,
+    )
+    return new_message(data, job_id=job_id, attempt=attempt, producer="test")
 
 
 def read_events(settings: Settings) -> list[Envelope]:

@@ -86,10 +86,10 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     assert job.status.value == "completed", (job.error_type, job.error_message, log.read_text()[-3000:])
     assert job.completed_at is not None
     assert job.outputs is not None
-    video = job.outputs["videos"][0]
+    video = job.outputs.videos[0]
     expected = choose_ladder(Source(640, 360, 14.0))
-    assert [(r["width"], r["height"]) for r in video["renditions"]] == [(r.width, r.height) for r in expected]
-    assert abs(video["duration_s"] - 14.0) < 0.5
+    assert [(r.width, r.height) for r in video.renditions] == [(r.width, r.height) for r in expected]
+    assert abs(video.duration_s - 14.0) < 0.5
 
     # Download what a player would fetch and check it with ffprobe.
     out = tmp_path / "published"
@@ -108,7 +108,7 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     assert master.count("#EXT-X-STREAM-INF") == len(expected)
     for attribute in ("BANDWIDTH=", "RESOLUTION=", 'CODECS="avc1.'):
         assert master.count(attribute) == len(expected)
-    assert _s3_key(own, video["master_playlist_url"]) == f"{prefix}master.m3u8"
+    assert _s3_key(own, video.master_playlist_url) == f"{prefix}master.m3u8"
 
     master_probe = ffmpeg.probe(str(out / "master.m3u8"))
     assert {s["codec_type"] for s in master_probe["streams"]} == {"video", "audio"}
@@ -135,10 +135,10 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     assert image["height"] == 360  # the poster keeps the source size (≤ 720p)
 
     # The second video: its own prefix, one rendition at its size, the uploaded cover as WebP.
-    other = job.outputs["videos"][1]
-    assert other["video_index"] == 1
-    assert [(r["width"], r["height"]) for r in other["renditions"]] == [(426, 240)]
-    cover_key = _s3_key(own, other["thumbnail_url"])
+    other = job.outputs.videos[1]
+    assert other.video_index == 1
+    assert [(r.width, r.height) for r in other.renditions] == [(426, 240)]
+    cover_key = _s3_key(own, other.thumbnail_url)
     assert cover_key == f"hls/{job_id}/1/1/thumbnail.webp"
     cover_webp = tmp_path / "cover.webp"
     s3.download_file(own.s3_bucket, cover_key, str(cover_webp))

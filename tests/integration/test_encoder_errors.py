@@ -116,4 +116,4 @@ def test_a_transient_storage_error_is_retried_with_backoff_and_then_succeeds(
     assert ("JobRetryScheduled", 1, None) in events
     assert ("JobCompleted", 2, None) in events
     assert job.outputs is not None
-    assert f"/hls/{job_id}/2/0/master.m3u8" in job.outputs["videos"][0]["master_playlist_url"]
+    assert f"/hls/{job_id}/2/0/master.m3u8" in job.outputs.videos[0].master_playlist_url

@@ -15,7 +15,8 @@ from confluent_kafka import Consumer, Producer
 
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
-from services.core.messages import MessageType, new_message
+from services.core.messages import new_message
+from services.core.payloads import CancelJob
 from services.core.settings import Settings
 from tests.integration.encoder_harness import (
     FAST,
@@ -68,13 +69,9 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
 ) -> None:
     job_id = new_job_id()
     manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=2)])
-    queued = new_message(
-        MessageType.JOB_QUEUED, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
+    queued = new_message(course_data(manifest), job_id=job_id, attempt=1, producer="test")
     send(own, own.events_topic, [queued])
-    cancel = new_message(
-        MessageType.CANCEL_JOB, job_id=job_id, attempt=1, data={"requested_by": "x"}, producer="test"
-    )
+    cancel = new_message(CancelJob(requested_by="x"), job_id=job_id, attempt=1, producer="test")
     nul_cancel = orjson.loads(codec.encode(cancel))
     nul_cancel["data"]["reason"] = "a\u0000b"  # the reason that once froze every job's status
     poison: list[bytes | None] = [
@@ -87,9 +84,7 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
     for value in poison:
         producer.produce(own.commands_topic, value=value, key=str(job_id).encode())
     assert producer.flush(30) == 0
-    command = new_message(
-        MessageType.PUBLISH_COURSE, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
+    command = new_message(course_data(manifest).publish_command(), job_id=job_id, attempt=1, producer="test")
     send(own, own.commands_topic, [command])
     processes: list[subprocess.Popen[bytes]] = [start_projector(own)]
     processes.append(start_encoder(own, tmp_path / "encoder.log", **FAST))

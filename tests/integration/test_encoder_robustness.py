@@ -20,6 +20,7 @@ import pytest
 from services.core.faults import ENV_VAR as FAULT_POINT
 from services.core.manifest import staging_prefix
 from services.core.messages import MessageType, new_message
+from services.core.payloads import JobCanceled, JobRetryRequested
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.projector.store import JobStore
 from tests.integration.encoder_harness import (
@@ -234,10 +235,9 @@ def test_staging_is_deleted_once_the_completion_is_applied_and_kept_when_it_is_r
         # encoder published (the reader under test is this encoder's staging cleanup): the running
         # encoder does not see it, finishes, and its JobCompleted is rejected by the projector.
         canceled = new_message(
-            MessageType.JOB_CANCELED,
+            JobCanceled(requested_by="instructor-1", reason="canceled elsewhere"),
             job_id=rejected,
             attempt=1,
-            data={"requested_by": "instructor-1", "reason": "canceled elsewhere"},
             producer="another-encoder",
         )
         send(own, own.events_topic, [canceled])
@@ -406,10 +406,9 @@ def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
         staged_after_failure = _staged_keys(one_attempt, s3, job_id)
         # The owner retries, as the api's POST /v1/jobs/{id}/retry does: both messages, attempt 2.
         requested = new_message(
-            MessageType.JOB_RETRY_REQUESTED,
+            JobRetryRequested(requested_by="instructor-1", next_attempt=2),
             job_id=job_id,
             attempt=1,
-            data={"requested_by": "instructor-1", "next_attempt": 2},
             producer="test",
         )
         send(one_attempt, one_attempt.events_topic, [requested])

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from uuid import uuid4
 
+import msgspec
 import pytest
 from confluent_kafka import Consumer
 
@@ -15,6 +16,7 @@ from devtools.synthetic import history
 from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
+from services.core.payloads import JobCanceled
 from services.core.settings import Settings
 from services.projector.store import JobStore
 from tests.integration.projection_checks import assert_table_is_the_log
@@ -76,7 +78,7 @@ def test_events_postgres_refuses_are_set_aside_with_its_reason_and_every_other_e
     start_that_would_wrap_to_attempt_two = event(M.JOB_STARTED, running, attempt=WRAPS_TO_TWO)
     queued = event(M.JOB_QUEUED, newcomer, at=T0)
     queued_with_too_many_videos = dataclasses.replace(
-        queued, data={**queued.data, "video_count": INT4_OVERFLOW}
+        queued, data=msgspec.structs.replace(queued.data, video_count=INT4_OVERFLOW)
     )
     refused = [
         progress_of_impossible_attempt,
@@ -126,7 +128,9 @@ def test_a_nul_in_a_cancel_reason_produced_raw_is_dead_lettered_and_the_projecto
     good = history(jobs=120, events_per_job=8, seed=22)
     target = uuid4()
     lifecycle = timeline(target, M.JOB_QUEUED, M.JOB_STARTED, M.JOB_PROGRESS, M.JOB_COMPLETED)
-    cancel = event(M.JOB_CANCELED, target, data={"requested_by": "instructor-1", "reason": "placeholder"})
+    cancel = event(
+        M.JOB_CANCELED, target, data=JobCanceled(requested_by="instructor-1", reason="placeholder")
+    )
     # The api's request of issue 8, as bytes on the log: JSON's \u0000 escape, which jsonb refuses.
     nul_cancel = codec.encode(cancel).replace(b'"placeholder"', b'"a\\u0000b"')
     assert b"a\\u0000b" in nul_cancel

@@ -1,4 +1,7 @@
-"""Valid example `data` for every message type, shared by the unit tests."""
+"""Valid example `data` for every message type, shared by the unit tests.
+
+EXAMPLES holds each payload in its JSON form (as on the wire); `example` builds the typed message.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from services.core.messages import Envelope, MessageType, new_message
+import msgspec
+
+from services.core.messages import Envelope, MessageType, Payload, new_message
+from services.core.payloads import LATEST_PAYLOADS
 
 JOB_ID = uuid.UUID("0b7c5e2a-4f1d-4c3e-9a6b-2d8f1e0c7a51")
 STAGING_PREFIX = f"staging/{JOB_ID}/"
@@ -104,13 +110,21 @@ PRODUCERS: dict[MessageType, str] = {
 }
 
 
+def example_payload(type: MessageType) -> Payload:
+    """The example data of `type` as its payload class (latest version)."""
+    return msgspec.convert(EXAMPLES[type], LATEST_PAYLOADS[type])
+
+
 def example(type: MessageType, attempt: int = 1, **data_overrides: Any) -> Envelope:
-    """A valid message of `type` for the example job, with some data fields replaced."""
+    """A valid message of `type` for the example job, with some data fields replaced.
+
+    The replacements are not checked (a struct's constructor checks no types), so a test can build
+    a message the codec must refuse.
+    """
     return new_message(
-        type,
+        msgspec.structs.replace(example_payload(type), **data_overrides),
         job_id=JOB_ID,
         attempt=attempt,
-        data={**EXAMPLES[type], **data_overrides},
         producer=PRODUCERS.get(type, "encoder@host-1:4242"),
         occurred_at=OCCURRED_AT,
     )

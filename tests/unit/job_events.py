@@ -3,84 +3,107 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID, uuid4
 
-from services.core.messages import Envelope, MessageType
+from services.core.messages import Envelope, MessageType, Payload
+from services.core.payloads import (
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobProgress,
+    JobQueued,
+    JobRetryRequested,
+    JobRetryScheduled,
+    JobStalled,
+    JobStarted,
+    JobTimedOut,
+    ProgressStep,
+    PublishedVideo,
+    Rendition,
+    ThumbnailSaved,
+    VideoEncoded,
+)
 
 T0 = datetime(2026, 6, 15, 8, 18, 12, tzinfo=UTC)
 
 
-def outputs() -> dict[str, Any]:
+def outputs() -> JobOutputs:
     """A one-video JobCompleted outputs object."""
-    return {
-        "videos": [
-            {
-                "video_index": 0,
-                "master_playlist_url": "http://cdn.test/hls/job/1/0/master.m3u8",
-                "renditions": [
-                    {
-                        "name": "720p",
-                        "width": 1280,
-                        "height": 720,
-                        "bandwidth": 3_000_000,
-                        "codecs": "avc1.64001f,mp4a.40.2",
-                    }
-                ],
-                "duration_s": 60.0,
-                "thumbnail_url": "http://cdn.test/hls/job/1/0/thumbnail.webp",
-                "poster_url": "http://cdn.test/hls/job/1/0/poster.webp",
-            }
-        ]
-    }
+    return JobOutputs(
+        videos=(
+            PublishedVideo(
+                video_index=0,
+                master_playlist_url="http://cdn.test/hls/job/1/0/master.m3u8",
+                renditions=(
+                    Rendition(
+                        name="720p",
+                        width=1280,
+                        height=720,
+                        bandwidth=3_000_000,
+                        codecs="avc1.64001f,mp4a.40.2",
+                    ),
+                ),
+                duration_s=60.0,
+                thumbnail_url="http://cdn.test/hls/job/1/0/thumbnail.webp",
+                poster_url="http://cdn.test/hls/job/1/0/poster.webp",
+            ),
+        )
+    )
 
 
-def data_for(kind: MessageType, attempt: int, job_id: UUID) -> dict[str, Any]:
+def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
     """Schema-valid data for an event of `kind` in attempt `attempt`."""
     match kind:
         case MessageType.JOB_QUEUED:
-            return {
-                "owner": "instructor-1",
-                "course_name": "Limit",
-                "curriculum": "SQL",
-                "staging_prefix": f"staging/{job_id}/",
-                "manifest_key": f"staging/{job_id}/manifest.json",
-                "video_count": 1,
-            }
+            return JobQueued(
+                owner="instructor-1",
+                course_name="Limit",
+                curriculum="SQL",
+                staging_prefix=f"staging/{job_id}/",
+                manifest_key=f"staging/{job_id}/manifest.json",
+                video_count=1,
+            )
         case MessageType.JOB_STARTED:
-            return {"worker": "encoder@test:1"}
+            return JobStarted(worker="encoder@test:1")
         case MessageType.JOB_PROGRESS:
-            return {"percent": 42.5, "step": "transcoding"}
+            return JobProgress(percent=42.5, step=ProgressStep.TRANSCODING)
         case MessageType.VIDEO_ENCODED:
-            return {
-                k: v for k, v in outputs()["videos"][0].items() if k not in {"thumbnail_url", "poster_url"}
-            }
+            video = outputs().videos[0]
+            return VideoEncoded(
+                video_index=video.video_index,
+                master_playlist_url=video.master_playlist_url,
+                renditions=video.renditions,
+                duration_s=video.duration_s,
+            )
         case MessageType.THUMBNAIL_SAVED:
-            return {"video_index": 0, "kind": "thumbnail", "source": "frame", "url": "http://cdn.test/t.webp"}
+            return ThumbnailSaved(
+                video_index=0, kind="thumbnail", source="frame", url="http://cdn.test/t.webp"
+            )
         case MessageType.JOB_COMPLETED:
-            return {"outputs": outputs()}
+            return JobCompleted(outputs=outputs())
         case MessageType.JOB_FAILED:
-            return {"error_type": "NoSuchKey", "message": "The staged video is gone.", "retryable": False}
+            return JobFailed(error_type="NoSuchKey", message="The staged video is gone.", retryable=False)
         case MessageType.JOB_RETRY_SCHEDULED:
-            return {
-                "error_type": "s3_unavailable",
-                "message": "S3 answered 503",
-                "next_attempt": attempt + 1,
-                "delay_s": 2.0,
-            }
+            return JobRetryScheduled(
+                error_type="s3_unavailable",
+                message="S3 answered 503",
+                next_attempt=attempt + 1,
+                delay_s=2.0,
+            )
         case MessageType.JOB_RETRY_REQUESTED:
-            return {"requested_by": "instructor-1", "next_attempt": attempt + 1}
+            return JobRetryRequested(requested_by="instructor-1", next_attempt=attempt + 1)
         case MessageType.JOB_STALLED:
-            return {
-                "last_heartbeat_at": None,
-                "stall_timeout_s": 300,
-                "will_retry": attempt < 3,
-                "message": "worker went silent",
-            }
+            return JobStalled(
+                last_heartbeat_at=None,
+                stall_timeout_s=300,
+                will_retry=attempt < 3,
+                message="worker went silent",
+            )
         case MessageType.JOB_TIMED_OUT:
-            return {"time_limit_s": 14400, "will_retry": False, "message": "encode passed its 4 h limit"}
+            return JobTimedOut(time_limit_s=14400, will_retry=False, message="encode passed its 4 h limit")
         case MessageType.JOB_CANCELED:
-            return {"requested_by": "instructor-1"}
+            return JobCanceled(requested_by="instructor-1")
         case _:
             raise ValueError(f"{kind} is not a job event")
 
@@ -91,18 +114,18 @@ def event(
     attempt: int = 1,
     *,
     at: datetime | None = None,
-    data: dict[str, Any] | None = None,
+    data: Payload | None = None,
 ) -> Envelope:
-    """An event of `kind` for `job_id`, with a fresh event_id."""
+    """An event of `kind` for `job_id`, with a fresh event_id; `data`, if given, must be a `kind`."""
+    payload = data if data is not None else data_for(kind, attempt, job_id)
+    assert payload.message_type == kind, f"{type(payload).__name__} is not a {kind}"
     return Envelope(
         event_id=uuid4(),
-        type=kind,
-        version=1,
         job_id=job_id,
         attempt=attempt,
         occurred_at=at or T0,
         producer="test",
-        data=data if data is not None else data_for(kind, attempt, job_id),
+        data=payload,
     )
 
 

@@ -17,21 +17,22 @@ from services.core import codec
 from services.core.jobs import JobStatus
 from services.core.manifest import manifest_key, staging_prefix
 from services.core.messages import COMMAND_TYPES, MessageType
+from services.core.payloads import CancelJob, JobCanceled, JobRetryRequested, PublishCourse
 from services.core.settings import Settings
 
 TOPICS = Settings()
 
 
-def command_data(of: JobPublic) -> dict[str, Any]:
-    """The PublishCourse data `of` was queued with."""
-    return {
-        "owner": of.owner,
-        "course_name": of.course_name,
-        "curriculum": of.curriculum,
-        "staging_prefix": staging_prefix(of.job_id),
-        "manifest_key": manifest_key(of.job_id),
-        "video_count": of.video_count,
-    }
+def command_data(of: JobPublic) -> PublishCourse:
+    """The PublishCourse `of` was queued with."""
+    return PublishCourse(
+        owner=of.owner,
+        course_name=of.course_name,
+        curriculum=of.curriculum,
+        staging_prefix=staging_prefix(of.job_id),
+        manifest_key=manifest_key(of.job_id),
+        video_count=of.video_count,
+    )
 
 
 def job(status: JobStatus, attempt: int = 1) -> JobPublic:
@@ -81,7 +82,7 @@ def test_a_retry_requests_the_next_attempt_and_commands_it_with_the_original_dat
     assert (events_topic, commands_topic) == (TOPICS.events_topic, TOPICS.commands_topic)
     # The request belongs to the failed attempt (the state machine checks it); the command to the next.
     assert (requested.type, requested.attempt) == (MessageType.JOB_RETRY_REQUESTED, 2)
-    assert requested.data == {"requested_by": "grace", "next_attempt": 3}
+    assert requested.data == JobRetryRequested(requested_by="grace", next_attempt=3)
     assert (command.type, command.attempt) == (MessageType.PUBLISH_COURSE, 3)
     assert command.data == command_data(failed)
     assert requested.job_id == command.job_id == failed.job_id
@@ -119,9 +120,10 @@ def test_a_queued_job_is_canceled_on_the_log_and_its_command_stopped_in_one_appe
     )
     assert (events_topic, commands_topic) == (TOPICS.events_topic, TOPICS.commands_topic)
     assert (canceled.type, command.type) == (MessageType.JOB_CANCELED, MessageType.CANCEL_JOB)
+    assert canceled.data == JobCanceled(requested_by="ada", reason="wrong files")
+    assert command.data == CancelJob(requested_by="ada", reason="wrong files")
     for message in (canceled, command):
         assert (message.job_id, message.attempt) == (queued.job_id, 1)
-        assert message.data == {"requested_by": "ada", "reason": "wrong files"}
         codec.encode(message)
 
 
@@ -132,10 +134,11 @@ def test_a_processing_job_gets_only_the_command_its_encoder_answers_with_job_can
     assert topic == TOPICS.commands_topic
     assert command.type in COMMAND_TYPES
     assert (command.type, command.attempt) == (MessageType.CANCEL_JOB, 3)
-    assert command.data == {"requested_by": "ada"}  # no reason given: none sent
+    assert command.data == CancelJob(requested_by="ada", reason=None)  # no reason given: none sent
     codec.encode(command)
 
 
 def test_an_empty_reason_is_not_sent() -> None:
     [(_, canceled), (_, command)] = cancel_messages(job(JobStatus.QUEUED), "ada", "", TOPICS)
-    assert canceled.data == command.data == {"requested_by": "ada"}
+    assert canceled.data == JobCanceled(requested_by="ada", reason=None)
+    assert command.data == CancelJob(requested_by="ada", reason=None)

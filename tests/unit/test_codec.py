@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 
 from services.core import codec as codec_module
 from services.core.codec import (
-    SCHEMA_DIR,
+    SCHEMAS,
     Codec,
     CodecError,
     EmptyMessage,
@@ -29,17 +29,30 @@ from services.core.codec import (
 from services.core.messages import (
     COMMAND_TYPES,
     EVENT_TYPES,
-    LATEST_VERSION,
     Envelope,
     MessageType,
+    Payload,
     job_key,
     new_message,
     printable,
+)
+from services.core.payloads import (
+    LATEST_VERSION,
+    CancelJob,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStalled,
+    JobStarted,
+    ProgressStep,
 )
 from tests.unit.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
 
 SCHEMA_BASE = "https://coursecast.dev/schemas/"
 BACKENDS = ["jsonschema", *(["jsonschema-rs"] if Codec.from_directory().accelerated else [])]
+SCHEMA_FILES = sorted(
+    (path for path in SCHEMAS.iterdir() if path.name.endswith(".json")), key=lambda path: path.name
+)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -96,7 +109,7 @@ def test_commands_and_events_partition_the_message_types() -> None:
 
 
 def test_every_schema_file_declares_its_own_id_and_forbids_unknown_fields() -> None:
-    for path in sorted(SCHEMA_DIR.glob("*.json")):
+    for path in SCHEMA_FILES:
         schema = orjson.loads(path.read_bytes())
         assert schema["$id"] == SCHEMA_BASE + path.name, path.name
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema", path.name
@@ -106,7 +119,9 @@ def test_every_schema_file_declares_its_own_id_and_forbids_unknown_fields() -> N
 @pytest.mark.parametrize("message_type", list(MessageType))
 def test_every_message_type_round_trips_unchanged(codec: Codec, message_type: MessageType) -> None:
     message = example(message_type, attempt=2)
-    assert codec.decode(codec.encode(message)) == message
+    decoded = codec.decode(codec.encode(message))
+    assert decoded == message
+    assert type(decoded.data) is type(message.data)
 
 
 def test_module_level_encode_and_decode_use_the_shipped_schemas() -> None:
@@ -119,7 +134,16 @@ def test_encoded_message_carries_string_uuids_and_an_rfc3339_utc_timestamp() -> 
     assert document["job_id"] == str(JOB_ID)
     assert uuid.UUID(document["event_id"])
     assert document["occurred_at"] == "2026-03-01T09:30:15.123456Z"
-    assert list(document) == [field.name for field in dataclasses.fields(Envelope)]
+    assert list(document) == [
+        "event_id",
+        "type",
+        "version",
+        "job_id",
+        "attempt",
+        "occurred_at",
+        "producer",
+        "data",
+    ]
 
 
 def test_a_timestamp_with_a_plus_zero_offset_decodes_like_z(codec: Codec) -> None:
@@ -135,42 +159,38 @@ def test_kafka_key_is_the_job_id_so_one_job_stays_on_one_partition() -> None:
 
 def test_new_message_stamps_a_fresh_event_id_and_utc_now_at_the_latest_version() -> None:
     before = datetime.now(UTC)
-    first = new_message(
-        MessageType.JOB_STARTED, job_id=JOB_ID, attempt=1, data={"worker": "w"}, producer="encoder"
-    )
-    second = new_message("JobStarted", job_id=JOB_ID, attempt=1, data={"worker": "w"}, producer="encoder")
+    first = new_message(JobStarted(worker="w"), job_id=JOB_ID, attempt=1, producer="encoder")
+    second = new_message(JobStarted(worker="w"), job_id=JOB_ID, attempt=1, producer="encoder")
     assert first.event_id != second.event_id
     assert first.version == LATEST_VERSION["JobStarted"]
     assert before <= first.occurred_at <= datetime.now(UTC)
     assert first.occurred_at.tzinfo is UTC
 
 
-def test_new_message_refuses_an_unknown_type() -> None:
-    with pytest.raises(ValueError, match="NoSuchThing"):
-        new_message("NoSuchThing", job_id=JOB_ID, attempt=1, data={}, producer="api")
+def test_the_type_and_version_of_a_message_are_those_of_its_payload_class() -> None:
+    message = new_message(CancelJob(requested_by="instructor-42"), job_id=JOB_ID, attempt=1, producer="api")
+    assert (message.type, message.version) == (MessageType.CANCEL_JOB, CancelJob.version)
+    assert message.is_command
 
 
 def test_envelope_refuses_a_naive_timestamp() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Envelope(
             event_id=uuid.uuid4(),
-            type="JobStarted",
-            version=1,
             job_id=JOB_ID,
             attempt=1,
             occurred_at=datetime(2026, 3, 1, 9, 30),
             producer="encoder",
-            data={"worker": "w"},
+            data=JobStarted(worker="w"),
         )
 
 
 def test_envelope_stores_an_offset_timestamp_as_the_same_instant_in_utc() -> None:
     seoul = timezone(timedelta(hours=9))
     message = new_message(
-        MessageType.JOB_STARTED,
+        JobStarted(worker="w"),
         job_id=JOB_ID,
         attempt=1,
-        data={"worker": "w"},
         producer="encoder",
         occurred_at=OCCURRED_AT.astimezone(seoul),
     )
@@ -275,10 +295,19 @@ def test_encode_refuses_an_invalid_message_so_it_is_never_produced(codec: Codec)
         codec.encode(example(MessageType.JOB_PROGRESS, step="dancing"))
 
 
-def test_encode_refuses_an_unknown_type(codec: Codec) -> None:
-    message = example(MessageType.JOB_STARTED)
-    with pytest.raises(UnknownMessageType):
-        codec.encode(Envelope(**{**_fields(message), "type": "JobDanced"}))
+class JobStartedV9(Payload, frozen=True, kw_only=True):
+    """A version of JobStarted no codec knows."""
+
+    message_type = MessageType.JOB_STARTED
+    version = 9
+
+    worker: str
+
+
+def test_encode_refuses_an_unknown_version(codec: Codec) -> None:
+    message = dataclasses.replace(example(MessageType.JOB_STARTED), data=JobStartedV9(worker="w"))
+    with pytest.raises(UnknownMessageType, match="no schema for JobStarted v9"):
+        codec.encode(message)
 
 
 def test_encode_refuses_a_naive_datetime_inside_data(codec: Codec) -> None:
@@ -289,12 +318,15 @@ def test_encode_refuses_a_naive_datetime_inside_data(codec: Codec) -> None:
 
 def test_encode_writes_an_aware_datetime_inside_data_as_rfc3339_utc(codec: Codec) -> None:
     message = example(MessageType.JOB_STALLED, last_heartbeat_at=OCCURRED_AT)
-    assert codec.decode(codec.encode(message)).data["last_heartbeat_at"] == "2026-03-01T09:30:15.123456Z"
+    assert as_document(message)["data"]["last_heartbeat_at"] == "2026-03-01T09:30:15.123456Z"
+    decoded = codec.decode(codec.encode(message))
+    assert isinstance(decoded.data, JobStalled)
+    assert decoded.data.last_heartbeat_at == OCCURRED_AT
 
 
 def test_encode_refuses_data_that_is_not_json(codec: Codec) -> None:
     with pytest.raises(MalformedMessage, match="not serializable"):
-        codec.encode(example(MessageType.JOB_PROGRESS, message={1, 2}))
+        codec.encode(example(MessageType.JOB_PROGRESS, message=object()))
 
 
 def test_codec_errors_carry_distinct_short_codes_for_dlq_headers() -> None:
@@ -360,6 +392,18 @@ PROGRESS_V2: dict[str, Any] = {
 }
 
 
+class JobProgressV2(Payload, frozen=True, kw_only=True):
+    """The payload class of the test-only JobProgress v2."""
+
+    message_type = MessageType.JOB_PROGRESS
+    version = 2
+
+    fraction: float
+    step: ProgressStep
+    video_index: int | None
+    message: str | None = None
+
+
 def progress_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     upcast = {"fraction": data.pop("percent") / 100, "video_index": data.pop("video_index", None)}
     return {**data, **upcast}
@@ -369,7 +413,7 @@ def progress_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
 def codec_with_v2() -> Codec:
     """A private codec that knows a test-only JobProgress v2, so the shipped registry stays untouched."""
     codec = Codec.from_directory()
-    codec.register_schema("JobProgress", 2, PROGRESS_V2)
+    codec.register_schema(JobProgressV2, PROGRESS_V2)
     codec.register_upcaster("JobProgress", 1, progress_v1_to_v2)
     return codec
 
@@ -378,19 +422,17 @@ def test_a_v1_message_decodes_in_the_v2_shape_through_the_registered_upcaster(co
     v1 = example(MessageType.JOB_PROGRESS, percent=42.5, step="transcoding")
     decoded = codec_with_v2.decode(codec_with_v2.encode(v1))
     assert decoded.version == 2
-    expected = {"fraction": 0.425, "step": "transcoding", "video_index": 1, "message": "720p"}
-    assert dict(decoded.data) == expected
+    expected = JobProgressV2(fraction=0.425, step=ProgressStep.TRANSCODING, video_index=1, message="720p")
+    assert decoded.data == expected
     assert (decoded.event_id, decoded.job_id, decoded.occurred_at) == (v1.event_id, v1.job_id, v1.occurred_at)
 
 
 def test_a_v2_message_decodes_unchanged_once_v2_is_the_latest(codec_with_v2: Codec) -> None:
     v2 = new_message(
-        MessageType.JOB_PROGRESS,
+        JobProgressV2(fraction=1.0, step=ProgressStep.UPLOADING, video_index=None),
         job_id=JOB_ID,
         attempt=1,
-        data={"fraction": 1.0, "step": "uploading", "video_index": None},
         producer="encoder",
-        version=2,
     )
     assert codec_with_v2.latest_version["JobProgress"] == 2
     assert codec_with_v2.decode(codec_with_v2.encode(v2)) == v2
@@ -398,7 +440,7 @@ def test_a_v2_message_decodes_unchanged_once_v2_is_the_latest(codec_with_v2: Cod
 
 def test_an_old_version_without_an_upcaster_chain_is_rejected_not_handed_over() -> None:
     codec = Codec.from_directory()
-    codec.register_schema("JobProgress", 2, PROGRESS_V2)
+    codec.register_schema(JobProgressV2, PROGRESS_V2)
     raw = codec.encode(example(MessageType.JOB_PROGRESS))
     with pytest.raises(UnknownMessageType, match="no upcaster from JobProgress v1 to v2"):
         codec.decode(raw)
@@ -406,7 +448,7 @@ def test_an_old_version_without_an_upcaster_chain_is_rejected_not_handed_over() 
 
 def test_a_faulty_upcaster_cannot_hand_a_handler_invalid_data() -> None:
     codec = Codec.from_directory()
-    codec.register_schema("JobProgress", 2, PROGRESS_V2)
+    codec.register_schema(JobProgressV2, PROGRESS_V2)
     codec.register_upcaster("JobProgress", 1, lambda data: {**data, "fraction": 42})
     with pytest.raises(SchemaViolation, match="JobProgress v2"):
         codec.decode(codec.encode(example(MessageType.JOB_PROGRESS)))
@@ -414,7 +456,7 @@ def test_a_faulty_upcaster_cannot_hand_a_handler_invalid_data() -> None:
 
 def test_a_published_schema_version_can_never_be_replaced() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        Codec.from_directory().register_schema("JobProgress", 1, PROGRESS_V2)
+        Codec.from_directory().register_schema(JobProgress, PROGRESS_V2)
 
 
 def test_an_upcaster_needs_the_schemas_of_both_versions_first() -> None:
@@ -427,14 +469,11 @@ def test_the_module_level_registration_functions_upcast_for_module_level_decode(
 ) -> None:
     # A private default codec for this test, so the v2 below never leaks into other tests.
     monkeypatch.setattr(codec_module, "default_codec", Codec.from_directory())
-    codec_module.register_schema("JobProgress", 2, PROGRESS_V2)
+    codec_module.register_schema(JobProgressV2, PROGRESS_V2)
     codec_module.register_upcaster("JobProgress", 1, progress_v1_to_v2)
     decoded = codec_module.decode(codec_module.encode(example(MessageType.JOB_PROGRESS)))
-    assert (decoded.version, decoded.data["fraction"]) == (2, 0.425)
-
-
-def _fields(message: Envelope) -> dict[str, Any]:
-    return {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
+    assert isinstance(decoded.data, JobProgressV2)
+    assert (decoded.version, decoded.data.fraction) == (2, 0.425)
 
 
 @pytest.fixture(autouse=True)
@@ -489,7 +528,7 @@ def replaced(document: Any, path: tuple[str | int, ...], value: str) -> Any:
     return copied
 
 
-@pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SCHEMA_FILES, ids=lambda p: p.name)
 def test_every_string_of_every_schema_forbids_control_characters_by_pattern(path: Any) -> None:
     strings = list(string_schemas(orjson.loads(path.read_bytes())))
     assert strings, path.name
@@ -530,11 +569,7 @@ def test_decode_rejects_an_escaped_nul_in_a_cancel_reason_with_the_field_and_cod
 
 def test_encode_refuses_a_nul_so_a_producer_never_emits_one(codec: Codec) -> None:
     cancel = new_message(
-        MessageType.CANCEL_JOB,
-        job_id=JOB_ID,
-        attempt=1,
-        data={"requested_by": "instructor-42", "reason": "a\x00b"},
-        producer="api",
+        CancelJob(requested_by="instructor-42", reason="a\x00b"), job_id=JOB_ID, attempt=1, producer="api"
     )
     with pytest.raises(SchemaViolation, match=r"\$\.data\.reason: contains the control character U\+0000"):
         codec.encode(cancel)
@@ -546,10 +581,9 @@ def test_encode_refuses_a_nul_so_a_producer_never_emits_one(codec: Codec) -> Non
 @pytest.mark.parametrize("line_break", LINE_BREAKS)
 def test_free_text_keeps_tabs_and_line_breaks(codec: Codec, line_break: str) -> None:
     failed = new_message(
-        MessageType.JOB_FAILED,
+        JobFailed(error_type="invalid_media", message=f"line one{line_break}line two", retryable=False),
         job_id=JOB_ID,
         attempt=1,
-        data={"error_type": "invalid_media", "message": f"line one{line_break}line two", "retryable": False},
         producer="encoder@host:1",
     )
     assert codec.decode(codec.encode(failed)) == failed
@@ -567,19 +601,20 @@ def test_unicode_text_that_is_not_a_control_character_is_accepted(codec: Codec) 
     document = replaced(
         as_document(example(MessageType.JOB_QUEUED)), ("data", "course_name"), "알고리즘 · Ünïcödé ☃ \u2028"
     )
-    assert codec.decode(orjson.dumps(document)).data["course_name"] == "알고리즘 · Ünïcödé ☃ \u2028"
+    queued = codec.decode(orjson.dumps(document)).data
+    assert isinstance(queued, JobQueued)
+    assert queued.course_name == "알고리즘 · Ünïcödé ☃ \u2028"
 
 
 def test_printable_makes_machine_text_acceptable_as_a_free_text_field(codec: Codec) -> None:
     stderr_line = "\x1b[31mmoov atom not found\x1b[0m\x00\tat\r\n0x7f:\x7f"
     failed = new_message(
-        MessageType.JOB_FAILED,
+        JobFailed(error_type="invalid_media", message=printable(stderr_line), retryable=False),
         job_id=JOB_ID,
         attempt=1,
-        data={"error_type": "invalid_media", "message": printable(stderr_line), "retryable": False},
         producer="encoder@host:1",
     )
-    assert failed.data["message"] == "\ufffd[31mmoov atom not found\ufffd[0m\ufffd\tat\r\n0x7f:\ufffd"
+    assert failed.data.message == "\ufffd[31mmoov atom not found\ufffd[0m\ufffd\tat\r\n0x7f:\ufffd"
     assert codec.decode(codec.encode(failed)) == failed
 
 
@@ -589,11 +624,7 @@ def test_a_lone_surrogate_is_malformed_at_consume_and_at_produce(codec: Codec) -
     raw = orjson.dumps(document).replace(b'"wrong video uploaded"', b'"a\\ud800b"')
     assert "surrogate" in reason_of(codec, raw, MalformedMessage)
     cancel = new_message(
-        MessageType.CANCEL_JOB,
-        job_id=JOB_ID,
-        attempt=1,
-        data={"requested_by": "instructor-42", "reason": "a\ud800b"},
-        producer="api",
+        CancelJob(requested_by="instructor-42", reason="a\ud800b"), job_id=JOB_ID, attempt=1, producer="api"
     )
     with pytest.raises(MalformedMessage, match="not serializable as JSON"):
         codec.encode(cancel)

@@ -6,7 +6,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from services.core.manifest import StagedFile, StagedVideo
-from services.core.messages import MessageType
+from services.core.payloads import PublishedVideo, Rendition, ThumbnailSaved, VideoEncoded
 from services.core.settings import Settings
 from services.encoder.ladder import Source, Variant, choose_ladder
 from services.encoder.pipeline import (
@@ -130,15 +130,9 @@ def test_the_ladder_settings_come_from_the_configuration() -> None:
 def test_renditions_report_what_the_master_playlist_says_and_fall_back_to_the_plan() -> None:
     renditions = choose_ladder(Source(640, 360, 10.0))
     variants = [Variant("0/index.m3u8", 999_000, 0, 0, "")]
-    assert rendition_list(renditions, variants) == [
-        {
-            "name": "360p",
-            "width": 640,
-            "height": 360,
-            "bandwidth": 999_000,
-            "codecs": "avc1.640028,mp4a.40.2",
-        }
-    ]
+    assert rendition_list(renditions, variants) == (
+        Rendition(name="360p", width=640, height=360, bandwidth=999_000, codecs="avc1.640028,mp4a.40.2"),
+    )
 
 
 def test_the_outputs_and_events_name_the_planned_keys_under_the_cdn() -> None:
@@ -146,50 +140,35 @@ def test_the_outputs_and_events_name_the_planned_keys_under_the_cdn() -> None:
     variants = [Variant("0/index.m3u8", 1_000_000, 640, 360, "avc1.64001e,mp4a.40.2")]
     outputs = video_outputs(planned, variants, 12.34567, url)
     prefix = f"{CDN}hls/{JOB}/3/2"
-    assert outputs == {
-        "video_index": 2,
-        "master_playlist_url": f"{prefix}/master.m3u8",
-        "renditions": [
-            {
-                "name": "360p",
-                "width": 640,
-                "height": 360,
-                "bandwidth": 1_000_000,
-                "codecs": "avc1.64001e,mp4a.40.2",
-            }
-        ],
-        "duration_s": 12.346,
-        "thumbnail_url": f"{prefix}/thumbnail.webp",
-        "poster_url": f"{prefix}/poster.webp",
-    }
+    renditions = (
+        Rendition(name="360p", width=640, height=360, bandwidth=1_000_000, codecs="avc1.64001e,mp4a.40.2"),
+    )
+    assert outputs == PublishedVideo(
+        video_index=2,
+        master_playlist_url=f"{prefix}/master.m3u8",
+        renditions=renditions,
+        duration_s=12.346,
+        thumbnail_url=f"{prefix}/thumbnail.webp",
+        poster_url=f"{prefix}/poster.webp",
+    )
     assert video_events(planned, outputs) == [
-        (
-            MessageType.VIDEO_ENCODED,
-            {
-                "video_index": 2,
-                "master_playlist_url": f"{prefix}/master.m3u8",
-                "renditions": outputs["renditions"],
-                "duration_s": 12.346,
-            },
+        VideoEncoded(
+            video_index=2,
+            master_playlist_url=f"{prefix}/master.m3u8",
+            renditions=renditions,
+            duration_s=12.346,
         ),
-        (
-            MessageType.THUMBNAIL_SAVED,
-            {"video_index": 2, "kind": "thumbnail", "source": "uploaded", "url": f"{prefix}/thumbnail.webp"},
-        ),
-        (
-            MessageType.THUMBNAIL_SAVED,
-            {"video_index": 2, "kind": "poster", "source": "frame", "url": f"{prefix}/poster.webp"},
-        ),
+        ThumbnailSaved(video_index=2, kind="thumbnail", source="uploaded", url=f"{prefix}/thumbnail.webp"),
+        ThumbnailSaved(video_index=2, kind="poster", source="frame", url=f"{prefix}/poster.webp"),
     ]
 
 
 def test_an_audio_only_lecture_announces_its_thumbnail_and_no_poster() -> None:
     planned = plan(staged(thumbnail=False), Source(0, 0, 30.0, has_video=False))
     outputs = video_outputs(planned, [], 30.0, url)
-    assert outputs["poster_url"] is None
-    assert outputs["renditions"] == []
-    assert [(type_, data.get("kind")) for type_, data in video_events(planned, outputs)] == [
-        (MessageType.VIDEO_ENCODED, None),
-        (MessageType.THUMBNAIL_SAVED, "thumbnail"),
-    ]
-    assert video_events(planned, outputs)[1][1]["source"] == "frame"
+    assert outputs.poster_url is None
+    assert outputs.renditions == ()
+    events = video_events(planned, outputs)
+    assert [type(event) for event in events] == [VideoEncoded, ThumbnailSaved]
+    assert isinstance(events[1], ThumbnailSaved)
+    assert (events[1].kind, events[1].source) == ("thumbnail", "frame")

@@ -20,6 +20,7 @@ from services.core.jobs import (
     apply,
 )
 from services.core.messages import EVENT_TYPES, Envelope, MessageType
+from services.core.payloads import JobRetryRequested, JobStalled, JobTimedOut
 from services.core.projection import Applied, Duplicate, InMemoryJobProjection, Rejected
 from tests.unit.job_events import T0, event, timeline
 
@@ -46,7 +47,7 @@ def test_queued_job_starts_processing_and_completes_with_outputs() -> None:
     assert state.started_at == T0 + timedelta(minutes=1)
     assert state.progress_percent == 100.0
     assert state.outputs is not None
-    assert state.outputs["videos"][0]["master_playlist_url"].endswith("master.m3u8")
+    assert state.outputs.videos[0].master_playlist_url.endswith("master.m3u8")
 
 
 def test_progress_updates_percent_and_step_while_processing() -> None:
@@ -91,9 +92,11 @@ def test_watchdog_verdict_without_retry_fails_the_job_explicitly(
 ) -> None:
     job = uuid4()
     projection = run(*timeline(job, M.JOB_QUEUED, M.JOB_STARTED))
-    data = {"last_heartbeat_at": None, "stall_timeout_s": 300, "will_retry": False, "message": "silent"}
+    data: JobStalled | JobTimedOut = JobStalled(
+        last_heartbeat_at=None, stall_timeout_s=300, will_retry=False, message="silent"
+    )
     if verdict is M.JOB_TIMED_OUT:
-        data = {"time_limit_s": 14400, "will_retry": False, "message": "silent"}
+        data = JobTimedOut(time_limit_s=14400, will_retry=False, message="silent")
     projection.handle(event(verdict, job, data=data))
     state = only_job(projection)
     assert (state.status, state.error_type, state.error_message) == (JobStatus.FAILED, error_type, "silent")
@@ -176,7 +179,7 @@ def test_retry_that_skips_an_attempt_is_an_illegal_transition() -> None:
     job = uuid4()
     projection = run(*timeline(job, M.JOB_QUEUED, M.JOB_STARTED, M.JOB_FAILED))
     handled = projection.handle(
-        event(M.JOB_RETRY_REQUESTED, job, data={"requested_by": "instructor-1", "next_attempt": 3})
+        event(M.JOB_RETRY_REQUESTED, job, data=JobRetryRequested(requested_by="instructor-1", next_attempt=3))
     )
     assert isinstance(handled, Rejected)
     assert isinstance(handled.rejection, IllegalTransition)

@@ -9,6 +9,7 @@ from uuid import uuid4
 from services.core import codec
 from services.core.jobs import JobStatus
 from services.core.messages import MessageType, new_message
+from services.core.payloads import JobQueued
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.watchdog.liveness import Policy, Running, Tracked, judge, observe
@@ -40,7 +41,7 @@ def test_started_attempt_silent_past_the_stall_timeout_is_judged_stalled_with_a_
     verdict = judge(tracked, T0 + timedelta(seconds=1 + STALL + SKEW + 1), POLICY)
     assert verdict is not None
     assert verdict.type is M.JOB_STALLED
-    assert "presumed dead" in verdict.data["message"]
+    assert "presumed dead" in verdict.data.message
 
 
 def test_silence_within_the_clock_skew_margin_is_not_yet_a_stall() -> None:
@@ -56,8 +57,8 @@ def test_a_stalled_attempt_with_attempts_left_is_requeued_with_its_next_command(
     assert tracked is not None
     verdict = judge(tracked, T0 + timedelta(seconds=STALL + SKEW + 1), POLICY)
     assert verdict is not None
-    assert verdict.data["will_retry"] is True
-    assert "attempt 2" in verdict.data["message"]
+    assert verdict.data.will_retry is True
+    assert "attempt 2" in verdict.data.message
     batch = verdict_messages(_settings(), job, verdict)
     (events_topic, stalled), (commands_topic, command) = batch
     assert (events_topic, commands_topic) == ("events", "commands")
@@ -67,7 +68,9 @@ def test_a_stalled_attempt_with_attempts_left_is_requeued_with_its_next_command(
         M.PUBLISH_COURSE,
         2,
     )
-    assert command.data == data_for(M.JOB_QUEUED, 1, job)
+    queued = data_for(M.JOB_QUEUED, 1, job)
+    assert isinstance(queued, JobQueued)
+    assert command.data == queued.publish_command()
     for _, message in batch:  # both are valid messages of the contract
         assert codec.decode(codec.encode(message)) == message
 
@@ -94,9 +97,9 @@ def test_the_last_allowed_attempt_fails_the_job_without_a_command() -> None:
     for now in (T0 + timedelta(seconds=STALL + SKEW + 1), T0 + timedelta(seconds=LIMIT + GRACE + SKEW + 1)):
         verdict = judge(tracked, now, POLICY)
         assert verdict is not None
-        assert verdict.data["will_retry"] is False
+        assert verdict.data.will_retry is False
         assert verdict.retry is None
-        assert "attempt 3 of 3" in verdict.data["message"]
+        assert "attempt 3 of 3" in verdict.data.message
         assert [m.type for _, m in verdict_messages(_settings(), job, verdict)] == [verdict.type]
 
 
@@ -104,7 +107,7 @@ def test_a_job_whose_command_is_unknown_is_failed_rather_than_requeued_without_o
     tracked = Tracked(None, Running(1, T0, T0))
     verdict = judge(tracked, T0 + timedelta(seconds=STALL + SKEW + 1), POLICY)
     assert verdict is not None
-    assert (verdict.data["will_retry"], verdict.retry) == (False, None)
+    assert (verdict.data.will_retry, verdict.retry) == (False, None)
 
 
 def test_heartbeats_keep_an_attempt_alive() -> None:
@@ -138,9 +141,7 @@ def test_the_watchdogs_own_verdict_does_not_end_the_attempt_it_judged() -> None:
     job = uuid4()
     tracked = observe(None, event(M.JOB_QUEUED, job, at=T0))
     tracked = observe(tracked, event(M.JOB_STARTED, job, at=T0))
-    verdict = new_message(
-        M.JOB_STALLED, job_id=job, attempt=1, data=data_for(M.JOB_STALLED, 1, job), producer="watchdog"
-    )
+    verdict = new_message(data_for(M.JOB_STALLED, 1, job), job_id=job, attempt=1, producer="watchdog")
     assert observe(tracked, verdict) == tracked
     retried = observe(tracked, event(M.JOB_STARTED, job, attempt=2, at=T0 + timedelta(seconds=400)))
     assert running_of(retried).attempt == 2
@@ -153,8 +154,8 @@ def test_attempt_past_its_time_limit_and_grace_is_judged_timed_out() -> None:
     verdict = judge(tracked, T0 + timedelta(seconds=LIMIT + GRACE + SKEW + 30), POLICY)
     assert verdict is not None
     assert verdict.type is M.JOB_TIMED_OUT
-    assert verdict.data["will_retry"] is True
-    assert "limit" in verdict.data["message"]
+    assert verdict.data.will_retry is True
+    assert "limit" in verdict.data.message
 
 
 def test_a_silent_attempt_also_past_its_time_limit_is_judged_stalled_not_timed_out() -> None:
@@ -165,11 +166,13 @@ def test_a_silent_attempt_also_past_its_time_limit_is_judged_stalled_not_timed_o
     verdict = judge(tracked, T0 + timedelta(seconds=LIMIT + GRACE + SKEW + 30), POLICY)
     assert verdict is not None
     assert verdict.type is M.JOB_STALLED
-    assert "presumed dead" in verdict.data["message"]
+    assert "presumed dead" in verdict.data.message
 
 
 def test_liveness_survives_its_table_round_trip() -> None:
-    tracked = Tracked({"owner": "o"}, Running(2, T0, T0 + timedelta(seconds=5)))
+    queued = data_for(M.JOB_QUEUED, 1, uuid4())
+    assert isinstance(queued, JobQueued)
+    tracked = Tracked(queued.publish_command(), Running(2, T0, T0 + timedelta(seconds=5)))
     assert Tracked.from_json(tracked.to_json()) == tracked
     assert Tracked.from_json({**tracked.to_json(), "partition": 3}) == tracked
     # A row written before the command was kept still reads.

@@ -12,8 +12,9 @@ from uuid import UUID, uuid4
 
 from services.core.jobs import JobState, JobStatus, Rejection, StaleAttempt, apply
 from services.core.messages import Envelope, MessageType, new_message
+from services.core.payloads import JobStalled
 from services.encoder.claims import Claim, Decision, JobView, Verdict, decide
-from tests.unit.job_events import T0, data_for, event
+from tests.unit.job_events import T0, event
 
 M = MessageType
 MAX = 3
@@ -43,8 +44,8 @@ def view(state: JobState) -> JobView:
 
 
 def stalled(job: UUID, attempt: int, will_retry: bool, producer: str) -> Envelope:
-    data = {**data_for(M.JOB_STALLED, attempt, job), "will_retry": will_retry}
-    return new_message(M.JOB_STALLED, job_id=job, attempt=attempt, data=data, producer=producer)
+    data = JobStalled(last_heartbeat_at=None, stall_timeout_s=300, will_retry=will_retry, message="silent")
+    return new_message(data, job_id=job, attempt=attempt, producer=producer)
 
 
 def started_job(job: UUID) -> list[Envelope]:

@@ -26,7 +26,8 @@ from services.api.publisher import KafkaUnavailableError
 from services.api.runtime import Services
 from services.core.jobs import ENDED_STATUSES, TERMINAL_STATUSES, JobStatus
 from services.core.manifest import staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, new_message
+from services.core.payloads import CancelJob, JobCanceled, JobRetryRequested, PublishCourse
 from services.core.settings import Settings
 from services.core.storage import delete_prefix
 
@@ -53,27 +54,20 @@ def check_retryable(job: JobPublic) -> None:
 
 
 def retry_messages(
-    job: JobPublic, requested_by: str, command_data: dict[str, Any], topics: Settings
+    job: JobPublic, requested_by: str, command_data: PublishCourse, topics: Settings
 ) -> Appends:
     """JobRetryRequested (this attempt) + PublishCourse (the next one) for a failed job.
 
-    `command_data` is the PublishCourse data the job was queued with.
+    `command_data` is the PublishCourse the job was queued with.
     """
     next_attempt = job.attempt + 1
     requested = new_message(
-        MessageType.JOB_RETRY_REQUESTED,
+        JobRetryRequested(requested_by=requested_by, next_attempt=next_attempt),
         job_id=job.job_id,
         attempt=job.attempt,
-        data={"requested_by": requested_by, "next_attempt": next_attempt},
         producer=PRODUCER,
     )
-    command = new_message(
-        MessageType.PUBLISH_COURSE,
-        job_id=job.job_id,
-        attempt=next_attempt,
-        data=command_data,
-        producer=PRODUCER,
-    )
+    command = new_message(command_data, job_id=job.job_id, attempt=next_attempt, producer=PRODUCER)
     return [(topics.events_topic, requested), (topics.commands_topic, command)]
 
 
@@ -97,16 +91,20 @@ def check_cancelable(job: JobPublic) -> None:
 def cancel_messages(job: JobPublic, requested_by: str, reason: str | None, topics: Settings) -> Appends:
     """What canceling a queued or processing job appends: CancelJob alone while it is processing (its
     encoder appends JobCanceled once ffmpeg has stopped), JobCanceled + CancelJob while it is queued."""
-    data: dict[str, str] = {"requested_by": requested_by}
-    if reason:
-        data["reason"] = reason
+    reason = reason or None
     command = new_message(
-        MessageType.CANCEL_JOB, job_id=job.job_id, attempt=job.attempt, data=data, producer=PRODUCER
+        CancelJob(requested_by=requested_by, reason=reason),
+        job_id=job.job_id,
+        attempt=job.attempt,
+        producer=PRODUCER,
     )
     if job.status == JobStatus.PROCESSING:
         return [(topics.commands_topic, command)]
     canceled = new_message(
-        MessageType.JOB_CANCELED, job_id=job.job_id, attempt=job.attempt, data=data, producer=PRODUCER
+        JobCanceled(requested_by=requested_by, reason=reason),
+        job_id=job.job_id,
+        attempt=job.attempt,
+        producer=PRODUCER,
     )
     return [(topics.events_topic, canceled), (topics.commands_topic, command)]
 
@@ -161,21 +159,21 @@ async def job_history(db: AsyncConn, user: User, job_id: UUID) -> list[JobEventP
     return await repository.job_events(db, job_id)
 
 
-async def _publish_data(db: AsyncConn, job: JobPublic) -> dict[str, object]:
+async def _publish_data(db: AsyncConn, job: JobPublic) -> PublishCourse:
     cursor = await db.execute(
         "SELECT staging_prefix, manifest_key FROM publish_jobs WHERE job_id = %s", (job.job_id,)
     )
     row = await cursor.fetchone()
     if row is None:
         raise repository.not_found(job.job_id)
-    return {
-        "owner": job.owner,
-        "course_name": job.course_name,
-        "curriculum": job.curriculum,
-        "staging_prefix": row[0],
-        "manifest_key": row[1],
-        "video_count": job.video_count,
-    }
+    return PublishCourse(
+        owner=job.owner,
+        course_name=job.course_name,
+        curriculum=job.curriculum,
+        staging_prefix=row[0],
+        manifest_key=row[1],
+        video_count=job.video_count,
+    )
 
 
 async def _append_and_wait(

@@ -20,7 +20,20 @@ from services.api.auth import Role, revoke_user_tokens
 from services.core import codec
 from services.core.kafka_config import consumer_config
 from services.core.manifest import StagingManifest
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope, MessageType, Payload, new_message
+from services.core.payloads import (
+    CancelJob,
+    JobCanceled,
+    JobCompleted,
+    JobFailed,
+    JobOutputs,
+    JobProgress,
+    JobStarted,
+    ProgressStep,
+    PublishCourse,
+    PublishedVideo,
+    Rendition,
+)
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from tests.integration.api.conftest import ApiStack, own_bucket, start_api
@@ -86,41 +99,26 @@ def commands_of(settings: Settings, job_id: str, expected: int) -> list[Envelope
 
 def drive(settings: Settings, job_id: str, *types: str, attempt: int = 1) -> None:
     """Append encoder events for the job (the encoder is not part of these tests)."""
-    data: dict[str, dict[str, Any]] = {
-        M.JOB_STARTED: {"worker": "test@host:1"},
-        M.JOB_CANCELED: {"requested_by": "encoder"},
-        M.JOB_PROGRESS: {"percent": 40.0, "step": "transcoding"},
-        M.JOB_FAILED: {
-            "error_type": "invalid_media",
-            "message": "the video has no frames",
-            "retryable": False,
-        },
-        M.JOB_COMPLETED: {
-            "outputs": {
-                "videos": [
-                    {
-                        "video_index": 0,
-                        "master_playlist_url": f"http://cdn/{job_id}/0/master.m3u8",
-                        "renditions": [
-                            {
-                                "name": "360p",
-                                "width": 640,
-                                "height": 360,
-                                "bandwidth": 900000,
-                                "codecs": "avc1.64001e",
-                            }
-                        ],
-                        "duration_s": 1.0,
-                        "thumbnail_url": f"http://cdn/{job_id}/0/thumb.jpg",
-                        "poster_url": None,
-                    }
-                ]
-            }
-        },
+    video = PublishedVideo(
+        video_index=0,
+        master_playlist_url=f"http://cdn/{job_id}/0/master.m3u8",
+        renditions=(Rendition(name="360p", width=640, height=360, bandwidth=900000, codecs="avc1.64001e"),),
+        duration_s=1.0,
+        thumbnail_url=f"http://cdn/{job_id}/0/thumb.jpg",
+        poster_url=None,
+    )
+    data: dict[str, Payload] = {
+        M.JOB_STARTED: JobStarted(worker="test@host:1"),
+        M.JOB_CANCELED: JobCanceled(requested_by="encoder"),
+        M.JOB_PROGRESS: JobProgress(percent=40.0, step=ProgressStep.TRANSCODING),
+        M.JOB_FAILED: JobFailed(
+            error_type="invalid_media", message="the video has no frames", retryable=False
+        ),
+        M.JOB_COMPLETED: JobCompleted(outputs=JobOutputs(videos=(video,))),
     }
     produce(
         settings,
-        [new_message(t, job_id=UUID(job_id), attempt=attempt, data=data[t], producer="test") for t in types],
+        [new_message(data[t], job_id=UUID(job_id), attempt=attempt, producer="test") for t in types],
     )
 
 
@@ -173,7 +171,8 @@ def test_an_uploaded_course_is_queued_at_once_with_its_manifest_and_both_message
     assert video.content_type == "video/mp4"
     commands = commands_of(api_stack.settings, job_id, 1)
     assert [c.type for c in commands] == [M.PUBLISH_COURSE]
-    assert commands[0].data["staging_prefix"] == f"staging/{job_id}/"
+    assert isinstance(commands[0].data, PublishCourse)
+    assert commands[0].data.staging_prefix == f"staging/{job_id}/"
 
 
 def test_hostile_filenames_are_sanitised_in_keys_and_kept_readable_in_the_manifest(
@@ -496,7 +495,8 @@ def test_a_queued_job_is_canceled_and_an_ended_job_gets_409_with_the_reason(
     assert again.json()["job_status"] == "canceled"
     commands = commands_of(api_stack.settings, job_id, 2)
     assert [c.type for c in commands] == [M.PUBLISH_COURSE, M.CANCEL_JOB]
-    assert commands[1].data == {"requested_by": commands[1].data["requested_by"], "reason": "wrong file"}
+    assert isinstance(commands[1].data, CancelJob)
+    assert commands[1].data == CancelJob(requested_by=commands[1].data.requested_by, reason="wrong file")
 
 
 def test_a_processing_job_gets_cancel_job_and_ends_canceled_by_the_encoders_event(

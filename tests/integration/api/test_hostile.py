@@ -27,6 +27,7 @@ from psycopg import sql
 
 from services.api.auth import Role
 from services.core.messages import MessageType, new_message
+from services.core.payloads import CancelJob, JobFailed, JobStarted
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from tests.integration.api.conftest import ApiStack, own_bucket, start_api
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
@@ -187,7 +188,8 @@ def test_a_nul_in_a_cancel_reason_is_refused_with_422_and_no_command_reaches_the
         assert accepted.status_code == 202, accepted.text
     commands = commands_of(api_stack.settings, job_id, 2)
     assert [c.type for c in commands] == [M.PUBLISH_COURSE, M.CANCEL_JOB]
-    assert commands[1].data["reason"] == "line one\n\tline two"
+    assert isinstance(commands[1].data, CancelJob)
+    assert commands[1].data.reason == "line one\n\tline two"
 
 
 def _json_case(path: str, body: dict[str, Any]) -> Callable[[httpx.Client, str], httpx.Response]:
@@ -819,22 +821,20 @@ def test_job_views_and_histories_show_no_hostnames_pids_paths_or_tracebacks(
         api_stack.settings,
         [
             new_message(
-                M.JOB_STARTED,
+                JobStarted(worker="encoder@build-host-7:4242"),
                 job_id=UUID(job_id),
                 attempt=1,
-                data={"worker": "encoder@build-host-7:4242"},
                 producer="encoder@build-host-7:4242",
             ),
             new_message(
-                M.JOB_FAILED,
+                JobFailed(
+                    error_type="invalid_media",
+                    message="ffprobe found no video stream in /tmp/coursecast-x1/000-a.mp4"
+                    " (encoder@build-host-7:4242, pid 4242, s3 10.0.0.5:9000)",
+                    retryable=False,
+                ),
                 job_id=UUID(job_id),
                 attempt=1,
-                data={
-                    "error_type": "invalid_media",
-                    "message": "ffprobe found no video stream in /tmp/coursecast-x1/000-a.mp4"
-                    " (encoder@build-host-7:4242, pid 4242, s3 10.0.0.5:9000)",
-                    "retryable": False,
-                },
                 producer="encoder@build-host-7:4242",
             ),
         ],

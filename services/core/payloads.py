@@ -1,0 +1,305 @@
+"""The payload of every message: one class per type and version, mirroring schemas/<Type>.v<N>.json.
+
+Producers build these (`new_message(JobStarted(worker=name), ...)`) and handlers read their attributes;
+the codec turns JSON into them and back. The JSON Schema files stay the contract: the codec validates
+every message against them before a class is built, and a unit test checks that each class and its
+schema agree field for field (names, required or optional, types), both ways.
+
+Naming: a class is named after its type while it is the latest version of it. When a version N + 1
+is published, the old class is renamed `<Type>V<N>` and kept, registered with an upcaster in the codec;
+consumers only ever receive the latest class (the codec upcasts older messages first).
+
+Lists are tuples, so a frozen payload is immutable all the way down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Literal
+
+import msgspec
+
+from services.core.messages import MessageType, Payload
+
+__all__ = [
+    "LATEST_PAYLOADS",
+    "LATEST_VERSION",
+    "PAYLOAD_CLASSES",
+    "CancelJob",
+    "ImageKind",
+    "ImageSource",
+    "JobCanceled",
+    "JobCompleted",
+    "JobFailed",
+    "JobOutputs",
+    "JobProgress",
+    "JobQueued",
+    "JobRetryRequested",
+    "JobRetryScheduled",
+    "JobStalled",
+    "JobStarted",
+    "JobTimedOut",
+    "ProgressStep",
+    "PublishCourse",
+    "PublishedVideo",
+    "Rendition",
+    "ThumbnailSaved",
+    "VideoEncoded",
+]
+
+
+class ProgressStep(StrEnum):
+    """What a running attempt is doing, as JobProgress reports it (like MediaConvert's phases)."""
+
+    PROBING = "probing"
+    TRANSCODING = "transcoding"
+    THUMBNAILS = "thumbnails"
+    UPLOADING = "uploading"
+
+
+ImageKind = Literal["thumbnail", "poster"]
+"""Which image of a video ThumbnailSaved reports."""
+ImageSource = Literal["uploaded", "frame"]
+"""Where the image came from: uploaded by the instructor, or taken from a video frame."""
+
+
+class Rendition(msgspec.Struct, frozen=True, kw_only=True):
+    """One rung of a video's HLS ladder."""
+
+    name: str
+    width: int
+    height: int
+    bandwidth: int
+    codecs: str
+
+
+class PublishedVideo(msgspec.Struct, frozen=True, kw_only=True):
+    """One published video of a completed job, in manifest order."""
+
+    video_index: int
+    master_playlist_url: str
+    renditions: tuple[Rendition, ...]
+    duration_s: float
+    thumbnail_url: str
+    poster_url: str | None
+
+
+class JobOutputs(msgspec.Struct, frozen=True, kw_only=True):
+    """What a completed job published: one entry per video."""
+
+    videos: tuple[PublishedVideo, ...]
+
+
+# --- commands (publish.commands) -------------------------------------------------------------------
+
+
+class PublishCourse(Payload, frozen=True, kw_only=True):
+    """Command to the encoder group: transcode and publish every staged video of the envelope's attempt."""
+
+    message_type = MessageType.PUBLISH_COURSE
+    version = 1
+
+    owner: str
+    course_name: str
+    curriculum: str
+    staging_prefix: str
+    manifest_key: str
+    video_count: int
+
+
+class CancelJob(Payload, frozen=True, kw_only=True):
+    """Command: stop a queued or running job."""
+
+    message_type = MessageType.CANCEL_JOB
+    version = 1
+
+    requested_by: str
+    reason: str | None = None
+
+
+# --- events (publish.job-events) -------------------------------------------------------------------
+
+
+class JobQueued(Payload, frozen=True, kw_only=True):
+    """A publish job was accepted and staged; it starts the job's history (attempt 1)."""
+
+    message_type = MessageType.JOB_QUEUED
+    version = 1
+
+    owner: str
+    course_name: str
+    curriculum: str
+    staging_prefix: str
+    manifest_key: str
+    video_count: int
+
+    def publish_command(self) -> PublishCourse:
+        """The data of every attempt's PublishCourse: the job as it was queued."""
+        return PublishCourse(
+            owner=self.owner,
+            course_name=self.course_name,
+            curriculum=self.curriculum,
+            staging_prefix=self.staging_prefix,
+            manifest_key=self.manifest_key,
+            video_count=self.video_count,
+        )
+
+
+class JobStarted(Payload, frozen=True, kw_only=True):
+    """An encoder took the job's current attempt and began working on it."""
+
+    message_type = MessageType.JOB_STARTED
+    version = 1
+
+    worker: str
+
+
+class JobProgress(Payload, frozen=True, kw_only=True):
+    """A running attempt reports progress; it is also the heartbeat that proves the worker is alive."""
+
+    message_type = MessageType.JOB_PROGRESS
+    version = 1
+
+    percent: float
+    step: ProgressStep
+    video_index: int | None = None
+    message: str | None = None
+
+
+class VideoEncoded(Payload, frozen=True, kw_only=True):
+    """One video of the job was transcoded to HLS and uploaded."""
+
+    message_type = MessageType.VIDEO_ENCODED
+    version = 1
+
+    video_index: int
+    master_playlist_url: str
+    renditions: tuple[Rendition, ...]
+    duration_s: float
+
+
+class ThumbnailSaved(Payload, frozen=True, kw_only=True):
+    """A thumbnail or poster image of one video was saved."""
+
+    message_type = MessageType.THUMBNAIL_SAVED
+    version = 1
+
+    video_index: int
+    kind: ImageKind
+    source: ImageSource
+    url: str
+
+
+class JobCompleted(Payload, frozen=True, kw_only=True):
+    """Every video of the attempt was published; the job is done (terminal)."""
+
+    message_type = MessageType.JOB_COMPLETED
+    version = 1
+
+    outputs: JobOutputs
+
+
+class JobFailed(Payload, frozen=True, kw_only=True):
+    """The attempt failed and will not be retried automatically."""
+
+    message_type = MessageType.JOB_FAILED
+    version = 1
+
+    error_type: str
+    message: str
+    retryable: bool
+
+
+class JobRetryScheduled(Payload, frozen=True, kw_only=True):
+    """The attempt hit a transient error; the job goes back to the queue as the next attempt."""
+
+    message_type = MessageType.JOB_RETRY_SCHEDULED
+    version = 1
+
+    error_type: str
+    message: str
+    next_attempt: int
+    delay_s: float
+
+
+class JobRetryRequested(Payload, frozen=True, kw_only=True):
+    """The owner asked to run a failed job again."""
+
+    message_type = MessageType.JOB_RETRY_REQUESTED
+    version = 1
+
+    requested_by: str
+    next_attempt: int
+
+
+class JobStalled(Payload, frozen=True, kw_only=True):
+    """The watchdog's verdict: the running attempt went silent and its worker is presumed dead."""
+
+    message_type = MessageType.JOB_STALLED
+    version = 1
+
+    last_heartbeat_at: datetime | None
+    stall_timeout_s: int
+    will_retry: bool
+    message: str
+
+
+class JobTimedOut(Payload, frozen=True, kw_only=True):
+    """The running attempt passed its hard time limit and was stopped."""
+
+    message_type = MessageType.JOB_TIMED_OUT
+    version = 1
+
+    time_limit_s: int
+    will_retry: bool
+    message: str
+
+
+class JobCanceled(Payload, frozen=True, kw_only=True):
+    """The job was canceled (terminal)."""
+
+    message_type = MessageType.JOB_CANCELED
+    version = 1
+
+    requested_by: str
+    reason: str | None = None
+
+
+PAYLOAD_CLASSES: Final[Mapping[tuple[str, int], type[Payload]]] = {
+    (cls.message_type.value, cls.version): cls
+    for cls in (
+        PublishCourse,
+        CancelJob,
+        JobQueued,
+        JobStarted,
+        JobProgress,
+        VideoEncoded,
+        ThumbnailSaved,
+        JobCompleted,
+        JobFailed,
+        JobRetryScheduled,
+        JobRetryRequested,
+        JobStalled,
+        JobTimedOut,
+        JobCanceled,
+    )
+}
+"""Every payload class by (type, version): the codec pairs each schema file with its class here."""
+
+
+def _latest() -> dict[str, type[Payload]]:
+    latest: dict[str, type[Payload]] = {}
+    for (type_, version), cls in sorted(PAYLOAD_CLASSES.items()):
+        if type_ not in latest or version > latest[type_].version:
+            latest[type_] = cls
+    return latest
+
+
+LATEST_PAYLOADS: Final[Mapping[str, type[Payload]]] = _latest()
+"""The class of the latest version of each type: the class every consumer receives for that type."""
+
+# The version producers emit today. Consumers always receive this version: the codec upcasts older
+# messages of the log to it, so a handler never branches on a version. A test checks it against schemas/.
+LATEST_VERSION: Final[Mapping[str, int]] = {t: cls.version for t, cls in LATEST_PAYLOADS.items()}
