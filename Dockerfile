@@ -7,6 +7,10 @@ WORKDIR /app
 COPY pyproject.toml setup.py README.md ./
 COPY services ./services
 COPY schemas ./schemas
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+ && mkdir -p /var/lib/coursecast \
+ && chown nobody /var/lib/coursecast
+# The watchdog's local state (faust's datadir) must be writable by the service's user.
+ENV COURSECAST_WATCHDOG_DATA_DIR=/var/lib/coursecast/watchdog
 USER nobody
 ENTRYPOINT ["coursecast"]

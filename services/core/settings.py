@@ -19,6 +19,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _state_root() -> Path:
+    """Default home of local state: `.cache/` of a checkout; for an installed package, the user's
+    state folder (XDG_STATE_HOME, else ~/.local/state), never the read-only site-packages."""
+    if (PROJECT_ROOT / "pyproject.toml").is_file():
+        return PROJECT_ROOT / ".cache"
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "coursecast"
+
+
 class Settings(BaseSettings):
     """Configuration shared by the api, encoder, projector, watchdog and tools."""
 
@@ -58,7 +67,7 @@ class Settings(BaseSettings):
     watchdog_app_id: str = "coursecast-watchdog"
     # The watchdog's local state folder (faust's datadir; its table itself lives in memory and in
     # its changelog topic). One folder per app id below it.
-    watchdog_data_dir: Path = PROJECT_ROOT / ".cache" / "watchdog"
+    watchdog_data_dir: Path = _state_root() / "watchdog"
     # How often running attempts are judged; a verdict comes at most this long after it is due.
     watchdog_interval_s: float = Field(default=10.0, gt=0)
     # Past the encode time limit the encoder stops ffmpeg itself; the watchdog steps in only if it
@@ -141,7 +150,7 @@ class Settings(BaseSettings):
     api_idempotency_lease_s: float = Field(default=60.0, ge=1)
 
     # --- Local stack -------------------------------------------------------------------------
-    stack_dir: Path = PROJECT_ROOT / ".cache" / "stack"
+    stack_dir: Path = _state_root() / "stack"
 
     @model_validator(mode="after")
     def _guarantees_hold(self) -> Settings:
