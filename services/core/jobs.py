@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 from uuid import UUID
 
 from services.core.messages import Envelope, MessageType
@@ -89,36 +89,29 @@ class JobState:
 class Rejection:
     """An event the state machine refuses; it is recorded with its reason and changes nothing."""
 
-    name: ClassVar[str] = "Rejection"
     reason: str
 
+    @property
+    def name(self) -> str:
+        """The kind of rejection, as the rejected_events table and the DLQ record it: the class name."""
+        return type(self).__name__
 
-@dataclass(frozen=True, slots=True)
+
+# The kinds of rejection. Each is its own class so callers can match on it.
 class TerminalState(Rejection):
     """The job has completed or was canceled; nothing may change it."""
 
-    name: ClassVar[str] = "TerminalState"
 
-
-@dataclass(frozen=True, slots=True)
 class StaleAttempt(Rejection):
     """The event belongs to an attempt other than the job's current one."""
 
-    name: ClassVar[str] = "StaleAttempt"
 
-
-@dataclass(frozen=True, slots=True)
 class UnknownJob(Rejection):
     """The event names a job the log has never queued."""
 
-    name: ClassVar[str] = "UnknownJob"
 
-
-@dataclass(frozen=True, slots=True)
 class IllegalTransition(Rejection):
     """The event is not allowed in the job's current status."""
-
-    name: ClassVar[str] = "IllegalTransition"
 
 
 Outcome = JobState | Rejection

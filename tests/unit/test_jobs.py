@@ -285,7 +285,7 @@ def test_replaying_a_log_rebuilds_an_identical_table(log: list[Envelope]) -> Non
 
 
 def test_rejection_names_are_the_ones_the_projector_stores() -> None:
-    assert {cls.name for cls in (TerminalState, StaleAttempt, UnknownJob, IllegalTransition)} == {
+    assert {cls("why").name for cls in (TerminalState, StaleAttempt, UnknownJob, IllegalTransition)} == {
         "TerminalState",
         "StaleAttempt",
         "UnknownJob",
