@@ -27,9 +27,10 @@ import httpx
 
 from services.core.messages import MessageType, new_message
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.api.conftest import ApiStack, free_port, own_bucket, start_api
-from tests.integration.projector_harness import isolated, produce, start_projector, stop
+from tests.integration.api.conftest import ApiStack, own_bucket
 from tests.integration.test_ffmpeg import make_clip
+from tests.support.projector import isolated, produce
+from tests.support.services import free_port, start_api, start_projector, stop
 
 M = MessageType
 

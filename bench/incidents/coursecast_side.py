@@ -29,7 +29,7 @@ from services.core.jobs import JobState
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import (
+from tests.support.encoder import (
     FAST,
     count_events,
     ffmpeg_processes,
@@ -38,10 +38,10 @@ from tests.integration.encoder_harness import (
     queue_job,
     send,
     stage_course,
-    start_encoder,
     wait_for,
 )
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.projector import isolated
+from tests.support.services import start_encoder, start_projector, stop
 
 REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 TERMINAL = {"completed", "failed", "canceled"}

@@ -23,7 +23,7 @@ from services.core.kafka_config import admin_config, producer_config
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import PROJECT_ROOT, Settings
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, running_projector, wait_caught_up
+from tests.support.projector import isolated, running_projector, wait_caught_up
 
 # Its three JVMs start from a pytest process of their own (see the Makefile): started from the
 # long-running full-suite process, a node twice died at start-up in fresh-clone runs, cause not found.

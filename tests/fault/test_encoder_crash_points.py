@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +22,19 @@ import pytest
 
 from services.core import faults
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.fault.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
-from tests.integration.encoder_harness import (
+from tests.support.encoder import (
     FAST,
     count_events,
     job_events,
-    make_clip,
-    new_job_id,
     queue_job,
-    stage_course,
-    start_encoder,
+    staged_job,
     wait_for,
 )
-from tests.integration.projector_harness import isolated, start_projector, stop, wait_caught_up
-from tests.integration.s3_faults import failing_s3
+from tests.support.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
+from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.projector import wait_caught_up
+from tests.support.s3_faults import failing_s3
+from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -93,17 +91,9 @@ ENCODER_POINTS: dict[str, CrashPoint] = {
 
 
 @pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
+def own(isolate: Isolate) -> Settings:
     """Topics, schema and groups of this test only; a dead member and its lease end within seconds."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(
-            update={
-                "heartbeat_interval_s": 2,
-                "session_timeout_ms": 6_000,
-                "encoder_lease_s": 8,
-                "retry_backoff_base_s": 1.0,
-            }
-        )
+    return isolate(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, retry_backoff_base_s=1.0)
 
 
 def fault(point: str) -> dict[str, str]:
@@ -131,33 +121,25 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     own: Settings, s3: S3Client, tmp_path: Path, point: str
 ) -> None:
     expected = ENCODER_POINTS[point]
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=3)])
-    doomed_log, restarted_log = tmp_path / "encoder-doomed.log", tmp_path / "encoder-restarted.log"
-    processes: list[subprocess.Popen[bytes]] = []
-    with s3_upstream(own, job_id, expected.attempt_1_fails_uploads) as (endpoint, failed):
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=3)
+    with (
+        s3_upstream(own, job_id, expected.attempt_1_fails_uploads) as (endpoint, failed),
+        running(own, tmp_path) as run,
+    ):
         env = {"COURSECAST_S3_ENDPOINT_URL": endpoint, **FAST}
-        try:
-            projector = start_projector(own)
-            processes.append(projector)
-            if (earlier := expected.first_dies_at) is not None:
-                first = start_encoder(own, tmp_path / "encoder-first.log", **fault(earlier), **env)
-                processes.append(first)
-                queue_job(own, manifest)
-                assert first.wait(180) == -signal.SIGKILL, f"the first encoder never reached {earlier}"
-            doomed = start_encoder(own, doomed_log, **fault(point), **env)
-            processes.append(doomed)
-            if expected.first_dies_at is None:
-                queue_job(own, manifest)
-            assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
-            restarted = start_encoder(own, restarted_log, **env)
-            processes.append(restarted)
-            job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
-            wait_drained(own, 120, [projector, restarted])
-            wait_caught_up(own, timeout_s=120, processes=[projector])
-        finally:
-            for process in processes:
-                stop(process)
+        projector = run.projector()
+        if (earlier := expected.first_dies_at) is not None:
+            first = run.encoder("encoder-first", **fault(earlier), **env)
+            queue_job(own, manifest)
+            assert first.wait(180) == -signal.SIGKILL, f"the first encoder never reached {earlier}"
+        doomed = run.encoder("encoder-doomed", **fault(point), **env)
+        if expected.first_dies_at is None:
+            queue_job(own, manifest)
+        assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
+        restarted = run.encoder("encoder-restarted", **env)
+        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
+        wait_drained(own, 120, [projector, restarted])
+        wait_caught_up(own, timeout_s=120, processes=[projector])
     if expected.attempt_1_fails_uploads:
         assert failed, "the proxy never injected a fault"
 

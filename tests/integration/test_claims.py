@@ -25,8 +25,8 @@ from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import Claim, ClaimStore, Decision, Verdict, decide
 from services.encoder.runner import JobRunner, Outcome, Publisher
 from services.projector.replay import drop_schema
-from tests.integration.projector_harness import isolated
-from tests.unit.examples import EXAMPLES
+from tests.support.examples import EXAMPLES
+from tests.support.projector import isolated
 
 pytestmark = pytest.mark.integration
 

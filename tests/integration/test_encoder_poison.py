@@ -3,8 +3,6 @@ encoder goes on to run the good command queued behind it on the same partition."
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import uuid4
@@ -17,17 +15,15 @@ from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
-from tests.integration.encoder_harness import (
+from tests.support.encoder import (
     FAST,
     course_data,
-    make_clip,
-    new_job_id,
     send,
-    stage_course,
-    start_encoder,
+    staged_job,
     wait_for,
 )
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.fixtures import Isolate
+from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -36,10 +32,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
+def own(isolate: Isolate) -> Settings:
     """Topics, schema and groups of this test only; one partition, so the poison is in the way."""
-    with isolated(settings, partitions=1) as base:
-        yield base
+    return isolate(partitions=1)
 
 
 def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
@@ -66,8 +61,7 @@ def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dic
 def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_command_behind_them_runs(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=2)])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=2)
     queued = new_message(
         MessageType.JOB_QUEUED, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
     )
@@ -91,14 +85,11 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
         MessageType.PUBLISH_COURSE, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
     )
     send(own, own.commands_topic, [command])
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own)]
-    processes.append(start_encoder(own, tmp_path / "encoder.log", **FAST))
-    try:
-        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+    with running(own, tmp_path) as run:
+        run.projector()
+        run.encoder(**FAST)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, run.processes)
         letters = dead_letters(own, len(poison))
-    finally:
-        for process in processes:
-            stop(process)
 
     assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
     assert [value for value, _ in letters] == poison  # byte for byte, in order

@@ -15,16 +15,16 @@ from services.core.messages import Envelope, MessageType
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, produce, project
-from tests.unit.job_events import T0, event, timeline
+from tests.support.fixtures import Isolate
+from tests.support.messages import T0, event, timeline
+from tests.support.projector import produce, project
 
 M = MessageType
 
 
 @pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    with isolated(settings) as scoped:
-        yield scoped
+def own(isolate: Isolate) -> Settings:
+    return isolate()
 
 
 @pytest.fixture

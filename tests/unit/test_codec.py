@@ -36,7 +36,7 @@ from services.core.messages import (
     new_message,
     printable,
 )
-from tests.unit.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
+from tests.support.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
 
 SCHEMA_BASE = "https://coursecast.dev/schemas/"
 BACKENDS = ["jsonschema", *(["jsonschema-rs"] if Codec.from_directory().accelerated else [])]

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 from services.core.jobs import JobState, JobStatus, Rejection, StaleAttempt, apply
 from services.core.messages import Envelope, MessageType, new_message
 from services.encoder.claims import Claim, Decision, JobView, Verdict, decide
-from tests.unit.job_events import T0, data_for, event
+from tests.support.messages import T0, data_for, event
 
 M = MessageType
 MAX = 3

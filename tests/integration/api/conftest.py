@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,47 +14,11 @@ import pytest
 from psycopg import sql
 
 from services.api.auth import Role, create_user
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.projector_harness import isolated, start_projector, stop
 from tests.integration.test_ffmpeg import make_clip
-
-# Each api process's JSON log lines, kept for reading after a failure.
-LOG_DIR = PROJECT_ROOT / ".cache" / "test-logs"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_api(settings: Settings, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A `coursecast api` process for these settings, answering /healthz; returns it and its base URL."""
-    port = free_port()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with (LOG_DIR / f"api-{port}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=environment(settings, **extra_env),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"api exited with {process.returncode}; see {LOG_DIR}/api-{port}.log")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop(process)
-    raise AssertionError("api did not answer /healthz within 30 s")
+from tests.support.projector import isolated
+from tests.support.services import start_api, start_projector, stop
 
 
 @dataclass

@@ -23,8 +23,9 @@ from services.core.manifest import StagingManifest
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
-from tests.integration.projector_harness import isolated, produce, stop
+from tests.integration.api.conftest import ApiStack, own_bucket
+from tests.support.projector import isolated, produce
+from tests.support.services import start_api, stop
 
 M = MessageType
 PROBLEM = "application/problem+json"
@@ -607,7 +608,7 @@ def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: Api
 @pytest.fixture(scope="module")
 def broken_kafka_api(settings: Settings) -> Iterator[ApiStack]:
     """An api pointed at a closed port for Kafka (the shared broker is never stopped)."""
-    from tests.integration.api.conftest import free_port
+    from tests.support.services import free_port
 
     with isolated(settings, partitions=1) as scoped:
         for own in own_bucket(scoped.model_copy(update={"upload_expiry_s": 1})):

@@ -28,9 +28,10 @@ from psycopg import sql
 from services.api.auth import Role
 from services.core.messages import MessageType, new_message
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
+from tests.integration.api.conftest import ApiStack, own_bucket
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
-from tests.integration.projector_harness import isolated, produce, stop
+from tests.support.projector import isolated, produce
+from tests.support.services import start_api, stop
 
 PROBLEM = "application/problem+json"
 M = MessageType

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.integration.api.conftest import ApiStack
-from tests.integration.hostile_media import HOSTILE_KINDS, huge_png, loopback_server, secret_fifo
+from tests.support.hostile_media import HOSTILE_KINDS, huge_png, loopback_server, secret_fifo
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ import pytest
 
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
-from tests.integration.projector_harness import isolated, stop
+from tests.integration.api.conftest import ApiStack, own_bucket
+from tests.support.projector import isolated
+from tests.support.services import start_api, stop
 
 MIB = 1024**2
 # 512 MiB by default keeps the suite quick on a shared 2-core machine; set 2048 for the 2 GiB figure.

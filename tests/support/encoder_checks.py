@@ -14,7 +14,7 @@ from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
 from services.projector.replay import compare, drop_schema, replay
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import job_events, log_lines
+from tests.support.encoder import job_events, log_lines
 
 # Events an attempt publishes at most once, whatever is redelivered, killed or rebalanced (G1).
 ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled")

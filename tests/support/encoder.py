@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,13 +19,15 @@ from services.core.jobs import JobState
 from services.core.kafka_config import producer_config
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import Envelope, MessageType, new_message
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from services.projector.store import JobStore
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 FAST = {"COURSECAST_ENCODER_X264_PRESET": "ultrafast"}
+# Input read at its native rate (ffmpeg -re): a 12 s clip encodes for about 12 s, using little CPU.
+REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 
 
 def make_clip(path: Path, seconds: float, size: str = "320x180", rate: int = 25) -> Path:
@@ -82,6 +83,14 @@ def stage_course(
     return manifest
 
 
+def staged_job(
+    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float, name: str = "lecture.mp4"
+) -> tuple[UUID, StagingManifest]:
+    """A new job id and its one-video course staged as the api would: a `seconds`-long test clip."""
+    job_id = new_job_id()
+    return job_id, stage_course(settings, s3, job_id, [make_clip(clip_dir / name, seconds=seconds)])
+
+
 def course_data(manifest: StagingManifest) -> dict[str, Any]:
     """The data of JobQueued and PublishCourse for a staged manifest."""
     return {
@@ -134,18 +143,6 @@ def cancel(settings: Settings, job_id: UUID) -> None:
         producer="test",
     )
     send(settings, settings.commands_topic, [message])
-
-
-def start_encoder(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
-    """A `coursecast encoder` process for these settings; its JSON log lines go to `log_path`."""
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "encoder"],
-            cwd=PROJECT_ROOT,
-            env=environment(settings, **extra_env),
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
 
 
 def log_lines(log_path: Path) -> list[dict[str, Any]]:
