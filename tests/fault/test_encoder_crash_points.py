@@ -30,8 +30,9 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
+from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running

@@ -24,11 +24,11 @@ from tests.support.encoder import (
 )
 from tests.support.encoder_checks import (
     assert_nothing_duplicated,
-    assert_rebuild_equals_live,
     wait_drained,
     wait_logged,
 )
 from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import running
 

@@ -6,13 +6,12 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
-from services.projector.replay import compare, drop_schema, replay
 from services.projector.store import JobStore
 from tests.support.encoder import job_events, log_lines
 
@@ -73,16 +72,6 @@ def wait_drained(settings: Settings, timeout_s: float, processes: list[subproces
             assert process.poll() is None, f"a service exited early with {process.returncode}"
         assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
         time.sleep(0.5)
-
-
-def assert_rebuild_equals_live(settings: Settings) -> None:
-    """G4: the status table is a pure function of the log."""
-    rebuild = f"rebuild_{uuid4().hex[:10]}"
-    try:
-        replay(settings, rebuild)
-        assert compare(settings.database_url, settings.database_schema, rebuild) == []
-    finally:
-        drop_schema(settings.database_url, rebuild)
 
 
 def completed_at_iff_completed(settings: Settings) -> int:
