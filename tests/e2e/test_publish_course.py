@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 def own(isolate: Isolate) -> Settings:
-    return isolate(api_port=free_port())
+    return isolate(api_port=free_port())  # a port free now, when the test starts
 
 
 def commands_consumed(own: Settings, timeout_s: float = 60) -> None:

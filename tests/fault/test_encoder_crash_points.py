@@ -31,7 +31,7 @@ from tests.support.encoder import (
     wait_for,
 )
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.s3_faults import failing_s3
@@ -40,7 +40,11 @@ from tests.support.services import running
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
+# Topics, schema and groups of this test only; a dead member and its lease end within seconds.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, retry_backoff_base_s=1.0),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +93,6 @@ ENCODER_POINTS: dict[str, CrashPoint] = {
     # stale, and the retry command runs attempt 2.
     "encoder.after_retry_scheduled": CrashPoint(2, ("JobRetryScheduled",), attempt_1_fails_uploads=True),
 }
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only; a dead member and its lease end within seconds."""
-    return isolate(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, retry_backoff_base_s=1.0)
 
 
 def fault(point: str) -> dict[str, str]:

@@ -32,20 +32,15 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import Process, Services, running
 from tests.support.watchdog import commands_of, messages_of, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only; a dead member is noticed within seconds."""
-    return isolate(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8)
+# Topics, schema and groups of this test only; a dead member is noticed within seconds.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8)]
 
 
 def test_kill_9_of_the_running_encoder_lets_the_other_finish_the_job(

@@ -26,19 +26,13 @@ from tests.support.encoder import (
     queue_job,
     stage_course,
 )
-from tests.support.fixtures import Isolate
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only."""
-    return isolate(partitions=1)
+# Topics, schema and groups of this test only.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1)]
 
 
 def test_kill_9_of_the_encoder_leaves_no_ffmpeg_running(own: Settings, s3: S3Client, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from tests.support.encoder_checks import (
     wait_drained,
     wait_logged,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running
@@ -46,16 +46,11 @@ from tests.support.services import Services, running
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
+# One partition per topic, so the newcomer's share is exactly the running job's partition.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)]
 
 LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """One partition per topic, so the newcomer's share is exactly the running job's partition."""
-    return isolate(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)
 
 
 def second_encoder_joins_mid_encode(

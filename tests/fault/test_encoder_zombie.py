@@ -27,7 +27,7 @@ from tests.support.encoder_checks import (
     wait_drained,
     wait_logged,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import running
@@ -35,13 +35,8 @@ from tests.support.services import running
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """One partition per topic; a frozen member is evicted and its lease runs out within seconds."""
-    return isolate(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)
+# One partition per topic; a frozen member is evicted and its lease runs out within seconds.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)]
 
 
 def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(

@@ -17,17 +17,13 @@ from psycopg import sql
 from devtools.synthetic import history
 from services.core.messages import MessageType
 from services.core.settings import Settings
-from tests.support.fixtures import Isolate
 from tests.support.messages import event
 from tests.support.projection_checks import assert_table_is_the_log
 from tests.support.projector import isolated, produce, wait_caught_up
 from tests.support.services import start_projector, stop
 
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    # A short session timeout lets the group notice the killed member in seconds rather than 45 s.
-    return isolate(partitions=3, projector_batch_size=100, session_timeout_ms=6000)
+# A short session timeout lets the group notice the killed member in seconds rather than 45 s.
+pytestmark = pytest.mark.own(partitions=3, projector_batch_size=100, session_timeout_ms=6000)
 
 
 @pytest.mark.parametrize("point", ["projector.after_db_commit", "projector.mid_batch"])

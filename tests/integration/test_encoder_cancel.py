@@ -21,19 +21,14 @@ from tests.support.encoder import (
     stage_course,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only; one partition, so both jobs queue on it."""
-    return isolate(partitions=1, **QUICK_LIVENESS)
+# Topics, schema and groups of this test only; one partition, so both jobs queue on it.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS)]
 
 
 def test_cancel_stops_a_running_encode_within_5_s_and_ends_a_queued_job_before_it_starts(

@@ -19,20 +19,18 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only, with a short retry back-off."""
-    return isolate(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0)
+# Topics, schema and groups of this test only, with a short retry back-off.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0),
+]
 
 
 def test_permanent_errors_fail_at_once_with_a_clear_message_and_no_retry(

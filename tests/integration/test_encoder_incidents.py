@@ -26,19 +26,16 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.fixtures import Isolate
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only, with short liveness settings."""
-    return isolate(partitions=2, heartbeat_interval_s=5, session_timeout_ms=6_000)
+# Topics, schema and groups of this test only, with short liveness settings.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, heartbeat_interval_s=5, session_timeout_ms=6_000),
+]
 
 
 def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_job(

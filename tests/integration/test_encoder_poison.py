@@ -13,28 +13,23 @@ from confluent_kafka import Consumer, Producer
 
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
-from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
 from tests.support.encoder import (
     FAST,
     course_data,
+    publish_command,
     send,
     staged_job,
     wait_for,
 )
-from tests.support.fixtures import Isolate
+from tests.support.messages import cancel_job, job_queued
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only; one partition, so the poison is in the way."""
-    return isolate(partitions=1)
+# Topics, schema and groups of this test only; one partition, so the poison is in the way.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1)]
 
 
 def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
@@ -62,14 +57,8 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=2)
-    queued = new_message(
-        MessageType.JOB_QUEUED, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
-    send(own, own.events_topic, [queued])
-    cancel = new_message(
-        MessageType.CANCEL_JOB, job_id=job_id, attempt=1, data={"requested_by": "x"}, producer="test"
-    )
-    nul_cancel = orjson.loads(codec.encode(cancel))
+    send(own, own.events_topic, [job_queued(job_id, course_data(manifest))])
+    nul_cancel = orjson.loads(codec.encode(cancel_job(job_id, requested_by="x")))
     nul_cancel["data"]["reason"] = "a\u0000b"  # the reason that once froze every job's status
     poison: list[bytes | None] = [
         b"{not json",
@@ -81,10 +70,7 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
     for value in poison:
         producer.produce(own.commands_topic, value=value, key=str(job_id).encode())
     assert producer.flush(30) == 0
-    command = new_message(
-        MessageType.PUBLISH_COURSE, job_id=job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
-    send(own, own.commands_topic, [command])
+    send(own, own.commands_topic, [publish_command(manifest)])
     with running(own, tmp_path) as run:
         run.projector()
         run.encoder(**FAST)

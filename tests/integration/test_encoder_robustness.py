@@ -40,19 +40,17 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off."""
-    return isolate(partitions=1, **QUICK_LIVENESS, encoder_lease_s=9, retry_backoff_base_s=1.0)
+# Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=9, retry_backoff_base_s=1.0),
+]
 
 
 def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -36,7 +36,7 @@ from tests.support.encoder import (
     stage_course,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS, Isolate
+from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.hostile_media import (
     HOSTILE_KINDS,
     SECRET,
@@ -49,13 +49,11 @@ from tests.support.services import running
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    """Topics, schema and groups of this test only, with a short retry back-off."""
-    return isolate(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0)
+# Topics, schema and groups of this test only, with a short retry back-off.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0),
+]
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,11 @@ from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.support.fixtures import Isolate
 from tests.support.messages import T0, event, timeline
 from tests.support.projection_checks import folded, stored
 from tests.support.projector import produce, project
 
 M = MessageType
-
-
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    return isolate()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.support.fixtures import Isolate
 from tests.support.messages import T0, event, timeline
 from tests.support.projection_checks import assert_table_is_the_log
 from tests.support.projector import produce, wait_caught_up
@@ -27,10 +26,8 @@ INT4_OVERFLOW = 2**31  # one past the largest `integer` Postgres stores
 WRAPS_TO_TWO = 2**32 + 2  # what a silently wrapping int4 encoder would store as 2
 
 
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    # Small batches, so each poison event shares its batch with about a hundred good ones.
-    return isolate(partitions=3, projector_batch_size=100)
+# Small batches, so each poison event shares its batch with about a hundred good ones.
+pytestmark = pytest.mark.own(partitions=3, projector_batch_size=100)
 
 
 def interleave(good: list[Envelope], extra: list[Envelope | bytes], every: int) -> list[Envelope | bytes]:

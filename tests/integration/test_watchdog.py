@@ -24,7 +24,6 @@ from tests.support.encoder import (
     staged_job,
 )
 from tests.support.encoder import wait_for as wait_for_job
-from tests.support.fixtures import Isolate
 from tests.support.messages import event
 from tests.support.projector import produce, running_projector
 from tests.support.services import Process, running
@@ -36,16 +35,14 @@ if TYPE_CHECKING:
 M = MessageType
 
 
-@pytest.fixture
-def own(isolate: Isolate) -> Settings:
-    return isolate(
-        heartbeat_interval_s=1,
-        stall_timeout_s=4,
-        encode_time_limit_s=8,
-        watchdog_interval_s=0.5,
-        watchdog_time_limit_grace_s=0.0,
-        watchdog_clock_skew_s=1.0,
-    )
+pytestmark = pytest.mark.own(
+    heartbeat_interval_s=1,
+    stall_timeout_s=4,
+    encode_time_limit_s=8,
+    watchdog_interval_s=0.5,
+    watchdog_time_limit_grace_s=0.0,
+    watchdog_clock_skew_s=1.0,
+)
 
 
 @pytest.fixture

@@ -18,9 +18,10 @@ from services.core import codec
 from services.core.jobs import JobState
 from services.core.kafka_config import producer_config
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
-from services.core.messages import Envelope, MessageType, new_message
+from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.store import JobStore
+from tests.support.messages import cancel_job, job_queued, publish_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -104,14 +105,8 @@ def course_data(manifest: StagingManifest) -> dict[str, Any]:
 
 
 def publish_command(manifest: StagingManifest, attempt: int = 1) -> Envelope:
-    """A fresh PublishCourse envelope (new event id each call, like a redelivery by a producer retry)."""
-    return new_message(
-        MessageType.PUBLISH_COURSE,
-        job_id=manifest.job_id,
-        attempt=attempt,
-        data=course_data(manifest),
-        producer="test",
-    )
+    """A fresh PublishCourse envelope for a staged manifest."""
+    return publish_course(manifest.job_id, attempt, course_data(manifest))
 
 
 def send(settings: Settings, topic: str, messages: Iterable[Envelope]) -> None:
@@ -124,10 +119,7 @@ def send(settings: Settings, topic: str, messages: Iterable[Envelope]) -> None:
 
 def queue_job(settings: Settings, manifest: StagingManifest) -> Envelope:
     """JobQueued on the log, then PublishCourse on the commands topic (the api's two messages)."""
-    queued = new_message(
-        MessageType.JOB_QUEUED, job_id=manifest.job_id, attempt=1, data=course_data(manifest), producer="test"
-    )
-    send(settings, settings.events_topic, [queued])
+    send(settings, settings.events_topic, [job_queued(manifest.job_id, course_data(manifest))])
     command = publish_command(manifest)
     send(settings, settings.commands_topic, [command])
     return command
@@ -135,14 +127,7 @@ def queue_job(settings: Settings, manifest: StagingManifest) -> Envelope:
 
 def cancel(settings: Settings, job_id: UUID) -> None:
     """Produce CancelJob for `job_id`."""
-    message = new_message(
-        MessageType.CANCEL_JOB,
-        job_id=job_id,
-        attempt=1,
-        data={"requested_by": "instructor-1"},
-        producer="test",
-    )
-    send(settings, settings.commands_topic, [message])
+    send(settings, settings.commands_topic, [cancel_job(job_id)])
 
 
 def log_lines(log_path: Path) -> list[dict[str, Any]]:

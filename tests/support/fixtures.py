@@ -39,6 +39,23 @@ def isolate(settings: Settings) -> Iterator[Isolate]:
         yield make
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `own` marker (the suite runs with --strict-markers)."""
+    config.addinivalue_line(
+        "markers", "own(partitions=3, **overrides): what the `own` fixture isolates for the test"
+    )
+
+
+@pytest.fixture
+def own(request: pytest.FixtureRequest, isolate: Isolate) -> Settings:
+    """The test's own settings: `isolate(**kwargs)` of its closest `own` marker (defaults without one).
+
+    A module says what it needs once, e.g. `pytestmark = pytest.mark.own(partitions=1, **QUICK_LIVENESS)`.
+    """
+    marker = request.node.get_closest_marker("own")
+    return isolate(*marker.args, **marker.kwargs) if marker is not None else isolate()
+
+
 @pytest.fixture
 def producer(settings: Settings) -> Iterator[Producer]:
     """An idempotent acks=all producer, flushed at the end of the test."""

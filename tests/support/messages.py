@@ -1,4 +1,6 @@
-"""Builders of job events for state-machine tests: one call per event, valid data, explicit attempt."""
+"""The tests' one factory of messages: job events for state-machine and projection tests (one call
+per event, valid data, explicit attempt), and the commands the api and the owner send (PublishCourse,
+CancelJob), stamped now as a producer would."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from services.core.messages import Envelope, MessageType
+from services.core.messages import Envelope, MessageType, new_message
 
 T0 = datetime(2026, 6, 15, 8, 18, 12, tzinfo=UTC)
 
@@ -109,3 +111,33 @@ def event(
 def timeline(job_id: UUID, *kinds: MessageType, attempt: int = 1, start: datetime = T0) -> list[Envelope]:
     """Events of one attempt, one minute apart."""
     return [event(k, job_id, attempt, at=start + timedelta(minutes=i)) for i, k in enumerate(kinds)]
+
+
+def course_data(job_id: UUID, **fields: Any) -> dict[str, Any]:
+    """The data of JobQueued and PublishCourse: a one-video course staged under staging/<job_id>/."""
+    return {**data_for(MessageType.JOB_QUEUED, 1, job_id), **fields}
+
+
+def job_queued(job_id: UUID, data: dict[str, Any] | None = None) -> Envelope:
+    """JobQueued as the api writes it (a new event id each call)."""
+    return new_message(
+        MessageType.JOB_QUEUED, job_id=job_id, attempt=1, data=data or course_data(job_id), producer="test"
+    )
+
+
+def publish_course(job_id: UUID, attempt: int = 1, data: dict[str, Any] | None = None) -> Envelope:
+    """A PublishCourse command (a new event id each call, like a redelivery by a producer retry)."""
+    return new_message(
+        MessageType.PUBLISH_COURSE,
+        job_id=job_id,
+        attempt=attempt,
+        data=data or course_data(job_id),
+        producer="test",
+    )
+
+
+def cancel_job(job_id: UUID, requested_by: str = "instructor-1") -> Envelope:
+    """A CancelJob command from `requested_by`."""
+    return new_message(
+        MessageType.CANCEL_JOB, job_id=job_id, attempt=1, data={"requested_by": requested_by}, producer="test"
+    )

@@ -71,14 +71,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_api(settings: Settings, timeout_s: float = 30.0, **env: str) -> tuple[Process, str]:
+def start_api(settings: Settings, **env: str) -> tuple[Process, str]:
     """A `coursecast api` process for these settings, answering /healthz; returns it and its base URL."""
     port = free_port()
     API_LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = API_LOG_DIR / f"api-{port}.log"
     process = start_service("api", settings, log_path, "--port", str(port), **env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"api exited with {process.returncode}; see {log_path}")
@@ -89,7 +89,7 @@ def start_api(settings: Settings, timeout_s: float = 30.0, **env: str) -> tuple[
             pass
         time.sleep(0.2)
     stop(process)
-    raise AssertionError(f"api did not answer /healthz within {timeout_s} s")
+    raise AssertionError("api did not answer /healthz within 30 s")
 
 
 def stop(process: Process, timeout_s: float = 30.0) -> int:
@@ -125,9 +125,9 @@ class Services:
         """Start a projector."""
         return self._keep(start_projector(self.settings, **env))
 
-    def encoder(self, name: str = "encoder", settings: Settings | None = None, **env: str) -> Process:
-        """Start an encoder logging to `log(name)`, on `settings` if given (else the runner's)."""
-        return self._keep(start_encoder(settings or self.settings, self.log(name), **env))
+    def encoder(self, name: str = "encoder", **env: str) -> Process:
+        """Start an encoder logging to `log(name)`."""
+        return self._keep(start_encoder(self.settings, self.log(name), **env))
 
     def watchdog(self, name: str = "watchdog", **env: str) -> Process:
         """Start a watchdog logging to `log(name)`."""
