@@ -10,8 +10,6 @@ duplicated in the status table, and the table equal to a rebuild from the log (G
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +18,10 @@ from uuid import UUID
 
 import pytest
 
+from devtools.demo import coursecast
 from services.core import faults
-from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    job_events,
-    queue_job,
-    staged_job,
-    wait_for,
-)
+from services.core.settings import Settings
+from tests.support.encoder import FAST, count_events, job_events, queue_job, staged_job, wait_for
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
@@ -166,14 +158,7 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     assert_rebuild_equals_live(own)
     # Staging is deleted once the job has ended (G1: never before), whoever saw it end.
     if expected.swept:
-        sweep = subprocess.run(
-            [sys.executable, "-m", "services.cli", "staging", "sweep"],
-            cwd=PROJECT_ROOT,
-            env=environment(own),
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        sweep = coursecast(own, "staging", "sweep", check=False)
         assert sweep.returncode == 0, sweep.stderr[-2000:]
     left = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0)
     assert left == 0

@@ -32,12 +32,7 @@ from tests.support.encoder import (
     staged_job,
     wait_for,
 )
-from tests.support.encoder_checks import (
-    assert_nothing_duplicated,
-    logged,
-    wait_drained,
-    wait_logged,
-)
+from tests.support.encoder_checks import assert_nothing_duplicated, logged, wait_drained, wait_logged
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up

@@ -14,19 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
-    count_events,
-    job_events,
-    queue_job,
-    staged_job,
-    wait_for,
-)
-from tests.support.encoder_checks import (
-    assert_nothing_duplicated,
-    wait_drained,
-    wait_logged,
-)
+from tests.support.encoder import REALTIME, count_events, job_events, queue_job, staged_job, wait_for
+from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained, wait_logged
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up

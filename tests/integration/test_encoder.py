@@ -16,15 +16,7 @@ import pytest
 
 from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    wait_for,
-)
+from tests.support.encoder import FAST, count_events, make_clip, new_job_id, queue_job, stage_course, wait_for
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import running
 

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +16,11 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from devtools.demo import coursecast
 from services.core.faults import ENV_VAR as FAULT_POINT
 from services.core.manifest import staging_prefix
 from services.core.messages import MessageType, new_message
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from services.projector.store import JobStore
 from tests.support.encoder import (
     FAST,
@@ -300,18 +300,11 @@ def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_
         assert _staged_keys(own, s3, done_later) > 0
         run.projector()
         wait_for(own, done_later, {"completed"}, 60, run.processes)
-        sweep = subprocess.run(
-            [sys.executable, "-m", "services.cli", "staging", "sweep"],
-            cwd=PROJECT_ROOT,
-            env=environment(own),
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
+        sweep = coursecast(own, "staging", "sweep")
 
     assert _staged_keys(own, s3, done_later) == 0
     assert _staged_keys(own, s3, never_queued) > 0
-    assert b"swept 1 staging folder" in sweep.stdout
+    assert "swept 1 staging folder" in sweep.stdout
 
 
 @pytest.mark.parametrize("ending", ["completed", "canceled"])

@@ -37,13 +37,7 @@ from tests.support.encoder import (
     wait_for,
 )
 from tests.support.fixtures import QUICK_LIVENESS
-from tests.support.hostile_media import (
-    HOSTILE_KINDS,
-    SECRET,
-    huge_png,
-    loopback_server,
-    secret_fifo,
-)
+from tests.support.hostile_media import HOSTILE_KINDS, SECRET, huge_png, loopback_server, secret_fifo
 from tests.support.services import running
 
 if TYPE_CHECKING:

@@ -17,12 +17,7 @@ from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.support.encoder import (
-    REALTIME,
-    job_events,
-    queue_job,
-    staged_job,
-)
+from tests.support.encoder import REALTIME, job_events, queue_job, staged_job
 from tests.support.encoder import wait_for as wait_for_job
 from tests.support.messages import event
 from tests.support.projector import produce, running_projector

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,9 +23,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devtools.demo import coursecast
 from services.api.auth import Role
 from services.core.messages import MessageType, new_message
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from tests.integration.api.conftest import ApiStack, own_bucket
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
 from tests.support.projector import isolated, produce
@@ -521,14 +520,7 @@ def test_revoking_a_users_tokens_ends_their_live_streams_at_once(api_stack: ApiS
     reader.start()
     bystander.start()
     wait_for(lambda: reader.saw("event: job") and bystander.saw("event: job"), 30, "both streams")
-    revoked = subprocess.run(
-        [sys.executable, "-m", "services.cli", "tokens", "revoke", name],
-        cwd=PROJECT_ROOT,
-        env=environment(api_stack.settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    revoked = coursecast(api_stack.settings, "tokens", "revoke", name, check=False)
     assert revoked.returncode == 0, revoked.stderr
     # Well before the 15 s keep-alive: the revocation itself ends the stream.
     assert reader.ended.wait(10), reader.received
