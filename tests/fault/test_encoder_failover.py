@@ -25,6 +25,7 @@ from services.core.settings import Settings
 from tests.support.encoder import (
     REALTIME,
     count_events,
+    encoder_runs_job,
     ffmpeg_processes,
     job_events,
     queue_job,
@@ -98,9 +99,7 @@ def test_sigterm_mid_encode_hands_the_job_to_the_next_encoder_without_waiting_fo
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         projector = run.projector()
-        first = run.encoder("encoder-1", **REALTIME)
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 30, run.processes)
+        first = encoder_runs_job(run, manifest, 30, "encoder-1", **REALTIME)
         time.sleep(3)
         stopped_at = time.monotonic()
         first.send_signal(signal.SIGTERM)
@@ -131,14 +130,11 @@ def watched(own: Settings, **update: object) -> Settings:
     )
 
 
-def watched_job_running(run: Services, own: Settings, job_id: UUID, manifest: StagingManifest) -> Process:
+def watched_job_running(run: Services, manifest: StagingManifest) -> Process:
     """A projector, a watchdog and encoder-1 running the job; returns encoder-1."""
     run.projector()
     run.watchdog()
-    first = run.encoder("encoder-1", **REALTIME)
-    queue_job(own, manifest)
-    wait_for(own, job_id, {"processing"}, 60, run.processes)
-    return first
+    return encoder_runs_job(run, manifest, 60, "encoder-1", **REALTIME)
 
 
 def kill_mid_encode(run: Services, encoder: Process, own: Settings, job_id: UUID, log: Path) -> None:
@@ -159,7 +155,7 @@ def test_kill_9_of_the_only_encoder_is_retried_as_attempt_2_when_a_new_encoder_s
     own = watched(own)
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        first = watched_job_running(run, own, job_id, manifest)
+        first = watched_job_running(run, manifest)
         kill_mid_encode(run, first, own, job_id, run.log("encoder-1"))
         # The watchdog requeues the job as attempt 2, with its command; nobody clicks anything.
         requeued = wait_for(own, job_id, {"queued", "failed"}, 60, run.processes)
@@ -187,7 +183,7 @@ def test_a_killed_encoder_on_the_last_allowed_attempt_ends_the_job_failed_stalle
     own = watched(own, max_attempts=1)
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        first = watched_job_running(run, own, job_id, manifest)
+        first = watched_job_running(run, manifest)
         kill_mid_encode(run, first, own, job_id, run.log("encoder-1"))
         failed = wait_for(own, job_id, {"queued", "failed"}, 60, run.processes)
         # A new encoder re-reads the command of attempt 1: the job has failed, so it does nothing.
@@ -216,7 +212,7 @@ def test_a_takeover_whose_job_stalled_is_rejected_still_runs_the_next_attempt_ex
     own = watched(own, encoder_lease_s=8)
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        first = watched_job_running(run, own, job_id, manifest)
+        first = watched_job_running(run, manifest)
         projector, watchdog = run.processes[:2]
         wait_until(
             "progress reported",

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -24,6 +23,7 @@ from services.core.settings import Settings
 from tests.support.encoder import (
     REALTIME,
     count_events,
+    encoder_runs_job,
     job_events,
     make_clip,
     new_job_id,
@@ -48,14 +48,10 @@ LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}
 
 
-def second_encoder_joins_mid_encode(
-    run: Services, own: Settings, job_id: UUID, manifest: StagingManifest
-) -> None:
+def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> None:
     """Projector and encoder-first run the job; encoder-second joins and takes the commands partition."""
     run.projector()
-    run.encoder("encoder-first", **REALTIME)
-    queue_job(own, manifest)
-    wait_for(own, job_id, {"processing"}, 60, run.processes)
+    encoder_runs_job(run, manifest, 60, "encoder-first", **REALTIME)
     run.encoder("encoder-second", **REALTIME)
     wait_logged(run.log("encoder-first"), 60, run.processes, event="running_partition_revoked")
 
@@ -87,7 +83,7 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 ) -> None:
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        second_encoder_joins_mid_encode(run, own, job_id, manifest)
+        second_encoder_joins_mid_encode(run, manifest)
         # The newcomer read the command while the job ran, and left it to the claim's owner.
         wait_logged(run.log("encoder-second"), 60, run.processes, message="command waits")
         job = wait_for(own, job_id, ENDED, 120, run.processes)
@@ -114,7 +110,7 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 ) -> None:
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        second_encoder_joins_mid_encode(run, own, job_id, manifest)
+        second_encoder_joins_mid_encode(run, manifest)
         first_log = run.log("encoder-first")
         with refusing_events(own):
             # The first encoder's final events are refused: it must put the command back for a later
@@ -145,7 +141,7 @@ def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     second_manifest = stage_course(own, s3, second_job, [clip])
     with running(own, tmp_path) as run:
         # The commands partition leaves the first encoder while it is paused for the running job...
-        second_encoder_joins_mid_encode(run, own, first_job, first_manifest)
+        second_encoder_joins_mid_encode(run, first_manifest)
         wait_for(own, first_job, ENDED, 120, run.processes)
         wait_drained(own, 120, run.processes)
         # ...and comes back when the second encoder leaves: it must not stay paused.

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import REALTIME, count_events, job_events, queue_job, staged_job, wait_for
+from tests.support.encoder import (
+    REALTIME,
+    count_events,
+    encoder_runs_job,
+    job_events,
+    staged_job,
+    wait_for,
+)
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained, wait_logged
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
@@ -34,9 +41,7 @@ def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=8)
     with running(own, tmp_path) as run:
         projector = run.projector()
-        zombie = run.encoder("encoder-zombie", **REALTIME)
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, run.processes)
+        zombie = encoder_runs_job(run, manifest, 60, "encoder-zombie", **REALTIME)
         survivor = run.encoder("encoder-survivor", **REALTIME)
         wait_logged(run.log("encoder-zombie"), 60, run.processes, event="running_partition_revoked")
         zombie.send_signal(signal.SIGSTOP)  # its ffmpeg child keeps encoding meanwhile (stop resumes it)

@@ -16,9 +16,15 @@ import pytest
 
 from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
-from tests.support.encoder import FAST, count_events, make_clip, new_job_id, queue_job, stage_course, wait_for
+from tests.support.encoder import (
+    FAST,
+    count_events,
+    make_clip,
+    new_job_id,
+    run_to_end,
+    stage_course,
+)
 from tests.support.fixtures import QUICK_LIVENESS
-from tests.support.services import running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -60,11 +66,7 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     )
     manifest = stage_course(own, s3, job_id, [clip, second], thumbnails={1: cover})
     log = tmp_path / "encoder.log"
-    with running(own, tmp_path) as run:
-        run.projector()
-        run.encoder(**FAST)
-        queue_job(own, manifest)
-        job = wait_for(own, job_id, {"completed", "failed"}, 90, run.processes)
+    job = run_to_end(own, manifest, tmp_path, 90, **FAST)
     assert job.status.value == "completed", (job.error_type, job.error_message, log.read_text()[-3000:])
     assert job.completed_at is not None
     assert job.outputs is not None

@@ -15,6 +15,7 @@ from tests.support.encoder import (
     make_clip,
     new_job_id,
     queue_job,
+    run_to_end,
     stage_course,
     staged_job,
     wait_for,
@@ -85,19 +86,10 @@ def test_a_transient_storage_error_is_retried_with_backoff_and_then_succeeds(
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=3, name="clip.mp4")
     assert own.s3_endpoint_url is not None
     # Every upload of attempt 1 gets 503 (botocore retries, then gives up too); attempt 2 is served.
-    with (
-        failing_s3(
-            own.s3_endpoint_url, lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path
-        ) as (
-            proxy,
-            failed,
-        ),
-        running(own, tmp_path) as run,
-    ):
-        run.projector()
-        run.encoder(COURSECAST_S3_ENDPOINT_URL=proxy, **FAST)
-        queue_job(own, manifest)
-        job = wait_for(own, job_id, {"completed", "failed"}, 90, run.processes)
+    with failing_s3(
+        own.s3_endpoint_url, lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path
+    ) as (proxy, failed):
+        job = run_to_end(own, manifest, tmp_path, 90, COURSECAST_S3_ENDPOINT_URL=proxy, **FAST)
     assert failed, "the proxy never injected a fault"
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == 2

@@ -17,6 +17,7 @@ from services.core.settings import Settings
 from tests.support.encoder import (
     REALTIME,
     count_events,
+    encoder_runs_job,
     ffmpeg_processes,
     job_events,
     log_lines,
@@ -98,9 +99,7 @@ def test_incident_2_time_limit_fails_the_job_with_a_reason_and_leaves_no_ffmpeg(
     log = tmp_path / "encoder.log"
     with running(own, tmp_path) as run:
         run.projector()
-        run.encoder(**REALTIME)
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 30, run.processes)
+        encoder_runs_job(run, manifest, 30, **REALTIME)
         started = time.monotonic()
         job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 5 + 15, run.processes)
         ended_after = time.monotonic() - started

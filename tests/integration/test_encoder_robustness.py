@@ -27,6 +27,7 @@ from tests.support.encoder import (
     REALTIME,
     cancel,
     count_events,
+    encoder_runs_job,
     ffmpeg_processes,
     job_events,
     log_lines,
@@ -143,9 +144,7 @@ def test_ffmpeg_killed_by_sigkill_is_retried_with_backoff_and_completes_on_attem
     log = tmp_path / "encoder.log"
     with running(own, tmp_path) as run:
         run.projector()
-        encoder = run.encoder(**REALTIME)
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, run.processes)
+        encoder = encoder_runs_job(run, manifest, **REALTIME)
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)  # as the OOM killer would
@@ -247,9 +246,9 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
     second_log = tmp_path / "encoder-2.log"
     with running(slow_retry, tmp_path) as run:
         projector = run.projector()
-        first = run.encoder("encoder-1", **REALTIME, **{FAULT_POINT: "encoder.cancel_acked"})
-        queue_job(slow_retry, manifest)
-        wait_for(slow_retry, job_id, {"processing"}, 60, [projector, first])
+        first = encoder_runs_job(
+            run, manifest, 60, "encoder-1", **REALTIME, **{FAULT_POINT: "encoder.cancel_acked"}
+        )
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
@@ -315,9 +314,9 @@ def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_d
     second_log = tmp_path / "encoder-2.log"
     with running(own, tmp_path) as run:
         projector = run.projector()
-        first = run.encoder("encoder-1", **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"})
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, [projector, first])
+        first = encoder_runs_job(
+            run, manifest, 60, "encoder-1", **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"}
+        )
         if ending == "canceled":
             cancel(own, job_id)  # the running encoder's watcher sees it and stops ffmpeg
         assert first.wait(90) == -signal.SIGKILL  # died with the final event on the log
@@ -349,9 +348,7 @@ def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
     job_id, manifest = staged_job(one_attempt, s3, tmp_path, seconds=8)
     with running(one_attempt, tmp_path) as run:
         run.projector()
-        run.encoder(**REALTIME)
-        queue_job(one_attempt, manifest)
-        wait_for(one_attempt, job_id, {"processing"}, 60, run.processes)
+        encoder_runs_job(run, manifest, **REALTIME)
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)

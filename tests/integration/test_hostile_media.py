@@ -29,10 +29,12 @@ from services.encoder.thumbnails import check_image
 from tests.support.encoder import (
     FAST,
     count_events,
+    ffmpeg_processes,
     job_events,
     make_clip,
     new_job_id,
     queue_job,
+    run_to_end,
     stage_course,
     wait_for,
 )
@@ -57,19 +59,8 @@ def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def probes_of(marker: str) -> list[int]:
-    """Pids of live (non-zombie) ffprobe/ffmpeg processes whose command line mentions `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
-        except (OSError, IndexError):
-            continue
-        if marker in cmdline and ("ffprobe" in cmdline or "ffmpeg" in cmdline) and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    """Pids of live ffprobe/ffmpeg processes whose command line mentions `marker`."""
+    return ffmpeg_processes(marker, tools=("ffprobe", "ffmpeg"))
 
 
 def within(seconds: float, call: Any) -> Any:
@@ -199,11 +190,7 @@ def test_a_probe_timeout_in_the_encoder_is_retried_with_backoff_never_failed_as_
     manifest = stage_course(
         hurried, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=1, size="160x120")]
     )
-    with running(hurried, tmp_path) as run:
-        run.projector()
-        run.encoder(**FAST)
-        queue_job(hurried, manifest)
-        job = wait_for(hurried, job_id, {"completed", "failed"}, 120, run.processes)
+    job = run_to_end(hurried, manifest, tmp_path, 120, **FAST)
     assert job.status.value == "failed", job
     assert job.attempt == 2
     assert job.error_type == "probe_timeout"
@@ -294,11 +281,7 @@ def test_a_16000_pixel_square_thumbnail_fails_the_job_with_a_clear_message(
     clip = make_clip(tmp_path / "lecture.mp4", seconds=1, size="160x120")
     manifest = stage_course(own, s3, job_id, [clip], thumbnails={0: big_png})
     log = tmp_path / "encoder.log"
-    with running(own, tmp_path) as run:
-        run.projector()
-        run.encoder(**FAST)
-        queue_job(own, manifest)
-        job = wait_for(own, job_id, {"completed", "failed"}, 180, run.processes)
+    job = run_to_end(own, manifest, tmp_path, 180, **FAST)
     assert job.status.value == "failed", job
     assert job.error_type == "input_over_limits"
     assert "'poster-16000.png' is 16000x16000 pixels" in (job.error_message or "")

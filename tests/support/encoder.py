@@ -22,6 +22,7 @@ from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.store import JobStore
 from tests.support.messages import cancel_job, job_queued, publish_course
+from tests.support.services import Process, Services, running
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -130,6 +131,33 @@ def cancel(settings: Settings, job_id: UUID) -> None:
     send(settings, settings.commands_topic, [cancel_job(job_id)])
 
 
+def encoder_runs_job(
+    run: Services, manifest: StagingManifest, timeout_s: float = 60, name: str = "encoder", /, **env: str
+) -> Process:
+    """Start encoder `name`, queue the staged job and wait until it is processing; returns the encoder."""
+    encoder = run.encoder(name, **env)
+    queue_job(run.settings, manifest)
+    wait_for(run.settings, manifest.job_id, {"processing"}, timeout_s, run.processes)
+    return encoder
+
+
+def run_to_end(
+    settings: Settings,
+    manifest: StagingManifest,
+    log_dir: Path,
+    timeout_s: float,
+    statuses: Iterable[str] = ("completed", "failed"),
+    **encoder_env: str,
+) -> JobState:
+    """Queue the staged job and run a projector and one encoder (log: log_dir/encoder.log) until the
+    job is in one of `statuses`; returns its row. Both services are stopped before this returns."""
+    with running(settings, log_dir) as run:
+        run.projector()
+        run.encoder(**encoder_env)
+        queue_job(settings, manifest)
+        return wait_for(settings, manifest.job_id, set(statuses), timeout_s, run.processes)
+
+
 def log_lines(log_path: Path) -> list[dict[str, Any]]:
     """The JSON log lines an encoder wrote."""
     lines = []
@@ -211,8 +239,8 @@ def longest_silence_s(settings: Settings, job_id: UUID, attempt: int) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
-def ffmpeg_processes(marker: str) -> list[int]:
-    """Pids of live processes whose command line contains `marker` (a /proc scan, no psutil)."""
+def ffmpeg_processes(marker: str, tools: tuple[str, ...] = ("ffmpeg",)) -> list[int]:
+    """Pids of live (non-zombie) `tools` processes whose command line contains `marker` (a /proc scan)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -222,7 +250,7 @@ def ffmpeg_processes(marker: str) -> list[int]:
             state = (entry / "stat").read_text().split(") ", 1)[1][:1]
         except (OSError, IndexError):
             continue
-        if marker in cmdline and "ffmpeg" in cmdline and state != "Z":
+        if marker in cmdline and any(tool in cmdline for tool in tools) and state != "Z":
             pids.append(int(entry.name))
     return pids
 
