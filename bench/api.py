@@ -27,8 +27,8 @@ import httpx
 
 from services.core.messages import MessageType, new_message
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.api.conftest import ApiStack, own_bucket
 from tests.integration.test_ffmpeg import make_clip
+from tests.support.api import ApiStack, own_bucket
 from tests.support.projector import isolated, produce
 from tests.support.services import free_port, start_api, start_projector, stop
 

@@ -23,9 +23,8 @@ from services.core.manifest import StagingManifest
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.api.conftest import ApiStack, own_bucket
-from tests.support.projector import isolated, produce
-from tests.support.services import start_api, stop
+from tests.support.api import ApiStack, api_of_own, direct_upload
+from tests.support.projector import produce
 
 M = MessageType
 PROBLEM = "application/problem+json"
@@ -557,19 +556,9 @@ def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: Api
     _, token = api_stack.user()
     body = clip.read_bytes()
     with api_stack.client(token) as client:
-        upload = client.post("/v1/uploads", json={"filename": "강의.mp4", "size_bytes": len(body)})
-        assert upload.status_code == 201, upload.text
-        etags = []
-        offset = 0
-        for part in upload.json()["parts"]:
-            chunk = body[offset : offset + part["size_bytes"]]
-            offset += len(chunk)
-            put = httpx.put(part["url"], content=chunk)
-            assert put.status_code == 200, put.text
-            etags.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
-        upload_id = upload.json()["upload_id"]
-        done = client.post(f"/v1/uploads/{upload_id}/complete", json={"parts": etags})
+        done = direct_upload(client, "강의.mp4", body, kind=None)  # the kind defaults to video
         assert done.status_code == 200
+        upload_id = done.json()["upload_id"]
         assert done.json()["state"] == "completed", done.text
         accepted = client.post(
             "/v1/courses",
@@ -610,16 +599,9 @@ def broken_kafka_api(settings: Settings) -> Iterator[ApiStack]:
     """An api pointed at a closed port for Kafka (the shared broker is never stopped)."""
     from tests.support.services import free_port
 
-    with isolated(settings, partitions=1) as scoped:
-        for own in own_bucket(scoped.model_copy(update={"upload_expiry_s": 1})):
-            broken = own.model_copy(
-                update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "api_kafka_timeout_s": 2.0}
-            )
-            api, base = start_api(broken)
-            try:
-                yield ApiStack(broken, base, api)
-            finally:
-                stop(api)
+    unreachable = {"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "api_kafka_timeout_s": 2.0}
+    with api_of_own(settings, api_update=unreachable, upload_expiry_s=1) as stack:
+        yield stack
 
 
 def test_kafka_unreachable_is_503_with_retry_after_and_leaves_no_job_and_no_files(

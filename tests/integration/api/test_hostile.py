@@ -27,8 +27,8 @@ from devtools.demo import coursecast
 from services.api.auth import Role
 from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
-from tests.integration.api.conftest import ApiStack, own_bucket
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
+from tests.support.api import ApiStack, api_of_own, own_bucket
 from tests.support.projector import isolated, produce
 from tests.support.services import start_api, stop
 
@@ -378,15 +378,8 @@ def test_eleven_slow_uploads_in_flight_leave_the_job_list_answering(api_stack: A
 @pytest.fixture(scope="module")
 def tiny_pool_api(settings: Settings) -> Iterator[ApiStack]:
     """An api with a pool of 2 connections and a 1 s wait, on a schema of its own."""
-    with isolated(settings, partitions=1) as scoped:
-        for own in own_bucket(
-            scoped.model_copy(update={"api_db_pool_size": 2, "api_db_pool_timeout_s": 1.0})
-        ):
-            api, base = start_api(own)
-            try:
-                yield ApiStack(own, base, api)
-            finally:
-                stop(api)
+    with api_of_own(settings, api_db_pool_size=2, api_db_pool_timeout_s=1.0) as stack:
+        yield stack
 
 
 def test_a_request_that_finds_the_pool_exhausted_gets_503_with_retry_after(tiny_pool_api: ApiStack) -> None:
