@@ -27,10 +27,10 @@ import httpx
 
 from services.core.messages import MessageType, new_message
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.test_ffmpeg import make_clip
 from tests.support.api import ApiStack, own_bucket
 from tests.support.projector import isolated, produce
 from tests.support.services import free_port, start_api, start_projector, stop
+from tests.support.staging import make_clip
 
 M = MessageType
 

@@ -27,9 +27,10 @@ from services.core.storage import s3_client
 from services.encoder.ladder import choose_ladder, hls_command
 from services.encoder.probe import describe, probe
 from services.projector.store import JobStore
-from tests.support.encoder import log_lines, make_clip, new_job_id, queue_job, stage_course, wait_for
+from tests.support.encoder import log_lines, queue_job, wait_for
 from tests.support.projector import isolated
 from tests.support.services import start_encoder, start_projector, stop
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 
 def raw_ffmpeg(clip: Path, settings: Settings) -> float:

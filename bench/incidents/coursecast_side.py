@@ -29,19 +29,10 @@ from services.core.jobs import JobState
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
 from services.projector.store import JobStore
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    ffmpeg_processes,
-    log_lines,
-    new_job_id,
-    queue_job,
-    send,
-    stage_course,
-    wait_for,
-)
+from tests.support.encoder import FAST, count_events, ffmpeg_processes, log_lines, queue_job, send, wait_for
 from tests.support.projector import isolated
 from tests.support.services import start_encoder, start_projector, stop
+from tests.support.staging import new_job_id, stage_course
 
 REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 TERMINAL = {"completed", "failed", "canceled"}

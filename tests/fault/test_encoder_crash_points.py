@@ -21,22 +21,20 @@ import pytest
 from devtools.demo import coursecast
 from services.core import faults
 from services.core.settings import Settings
-from tests.support.encoder import FAST, count_events, job_events, queue_job, staged_job, wait_for
+from tests.support.encoder import FAST, count_events, job_events, queue_job, wait_for
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
-from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.fixtures import QUICK_RETRY
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only; a dead member and its lease end within seconds.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, retry_backoff_base_s=1.0),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY, encoder_lease_s=8)]
 
 
 @dataclass(frozen=True, slots=True)

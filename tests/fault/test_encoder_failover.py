@@ -30,11 +30,11 @@ from tests.support.encoder import (
     job_events,
     queue_job,
     send,
-    staged_job,
     wait_for,
 )
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import Process, Services, running
+from tests.support.staging import staged_job
 from tests.support.watchdog import commands_of, messages_of, wait_until
 
 if TYPE_CHECKING:

@@ -17,16 +17,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    ffmpeg_processes,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-)
+from tests.support.encoder import FAST, count_events, ffmpeg_processes, queue_job
 from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -20,23 +20,13 @@ from confluent_kafka.admin._resource import ResourceType
 from services.core.kafka_config import admin_config
 from services.core.manifest import StagingManifest
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
-    count_events,
-    encoder_runs_job,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    staged_job,
-    wait_for,
-)
+from tests.support.encoder import REALTIME, count_events, encoder_runs_job, job_events, queue_job, wait_for
 from tests.support.encoder_checks import assert_nothing_duplicated, logged, wait_drained, wait_logged
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

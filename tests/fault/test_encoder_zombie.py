@@ -14,19 +14,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
-    count_events,
-    encoder_runs_job,
-    job_events,
-    staged_job,
-    wait_for,
-)
+from tests.support.encoder import REALTIME, count_events, encoder_runs_job, job_events, wait_for
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained, wait_logged
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -13,7 +13,7 @@ import pytest
 
 from bench.incidents.run import ensure_installed
 from services.core.settings import Settings
-from tests.support.encoder import make_clip
+from tests.support.staging import make_clip
 
 pytestmark = [pytest.mark.incidents, pytest.mark.integration]
 

@@ -16,24 +16,15 @@ import pytest
 
 from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    make_clip,
-    new_job_id,
-    run_to_end,
-    stage_course,
-)
-from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.encoder import FAST, count_events, run_to_end
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only, with short liveness settings.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.own(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 def _s3_key(settings: Settings, url: str) -> str:

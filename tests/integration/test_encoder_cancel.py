@@ -15,14 +15,12 @@ from tests.support.encoder import (
     count_events,
     ffmpeg_processes,
     job_events,
-    make_clip,
-    new_job_id,
     queue_job,
-    stage_course,
     wait_for,
 )
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -9,29 +9,17 @@ import pytest
 
 from services.core.manifest import staging_prefix
 from services.core.settings import Settings
-from tests.support.encoder import (
-    FAST,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    run_to_end,
-    stage_course,
-    staged_job,
-    wait_for,
-)
-from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.encoder import FAST, job_events, queue_job, run_to_end, wait_for
+from tests.support.fixtures import QUICK_RETRY
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only, with a short retry back-off.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.own(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 def test_permanent_errors_fail_at_once_with_a_clear_message_and_no_retry(

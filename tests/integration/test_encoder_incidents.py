@@ -24,10 +24,10 @@ from tests.support.encoder import (
     longest_silence_s,
     queue_job,
     send,
-    staged_job,
     wait_for,
 )
 from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

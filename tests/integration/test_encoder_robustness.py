@@ -32,26 +32,20 @@ from tests.support.encoder import (
     job_events,
     log_lines,
     longest_silence_s,
-    make_clip,
-    new_job_id,
     publish_command,
     queue_job,
     send,
-    stage_course,
-    staged_job,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.fixtures import QUICK_RETRY
 from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=9, retry_backoff_base_s=1.0),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_RETRY, encoder_lease_s=9)]
 
 
 def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

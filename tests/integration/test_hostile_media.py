@@ -31,25 +31,20 @@ from tests.support.encoder import (
     count_events,
     ffmpeg_processes,
     job_events,
-    make_clip,
-    new_job_id,
     queue_job,
     run_to_end,
-    stage_course,
     wait_for,
 )
-from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.fixtures import QUICK_RETRY
 from tests.support.hostile_media import HOSTILE_KINDS, SECRET, huge_png, loopback_server, secret_fifo
 from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only, with a short retry back-off.
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.own(partitions=2, **QUICK_LIVENESS, retry_backoff_base_s=1.0),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 @pytest.fixture(scope="module")

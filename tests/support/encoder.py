@@ -1,5 +1,5 @@
-"""Helpers for encoder tests: stage a course in S3 as the api would, queue it, run `coursecast encoder`
-processes, and watch the job's row in publish_jobs (written by a real projector)."""
+"""Helpers for encoder tests: queue a staged course, run `coursecast encoder` processes, and watch
+the job's row in publish_jobs (written by a real projector) and the encoder's JSON log."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import orjson
 from confluent_kafka import Producer
@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from services.core import codec
 from services.core.jobs import JobState
 from services.core.kafka_config import producer_config
-from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
+from services.core.manifest import StagingManifest, manifest_key, staging_prefix
 from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.store import JobStore
@@ -25,72 +25,11 @@ from tests.support.messages import cancel_job, job_queued, publish_course
 from tests.support.services import Process, Services, running
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
 FAST = {"COURSECAST_ENCODER_X264_PRESET": "ultrafast"}
 # Input read at its native rate (ffmpeg -re): a 12 s clip encodes for about 12 s, using little CPU.
 REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
-
-
-def make_clip(path: Path, seconds: float, size: str = "320x180", rate: int = 25) -> Path:
-    """A H.264/AAC test clip (testsrc2 + sine), moov atom at the end as ffmpeg writes it by default."""
-    subprocess.run(
-        [
-            "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
-            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-            "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "50",
-            "-c:a", "aac", "-shortest", str(path),
-        ],
-        check=True,
-        timeout=120,
-    )  # fmt: skip
-    return path
-
-
-def stage_course(
-    settings: Settings,
-    s3: S3Client,
-    job_id: UUID,
-    videos: Iterable[Path],
-    thumbnails: dict[int, Path] | None = None,
-) -> StagingManifest:
-    """Upload `videos` under staging/<job_id>/ and write the manifest, as the api does before queuing."""
-    staged = []
-    for index, path in enumerate(videos):
-        key = f"{staging_prefix(job_id)}videos/{index}{path.suffix}"
-        s3.upload_file(str(path), settings.s3_bucket, key)
-        thumbnail = None
-        if thumbnails and index in thumbnails:
-            image = thumbnails[index]
-            thumb_key = f"{staging_prefix(job_id)}thumbnails/{index}{image.suffix}"
-            s3.upload_file(str(image), settings.s3_bucket, thumb_key)
-            thumbnail = StagedFile(
-                key=thumb_key, filename=image.name, size_bytes=image.stat().st_size, content_type="image/png"
-            )
-        staged.append(
-            StagedVideo(
-                key=key,
-                filename=path.name,
-                size_bytes=max(1, path.stat().st_size),
-                content_type="video/mp4",
-                index=index,
-                thumbnail=thumbnail,
-            )
-        )
-    manifest = StagingManifest(
-        job_id=job_id, owner="instructor-1", course_name="배열 Arrays", curriculum="CS101", videos=staged
-    )
-    s3.put_object(Bucket=settings.s3_bucket, Key=manifest_key(job_id), Body=manifest.to_json())
-    return manifest
-
-
-def staged_job(
-    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float, name: str = "lecture.mp4"
-) -> tuple[UUID, StagingManifest]:
-    """A new job id and its one-video course staged as the api would: a `seconds`-long test clip."""
-    job_id = new_job_id()
-    return job_id, stage_course(settings, s3, job_id, [make_clip(clip_dir / name, seconds=seconds)])
 
 
 def course_data(manifest: StagingManifest) -> dict[str, Any]:
@@ -253,8 +192,3 @@ def ffmpeg_processes(marker: str, tools: tuple[str, ...] = ("ffmpeg",)) -> list[
         if marker in cmdline and any(tool in cmdline for tool in tools) and state != "Z":
             pids.append(int(entry.name))
     return pids
-
-
-def new_job_id() -> UUID:
-    """A fresh job id."""
-    return uuid4()

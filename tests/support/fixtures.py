@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # Settings under which a dead or frozen member is noticed within seconds rather than 45 s.
 QUICK_LIVENESS: dict[str, Any] = {"heartbeat_interval_s": 2, "session_timeout_ms": 6_000}
+# ...and a failed attempt is retried after a second or two.
+QUICK_RETRY: dict[str, Any] = {**QUICK_LIVENESS, "retry_backoff_base_s": 1.0}
 
 Isolate = Callable[..., Settings]
 

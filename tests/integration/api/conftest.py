@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from services.core.settings import Settings
-from tests.integration.test_ffmpeg import make_clip
 from tests.support.api import ApiStack, own_bucket
 from tests.support.projector import isolated
 from tests.support.services import start_api, start_projector, stop
+from tests.support.staging import make_clip
 
 
 @pytest.fixture(scope="module")
