@@ -21,9 +21,10 @@ import pytest
 from devtools.demo import coursecast
 from services.core import faults
 from services.core.settings import Settings
-from tests.support.encoder import FAST, count_events, job_events, queue_job, wait_for
+from tests.support.encoder import FAST, queue_job
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import count_events, job_events, wait_for
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.s3_faults import failing_s3

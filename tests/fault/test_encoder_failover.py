@@ -22,17 +22,9 @@ import pytest
 from services.core.manifest import StagingManifest
 from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
-    count_events,
-    encoder_runs_job,
-    ffmpeg_processes,
-    job_events,
-    queue_job,
-    send,
-    wait_for,
-)
+from tests.support.encoder import REALTIME, encoder_runs_job, queue_job, send
 from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
 from tests.support.services import Process, Services, running
 from tests.support.staging import staged_job
 from tests.support.watchdog import commands_of, messages_of, wait_until

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import FAST, count_events, ffmpeg_processes, queue_job
+from tests.support.encoder import FAST, queue_job
+from tests.support.observe import count_events, ffmpeg_processes
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import REALTIME, count_events, encoder_runs_job, job_events, wait_for
-from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained, wait_logged
+from tests.support.encoder import REALTIME, encoder_runs_job
+from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.observe import count_events, job_events, wait_for, wait_logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import running

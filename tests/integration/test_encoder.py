@@ -16,8 +16,9 @@ import pytest
 
 from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
-from tests.support.encoder import FAST, count_events, run_to_end
+from tests.support.encoder import FAST, run_to_end
 from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import count_events
 from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:

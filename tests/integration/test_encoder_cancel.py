@@ -9,16 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
-    cancel,
-    count_events,
-    ffmpeg_processes,
-    job_events,
-    queue_job,
-    wait_for,
-)
+from tests.support.encoder import REALTIME, cancel, queue_job
 from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 

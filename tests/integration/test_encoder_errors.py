@@ -9,8 +9,9 @@ import pytest
 
 from services.core.manifest import staging_prefix
 from services.core.settings import Settings
-from tests.support.encoder import FAST, job_events, queue_job, run_to_end, wait_for
+from tests.support.encoder import FAST, queue_job, run_to_end
 from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import job_events, wait_for
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course, staged_job

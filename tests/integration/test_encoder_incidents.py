@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
-from tests.support.encoder import (
-    REALTIME,
+from tests.support.encoder import REALTIME, encoder_runs_job, queue_job, send
+from tests.support.observe import (
     count_events,
-    encoder_runs_job,
     ffmpeg_processes,
     job_events,
     log_lines,
     longest_silence_s,
-    queue_job,
-    send,
     wait_for,
 )
 from tests.support.services import running

@@ -14,8 +14,9 @@ from confluent_kafka import Consumer, Producer
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.settings import Settings
-from tests.support.encoder import FAST, course_data, publish_command, send, wait_for
+from tests.support.encoder import FAST, course_data, publish_command, send
 from tests.support.messages import cancel_job, job_queued
+from tests.support.observe import wait_for
 from tests.support.services import running
 from tests.support.staging import staged_job
 

@@ -22,22 +22,16 @@ from services.core.manifest import staging_prefix
 from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.support.encoder import (
-    FAST,
-    REALTIME,
-    cancel,
+from tests.support.encoder import FAST, REALTIME, cancel, encoder_runs_job, publish_command, queue_job, send
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import (
     count_events,
-    encoder_runs_job,
     ffmpeg_processes,
     job_events,
     log_lines,
     longest_silence_s,
-    publish_command,
-    queue_job,
-    send,
     wait_for,
 )
-from tests.support.fixtures import QUICK_RETRY
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
 

@@ -26,17 +26,10 @@ from services.core.settings import Settings
 from services.encoder.errors import AttemptError, PermanentError, TransientError
 from services.encoder.probe import probe
 from services.encoder.thumbnails import check_image
-from tests.support.encoder import (
-    FAST,
-    count_events,
-    ffmpeg_processes,
-    job_events,
-    queue_job,
-    run_to_end,
-    wait_for,
-)
+from tests.support.encoder import FAST, queue_job, run_to_end
 from tests.support.fixtures import QUICK_RETRY
 from tests.support.hostile_media import HOSTILE_KINDS, SECRET, huge_png, loopback_server, secret_fifo
+from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 

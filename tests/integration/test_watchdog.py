@@ -17,9 +17,10 @@ from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.support.encoder import REALTIME, job_events, queue_job
-from tests.support.encoder import wait_for as wait_for_job
+from tests.support.encoder import REALTIME, queue_job
 from tests.support.messages import event
+from tests.support.observe import job_events
+from tests.support.observe import wait_for as wait_for_job
 from tests.support.projector import produce, running_projector
 from tests.support.services import Process, running
 from tests.support.staging import staged_job
