@@ -27,7 +27,7 @@ from tests.support.observe import count_events, job_events, logged, wait_for, wa
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running
-from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
+from tests.support.staging import staged_job, staged_jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -126,10 +126,8 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    first_job, second_job = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=6)
-    first_manifest = stage_course(own, s3, first_job, [clip])
-    second_manifest = stage_course(own, s3, second_job, [clip])
+    first_manifest, second_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=6)
+    first_job, second_job = first_manifest.job_id, second_manifest.job_id
     with running(own, tmp_path) as run:
         # The commands partition leaves the first encoder while it is paused for the running job...
         second_encoder_joins_mid_encode(run, first_manifest)

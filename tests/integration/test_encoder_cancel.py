@@ -13,7 +13,7 @@ from tests.support.encoder import REALTIME, cancel, queue_job
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
 from tests.support.services import running
-from tests.support.staging import make_clip, new_job_id, stage_course
+from tests.support.staging import staged_jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -25,9 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIV
 def test_cancel_stops_a_running_encode_within_5_s_and_ends_a_queued_job_before_it_starts(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    running_job, queued = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "long.mp4", seconds=30)
-    manifests = [stage_course(own, s3, job_id, [clip]) for job_id in (running_job, queued)]
+    manifests = staged_jobs(own, s3, tmp_path, 2, seconds=30, name="long.mp4")
+    running_job, queued = (manifest.job_id for manifest in manifests)
     log = tmp_path / "encoder.log"
     with running(own, tmp_path) as run:
         run.projector()

@@ -33,7 +33,7 @@ from tests.support.observe import (
     wait_for,
 )
 from tests.support.services import running
-from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job, staged_jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -184,9 +184,8 @@ def test_a_failed_jobs_message_names_no_worker_path_host_or_raw_error(
 def test_staging_is_deleted_once_the_completion_is_applied_and_kept_when_it_is_rejected(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    applied, rejected = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=8)
-    manifests = {job_id: stage_course(own, s3, job_id, [clip]) for job_id in (applied, rejected)}
+    manifests = {manifest.job_id: manifest for manifest in staged_jobs(own, s3, tmp_path, 2, seconds=8)}
+    applied, rejected = manifests
     log = tmp_path / "encoder.log"
     with running(own, tmp_path) as run:
         run.projector()
@@ -266,10 +265,9 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
 def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_is_applied(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    done_later, never_queued = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=2)
-    manifest = stage_course(own, s3, done_later, [clip])
-    stage_course(own, s3, never_queued, [clip])  # an upload whose job never reached the log
+    # The second is an upload whose job never reached the log.
+    manifest, never_queued_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=2)
+    done_later, never_queued = manifest.job_id, never_queued_manifest.job_id
     log = tmp_path / "encoder.log"
     # No projector yet: the encoder cannot see its completion applied, waits 1 s, and leaves it.
     with running(own, tmp_path) as run:

@@ -94,3 +94,19 @@ def direct_upload(
         assert put.status_code == 200, put.text
         etags.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
     return client.post(f"/v1/uploads/{upload.json()['upload_id']}/complete", json={"parts": etags})
+
+
+def form_head(boundary: str, name: str, curriculum: str, filename: str) -> bytes:
+    """The start of a course form streamed by hand: its two fields, then the header of one video part
+    (the video's bytes, the closing boundary and the pace are the caller's)."""
+    fields = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"\r\n\r\n{value}\r\n'.encode()
+        for field, value in (("name", name), ("curriculum", curriculum))
+    )
+    return (
+        fields
+        + (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="{filename}"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+    )

@@ -73,6 +73,14 @@ def stage_course(
     return manifest
 
 
+def staged_jobs(
+    settings: Settings, s3: S3Client, clip_dir: Path, count: int, seconds: float, name: str = "lecture.mp4"
+) -> list[StagingManifest]:
+    """`count` new jobs, each a one-video course staged from the same `seconds`-long test clip."""
+    clip = make_clip(clip_dir / name, seconds=seconds)
+    return [stage_course(settings, s3, new_job_id(), [clip]) for _ in range(count)]
+
+
 def staged_job(
     settings: Settings, s3: S3Client, clip_dir: Path, seconds: float, name: str = "lecture.mp4"
 ) -> tuple[UUID, StagingManifest]:

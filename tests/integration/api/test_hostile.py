@@ -28,7 +28,7 @@ from services.api.auth import Role
 from services.core.messages import MessageType, new_message
 from services.core.settings import Settings
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
-from tests.support.api import ApiStack, api_of_own, own_bucket
+from tests.support.api import ApiStack, api_of_own, form_head, own_bucket
 from tests.support.projector import isolated, produce
 from tests.support.services import start_api, stop
 
@@ -101,12 +101,7 @@ def slow_form(
     clip: bytes, boundary: str, started: threading.Event, release: threading.Event
 ) -> Iterator[bytes]:
     """A course form sent slowly: the fields and the file's first bytes, then nothing until `release`."""
-    for name, value in (("name", "Slow course"), ("curriculum", "SLOW-1")):
-        yield f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-    yield (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="slow.mp4"\r\n'
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode()
+    yield form_head(boundary, "Slow course", "SLOW-1", "slow.mp4")
     yield clip[:4096]
     started.set()
     if not release.wait(180):

@@ -15,7 +15,7 @@ import pytest
 
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.support.api import ApiStack, api_of_own
+from tests.support.api import ApiStack, api_of_own, form_head
 
 MIB = 1024**2
 # 512 MiB by default keeps the suite quick on a shared 2-core machine; set 2048 for the 2 GiB figure.
@@ -58,12 +58,7 @@ def test_a_large_streamed_upload_keeps_the_api_memory_bounded(
     total = UPLOAD_MIB * MIB
 
     def body() -> Iterator[bytes]:
-        for name, value in (("name", "Big course"), ("curriculum", "BIG-1")):
-            yield f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="big.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n"
-        ).encode()
+        yield form_head(boundary, "Big course", "BIG-1", "big.mp4")
         yield head
         filler = os.urandom(CHUNK)
         sent = len(head)
