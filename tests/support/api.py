@@ -38,6 +38,10 @@ class ApiStack:
             _, token = create_user(conn, name, role)
         return name, token
 
+    def instructor(self) -> httpx.Client:
+        """An HTTP client for the api, authenticated as a new instructor."""
+        return self.client(self.user()[1])
+
     def client(self, token: str | None = None) -> httpx.Client:
         """An HTTP client for the api, authenticated with `token` when given."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -212,9 +212,8 @@ def test_hostile_filenames_are_sanitised_in_keys_and_kept_readable_in_the_manife
 def test_the_same_idempotency_key_returns_the_same_job_and_queues_no_second_one(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"retry-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         first = submit(client, clip, headers=key)
         second = submit(client, clip, headers=key)
         other = submit(client, clip, headers={"Idempotency-Key": f"other-{uuid4()}"})
@@ -389,8 +388,7 @@ def test_another_users_direct_upload_is_404(api_stack: ApiStack) -> None:
 def test_the_job_list_is_newest_first_filtered_by_status_and_paginated_by_cursor(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         ids = [submit(client, clip, name=f"Course {i}").json()["job_id"] for i in range(3)]
         drive(api_stack.settings, ids[0], M.JOB_STARTED)
         wait_status(client, ids[0], "processing")
@@ -406,8 +404,7 @@ def test_the_job_list_is_newest_first_filtered_by_status_and_paginated_by_cursor
 
 
 def test_the_stream_delivers_progress_and_the_final_status_then_ends(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         seen: list[dict[str, Any]] = []
 
@@ -441,8 +438,7 @@ def test_the_stream_delivers_progress_and_the_final_status_then_ends(api_stack: 
 
 
 def test_the_history_includes_rejected_events_with_their_reasons(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         drive(api_stack.settings, job_id, M.JOB_STARTED, M.JOB_COMPLETED, M.JOB_FAILED)
         wait_status(client, job_id, "completed")
@@ -462,8 +458,7 @@ def test_the_history_includes_rejected_events_with_their_reasons(api_stack: ApiS
 def test_a_failed_job_is_retried_as_the_next_attempt_and_other_states_get_409(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         refused = client.post(f"/v1/jobs/{job_id}/retry")
         drive(api_stack.settings, job_id, M.JOB_STARTED, M.JOB_FAILED)
@@ -481,8 +476,7 @@ def test_a_failed_job_is_retried_as_the_next_attempt_and_other_states_get_409(
 def test_a_queued_job_is_canceled_and_an_ended_job_gets_409_with_the_reason(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         assert any(k.startswith(f"staging/{job_id}/") for k in staged_keys(api_stack.settings))
         canceled = client.post(f"/v1/jobs/{job_id}/cancel", json={"reason": "wrong file"})
@@ -502,8 +496,7 @@ def test_a_queued_job_is_canceled_and_an_ended_job_gets_409_with_the_reason(
 def test_a_processing_job_gets_cancel_job_and_ends_canceled_by_the_encoders_event(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         drive(api_stack.settings, job_id, M.JOB_STARTED)
         wait_status(client, job_id, "processing")
@@ -527,8 +520,7 @@ def test_a_processing_job_gets_cancel_job_and_ends_canceled_by_the_encoders_even
 
 
 def test_unknown_routes_wrong_methods_and_bad_ids_are_problem_documents(api_stack: ApiStack) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         for answer, status in [
             (client.get("/v1/nothing-here"), 404),
             (client.delete("/v1/jobs"), 405),
@@ -553,9 +545,8 @@ def test_health_is_open_and_readiness_checks_kafka_postgres_and_s3(api_stack: Ap
 
 
 def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
     body = clip.read_bytes()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         done = direct_upload(client, "강의.mp4", body, kind=None)  # the kind defaults to video
         assert done.status_code == 200
         upload_id = done.json()["upload_id"]
@@ -607,8 +598,7 @@ def broken_kafka_api(settings: Settings) -> Iterator[ApiStack]:
 def test_kafka_unreachable_is_503_with_retry_after_and_leaves_no_job_and_no_files(
     broken_kafka_api: ApiStack, clip: Path
 ) -> None:
-    _, token = broken_kafka_api.user()
-    with broken_kafka_api.client(token) as client:
+    with broken_kafka_api.instructor() as client:
         started = time.monotonic()
         answer = submit(client, clip, headers={"Idempotency-Key": "k1"})
         took = time.monotonic() - started
@@ -627,9 +617,8 @@ def test_kafka_unreachable_is_503_with_retry_after_and_leaves_no_job_and_no_file
 
 
 def test_an_expired_direct_upload_is_aborted_and_cannot_be_completed(broken_kafka_api: ApiStack) -> None:
-    _, token = broken_kafka_api.user()
     s3 = s3_client(broken_kafka_api.settings)
-    with broken_kafka_api.client(token) as client:
+    with broken_kafka_api.instructor() as client:
         upload = client.post("/v1/uploads", json={"filename": "late.mp4", "size_bytes": 100}).json()
         time.sleep(1.5)
         late = client.post(

@@ -171,8 +171,7 @@ def wait_reserved(settings: Settings, key: str) -> None:
 def test_a_nul_in_a_cancel_reason_is_refused_with_422_and_no_command_reaches_the_log(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         refused = client.post(f"/v1/jobs/{job_id}/cancel", json={"reason": "a\u0000b"})
         problem = assert_problem(refused, 422, "reason", "U+0000")
@@ -283,8 +282,7 @@ def test_every_field_refuses_control_characters_with_a_422_naming_it(
 ) -> None:
     CLIP_BYTES[0] = clip.read_bytes()
     send, field = CONTROL_CASES[case]
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         listed_before = len(client.get("/v1/jobs").json()["items"])
         answer = send(client, job_id)
@@ -542,8 +540,7 @@ HOSTILE_CURSORS = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_CURSORS))
 def test_a_crafted_cursor_is_a_422_problem(api_stack: ApiStack, case: str) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         assert_problem(client.get("/v1/jobs", params={"cursor": HOSTILE_CURSORS[case]}), 422)
 
 
@@ -630,9 +627,8 @@ def test_every_hostile_input_gets_a_4xx_problem_never_a_500(
 def test_the_same_idempotency_key_with_another_body_is_422_and_with_the_same_body_the_same_job(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"fp-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         first = submit(client, clip, name="Course A", headers=key)
         assert first.status_code == 202, first.text
         other_body = submit(client, clip, name="Course B", headers=key)
@@ -675,9 +671,8 @@ def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiSt
 def test_a_key_whose_request_was_refused_can_be_used_again_with_a_corrected_form(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"fix-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         refused = client.post(
             "/v1/courses",
             data={"name": "Course", "curriculum": "CS-101"},

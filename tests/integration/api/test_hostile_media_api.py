@@ -48,8 +48,7 @@ def test_a_16000_pixel_square_thumbnail_is_refused_at_upload_with_422(
     api_stack: ApiStack, tmp_path: Path, clip: Path
 ) -> None:
     image = huge_png(tmp_path / "poster.png").read_bytes()
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         posted = client.post(
             "/v1/courses",
             data={"name": "Big poster", "curriculum": "CS-101"},
