@@ -188,6 +188,17 @@ def _json_case(path: str, body: dict[str, Any]) -> Callable[[httpx.Client, str],
     return lambda client, job_id: client.post(path.format(job_id=job_id), json=body)
 
 
+def _keyed_case(
+    headers: dict[str, str] | dict[bytes, bytes],
+) -> Callable[[httpx.Client, str], httpx.Response]:
+    return lambda client, _: client.post(
+        "/v1/courses",
+        files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
+        data={"name": "Course", "curriculum": "CS-101"},
+        headers=headers,
+    )
+
+
 def _form_case(
     fields: dict[str, str], filename: str | bytes = "a.mp4"
 ) -> Callable[[httpx.Client, str], httpx.Response]:
@@ -255,24 +266,8 @@ CONTROL_CASES: dict[str, tuple[Callable[[httpx.Client, str], httpx.Response], st
         lambda client, _: client.get("/v1/jobs", params={"x": "\u0000"}),
         "'x'",
     ),
-    "Idempotency-Key with a tab": (
-        lambda client, _: client.post(
-            "/v1/courses",
-            files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
-            data={"name": "Course", "curriculum": "CS-101"},
-            headers={"Idempotency-Key": "key\twith-tab"},
-        ),
-        "idempotency-key",
-    ),
-    "Idempotency-Key with non-ASCII bytes": (
-        lambda client, _: client.post(
-            "/v1/courses",
-            files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
-            data={"name": "Course", "curriculum": "CS-101"},
-            headers={b"Idempotency-Key": b"cl\xe9"},
-        ),
-        "idempotency-key",
-    ),
+    "Idempotency-Key with a tab": (_keyed_case({"Idempotency-Key": "key\twith-tab"}), "idempotency-key"),
+    "Idempotency-Key with non-ASCII bytes": (_keyed_case({b"Idempotency-Key": b"cl\xe9"}), "idempotency-key"),
 }
 
 
