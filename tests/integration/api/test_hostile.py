@@ -122,6 +122,16 @@ class SlowUpload(threading.Thread):
         self.answer: httpx.Response | None = None
         self.error: BaseException | None = None
 
+    @classmethod
+    def begin(cls, stack: ApiStack, clip: Path, key: str) -> tuple[SlowUpload, str, threading.Event]:
+        """A slow upload under Idempotency-Key `key` by a new instructor, started; returns it, the
+        instructor's token and the event that lets its body go on."""
+        _, token = stack.user()
+        release = threading.Event()
+        upload = cls(stack, token, clip.read_bytes(), release, key=key)
+        upload.start()
+        return upload, token, release
+
     def run(self) -> None:
         boundary = uuid4().hex
         headers = {
@@ -637,11 +647,8 @@ def test_the_same_idempotency_key_with_another_body_is_422_and_with_the_same_bod
 
 
 def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
     key = f"early-{uuid4()}"
-    release = threading.Event()
-    slow = SlowUpload(api_stack, token, clip.read_bytes(), release, key=key)
-    slow.start()
+    slow, token, release = SlowUpload.begin(api_stack, clip, key)
     try:
         assert slow.started.wait(60)
         wait_reserved(api_stack.settings, key)
@@ -723,11 +730,8 @@ def test_a_key_whose_api_process_died_mid_upload_is_free_after_its_lease(
     )
     api, base = start_api(short_lease)
     stack = ApiStack(short_lease, base, api)
-    _, token = stack.user()
     key = f"crash-{uuid4()}"
-    release = threading.Event()
-    slow = SlowUpload(stack, token, clip.read_bytes(), release, key=key)
-    slow.start()
+    slow, token, release = SlowUpload.begin(stack, clip, key)
     try:
         assert slow.started.wait(60)
         # A live request keeps its key however slowly its client sends: stalled for three leases, the
