@@ -25,9 +25,9 @@ from services.core.settings import Settings
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job, send
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
-from tests.support.services import Process, Services, running
+from tests.support.services import Process, Services, running, wait_until
 from tests.support.staging import staged_job
-from tests.support.watchdog import commands_of, messages_of, wait_until
+from tests.support.topics import commands_of, messages_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

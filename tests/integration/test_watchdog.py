@@ -22,9 +22,9 @@ from tests.support.messages import event
 from tests.support.observe import job_events
 from tests.support.observe import wait_for as wait_for_job
 from tests.support.projector import produce, running_projector
-from tests.support.services import Process, running
+from tests.support.services import Process, running, wait_until
 from tests.support.staging import staged_job
-from tests.support.watchdog import commands_of, wait_until
+from tests.support.topics import commands_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

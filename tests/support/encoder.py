@@ -1,11 +1,11 @@
-"""Helpers for encoder tests: queue a staged course, run `coursecast encoder` processes, and watch
-the job's row in publish_jobs (written by a real projector) and the encoder's JSON log."""
+"""Driving the encoder in tests: queue a staged course (the api's two messages), cancel it, and run
+`coursecast encoder` processes on it (what the tests then watch is in tests/support/observe)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from confluent_kafka import Producer
@@ -19,9 +19,6 @@ from services.core.settings import Settings
 from tests.support.messages import cancel_job, job_queued, publish_course
 from tests.support.observe import wait_for
 from tests.support.services import Process, Services, running
-
-if TYPE_CHECKING:
-    pass
 
 FAST = {"COURSECAST_ENCODER_X264_PRESET": "ultrafast"}
 # Input read at its native rate (ffmpeg -re): a 12 s clip encodes for about 12 s, using little CPU.

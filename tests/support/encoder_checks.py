@@ -13,6 +13,7 @@ from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
 from services.projector.store import JobStore
 from tests.support.observe import job_events
+from tests.support.services import wait_until
 
 # Events an attempt publishes at most once, whatever is redelivered, killed or rebalanced (G1).
 ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled")
@@ -65,12 +66,8 @@ def _messages_beyond(probe: Consumer, positions: list[TopicPartition]) -> bool:
 
 def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:
     """Block until every command is consumed and committed by the encoder group."""
-    deadline = time.monotonic() + timeout_s
-    while not commands_drained(settings):
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
-        time.sleep(0.5)
+    what = "every command consumed and committed (one left unconsumed: something is stuck)"
+    wait_until(what, lambda: commands_drained(settings), timeout_s, processes, interval_s=0.5)
 
 
 def completed_at_iff_completed(settings: Settings) -> int:

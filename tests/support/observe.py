@@ -16,6 +16,7 @@ import orjson
 from services.core.jobs import JobState
 from services.core.settings import Settings
 from services.projector.store import JobStore
+from tests.support.services import wait_until
 
 
 def wait_logged(
@@ -26,12 +27,9 @@ def wait_logged(
     message: str | None = None,
 ) -> None:
     """Block until the encoder's JSON log has a line with `event` (or starting with `message`)."""
-    deadline = time.monotonic() + timeout_s
-    while not logged(log_path, event, message):
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        assert time.monotonic() < deadline, f"no log line {event or message!r} within {timeout_s} s"
-        time.sleep(0.25)
+    wait_until(
+        f"a log line {event or message!r}", lambda: logged(log_path, event, message), timeout_s, processes
+    )
 
 
 def logged(log_path: Path, event: str | None = None, message: str | None = None) -> int:

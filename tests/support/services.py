@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -165,3 +165,20 @@ def running(settings: Settings, log_dir: Path) -> Iterator[Services]:
         yield services
     finally:
         services.stop_all()
+
+
+def wait_until(
+    what: str,
+    condition: Callable[[], object],
+    timeout_s: float,
+    processes: Iterable[Process] = (),
+    interval_s: float = 0.25,
+) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout_s`, or as soon as one of the
+    `processes` the wait relies on has exited."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        for process in processes:
+            assert process.poll() is None, f"a service exited early with {process.returncode}"
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(interval_s)

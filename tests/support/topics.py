@@ -1,10 +1,7 @@
-"""Read what the watchdog (and any service) put on a topic, and wait for a condition with a deadline."""
+"""Read what the watchdog (and any service) put on a topic."""
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Callable, Iterable
 from uuid import UUID, uuid4
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -51,20 +48,3 @@ def messages_of(settings: Settings, topic: str, job_id: UUID) -> list[Envelope]:
         return [envelope for _, _, envelope in sorted(found, key=lambda f: (f[0], f[1]))]
     finally:
         consumer.close()
-
-
-def wait_until(
-    what: str,
-    condition: Callable[[], bool],
-    timeout_s: float,
-    processes: Iterable[subprocess.Popen[bytes]] = (),
-) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout_s` or if a process exited."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
