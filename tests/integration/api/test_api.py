@@ -551,23 +551,14 @@ def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: Api
         assert done.status_code == 200
         upload_id = done.json()["upload_id"]
         assert done.json()["state"] == "completed", done.text
-        accepted = client.post(
-            "/v1/courses",
-            files={
-                "name": (None, "직접 업로드"),
-                "curriculum": (None, "CS-2"),
-                "video_upload_ids": (None, upload_id),
-            },
-        )
+
+        def course_of_the_upload(name: str) -> httpx.Response:
+            fields = {"name": name, "curriculum": "CS-2", "video_upload_ids": upload_id}
+            return client.post("/v1/courses", files={k: (None, v) for k, v in fields.items()})
+
+        accepted = course_of_the_upload("직접 업로드")
         assert accepted.status_code == 202, accepted.text
-        reused = client.post(
-            "/v1/courses",
-            files={
-                "name": (None, "again"),
-                "curriculum": (None, "CS-2"),
-                "video_upload_ids": (None, upload_id),
-            },
-        )
+        reused = course_of_the_upload("again")
         job_id = accepted.json()["job_id"]
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     assert reused.status_code == 422
