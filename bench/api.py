@@ -28,9 +28,10 @@ import httpx
 from services.core.messages import new_message
 from services.core.payloads import JobCompleted, JobOutputs, JobStarted, PublishedVideo, Rendition
 from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.api.conftest import ApiStack, free_port, own_bucket, start_api
-from tests.integration.projector_harness import isolated, produce, start_projector, stop
-from tests.integration.test_ffmpeg import make_clip
+from tests.support.api import ApiStack, own_bucket
+from tests.support.projector import isolated, produce
+from tests.support.services import free_port, start_api, start_projector, stop
+from tests.support.staging import make_clip
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -27,16 +27,11 @@ from services.core.storage import s3_client
 from services.encoder.ladder import choose_ladder, hls_command
 from services.encoder.probe import describe, probe
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import (
-    log_lines,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.encoder import queue_job
+from tests.support.observe import log_lines, wait_for
+from tests.support.projector import isolated
+from tests.support.services import start_encoder, start_projector, stop
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 
 def raw_ffmpeg(clip: Path, settings: Settings) -> float:

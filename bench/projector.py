@@ -25,13 +25,7 @@ from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.projector.replay import replay
 from services.projector.store import EVENT_COLUMNS, JobStore, binary_copy
-from tests.integration.projector_harness import (
-    end_offsets,
-    isolated,
-    produce,
-    running_projector,
-    wait_caught_up,
-)
+from tests.support.projector import end_offsets, isolated, produce, running_projector, wait_caught_up
 
 
 def raw_consume(settings: Settings) -> tuple[int, float]:

@@ -1,10 +1,12 @@
-"""Shared test fixtures: settings for the local stack."""
+"""Shared test fixtures: settings for the local stack, and those of tests/support for every directory."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.core.settings import Settings
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture(scope="session")

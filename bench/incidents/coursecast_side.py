@@ -29,19 +29,11 @@ from services.core.jobs import JobState
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    ffmpeg_processes,
-    log_lines,
-    new_job_id,
-    queue_job,
-    send,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.encoder import FAST, queue_job, send
+from tests.support.observe import count_events, ffmpeg_processes, log_lines, wait_for
+from tests.support.projector import isolated
+from tests.support.services import start_encoder, start_projector, stop
+from tests.support.staging import new_job_id, stage_course
 
 REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 TERMINAL = {"completed", "failed", "canceled"}

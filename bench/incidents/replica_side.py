@@ -35,7 +35,7 @@ from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from bench.incidents.redis_server import redis_server
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
-from tests.integration.encoder_harness import ffmpeg_processes
+from tests.support.observe import ffmpeg_processes
 
 TASK = "media.tasks.publish_course_task"
 ENDINGS = {"publish_job_completed", "publish_job_failed"}  # the task's lines that end a job

@@ -20,7 +20,7 @@ import orjson
 
 from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from services.core.settings import PROJECT_ROOT, Settings
-from tests.integration.encoder_harness import make_clip
+from tests.support.staging import make_clip
 
 Row = tuple[str, Callable[[Any], str]]
 

@@ -6,9 +6,7 @@ a schema and groups of this test's own.
 
 from __future__ import annotations
 
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,22 +26,16 @@ from devtools.demo import (
 )
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.settings import Settings
-from tests.integration.projector_harness import isolated
+from tests.support.fixtures import Isolate
+from tests.support.services import free_port
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    with isolated(settings.model_copy(update={"api_port": free_port()})) as scoped:
-        yield scoped
+def own(isolate: Isolate) -> Settings:
+    return isolate(api_port=free_port())  # a port free now, when the test starts
 
 
 def commands_consumed(own: Settings, timeout_s: float = 60) -> None:

@@ -20,10 +20,10 @@ from devtools.stack.layout import StackLayout
 from devtools.synthetic import history
 from services.core import bus
 from services.core.kafka_config import admin_config, producer_config
-from services.core.projection import InMemoryJobProjection
 from services.core.settings import PROJECT_ROOT, Settings
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, running_projector, wait_caught_up
+from tests.support.projection_checks import folded, stored
+from tests.support.projector import isolated, running_projector, wait_caught_up
 
 # Its three JVMs start from a pytest process of their own (see the Makefile): started from the
 # long-running full-suite process, a node twice died at start-up in fresh-clone runs, cause not found.
@@ -82,9 +82,6 @@ def test_killing_a_broker_mid_stream_loses_no_acknowledged_event(cluster: Settin
             kafka.wait_healthy(layout, kafka.start(own, layout, 3, _quiet))  # the broker comes back
             wait_caught_up(own, timeout_s=120)
         try:
-            reference = InMemoryJobProjection().handle_all(events)
-            assert store.jobs() == reference.jobs
-            count = store.connection.execute("SELECT count(*) FROM job_events").fetchone()
-            assert count == (len(reference.seen),)
+            assert stored(store) == folded(events)
         finally:
             store.close()

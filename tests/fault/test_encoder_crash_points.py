@@ -10,9 +10,6 @@ duplicated in the status table, and the table equal to a rebuild from the log (G
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,27 +18,24 @@ from uuid import UUID
 
 import pytest
 
+from devtools.demo import coursecast
 from services.core import faults
-from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.fault.encoder_checks import assert_nothing_duplicated, assert_rebuild_equals_live, wait_drained
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop, wait_caught_up
-from tests.integration.s3_faults import failing_s3
+from services.core.settings import Settings
+from tests.support.encoder import FAST, queue_job
+from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import count_events, job_events, wait_for
+from tests.support.projection_checks import assert_rebuild_equals_live
+from tests.support.projector import wait_caught_up
+from tests.support.s3_faults import failing_s3
+from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
+# Topics, schema and groups of this test only; a dead member and its lease end within seconds.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY, encoder_lease_s=8)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +86,6 @@ ENCODER_POINTS: dict[str, CrashPoint] = {
 }
 
 
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only; a dead member and its lease end within seconds."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(
-            update={
-                "heartbeat_interval_s": 2,
-                "session_timeout_ms": 6_000,
-                "encoder_lease_s": 8,
-                "retry_backoff_base_s": 1.0,
-            }
-        )
-
-
 def fault(point: str) -> dict[str, str]:
     """The environment that arms `point` in a service: it dies there the first time."""
     return {faults.ENV_VAR: f"{point}:1"}
@@ -131,33 +111,25 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     own: Settings, s3: S3Client, tmp_path: Path, point: str
 ) -> None:
     expected = ENCODER_POINTS[point]
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=3)])
-    doomed_log, restarted_log = tmp_path / "encoder-doomed.log", tmp_path / "encoder-restarted.log"
-    processes: list[subprocess.Popen[bytes]] = []
-    with s3_upstream(own, job_id, expected.attempt_1_fails_uploads) as (endpoint, failed):
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=3)
+    with (
+        s3_upstream(own, job_id, expected.attempt_1_fails_uploads) as (endpoint, failed),
+        running(own, tmp_path) as run,
+    ):
         env = {"COURSECAST_S3_ENDPOINT_URL": endpoint, **FAST}
-        try:
-            projector = start_projector(own)
-            processes.append(projector)
-            if (earlier := expected.first_dies_at) is not None:
-                first = start_encoder(own, tmp_path / "encoder-first.log", **fault(earlier), **env)
-                processes.append(first)
-                queue_job(own, manifest)
-                assert first.wait(180) == -signal.SIGKILL, f"the first encoder never reached {earlier}"
-            doomed = start_encoder(own, doomed_log, **fault(point), **env)
-            processes.append(doomed)
-            if expected.first_dies_at is None:
-                queue_job(own, manifest)
-            assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
-            restarted = start_encoder(own, restarted_log, **env)
-            processes.append(restarted)
-            job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
-            wait_drained(own, 120, [projector, restarted])
-            wait_caught_up(own, timeout_s=120, processes=[projector])
-        finally:
-            for process in processes:
-                stop(process)
+        projector = run.projector()
+        if (earlier := expected.first_dies_at) is not None:
+            first = run.encoder("encoder-first", **fault(earlier), **env)
+            queue_job(own, manifest)
+            assert first.wait(180) == -signal.SIGKILL, f"the first encoder never reached {earlier}"
+        doomed = run.encoder("encoder-doomed", **fault(point), **env)
+        if expected.first_dies_at is None:
+            queue_job(own, manifest)
+        assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
+        restarted = run.encoder("encoder-restarted", **env)
+        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
+        wait_drained(own, 120, [projector, restarted])
+        wait_caught_up(own, timeout_s=120, processes=[projector])
     if expected.attempt_1_fails_uploads:
         assert failed, "the proxy never injected a fault"
 
@@ -185,14 +157,7 @@ def test_encoder_killed_at_a_fault_point_then_restarted_completes_the_job_once(
     assert_rebuild_equals_live(own)
     # Staging is deleted once the job has ended (G1: never before), whoever saw it end.
     if expected.swept:
-        sweep = subprocess.run(
-            [sys.executable, "-m", "services.cli", "staging", "sweep"],
-            cwd=PROJECT_ROOT,
-            env=environment(own),
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
+        sweep = coursecast(own, "staging", "sweep", check=False)
         assert sweep.returncode == 0, sweep.stderr[-2000:]
     left = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0)
     assert left == 0

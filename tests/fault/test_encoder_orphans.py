@@ -11,36 +11,22 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from services.core.settings import Settings
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    ffmpeg_processes,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-)
-from tests.integration.projector_harness import isolated, stop
+from tests.support.encoder import FAST, queue_job
+from tests.support.observe import count_events, ffmpeg_processes
+from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only."""
-    with isolated(settings, partitions=1) as base:
-        yield base
+# Topics, schema and groups of this test only.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1)]
 
 
 def test_kill_9_of_the_encoder_leaves_no_ffmpeg_running(own: Settings, s3: S3Client, tmp_path: Path) -> None:
@@ -48,22 +34,21 @@ def test_kill_9_of_the_encoder_leaves_no_ffmpeg_running(own: Settings, s3: S3Cli
     # Read at its native rate, the 60 s clip keeps ffmpeg busy for a minute after the encoder dies.
     manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=60)])
     log = tmp_path / "encoder.log"
-    encoder = start_encoder(own, log, **FAST, COURSECAST_ENCODER_REALTIME_INPUT="true")
     try:
-        queue_job(own, manifest)
-        deadline = time.monotonic() + 120
-        while not ffmpeg_processes(f"coursecast-{job_id}-"):
-            assert encoder.poll() is None, "the encoder exited early"
-            assert time.monotonic() < deadline, "ffmpeg never started"
-            time.sleep(0.2)
-        assert count_events(log, "ffmpeg_started") >= 1
-        encoder.send_signal(signal.SIGKILL)
-        encoder.wait(10)
-        deadline = time.monotonic() + 15
-        while (orphans := ffmpeg_processes(f"coursecast-{job_id}-")) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with running(own, tmp_path) as run:
+            encoder = run.encoder(**FAST, COURSECAST_ENCODER_REALTIME_INPUT="true")
+            queue_job(own, manifest)
+            deadline = time.monotonic() + 120
+            while not ffmpeg_processes(f"coursecast-{job_id}-"):
+                assert encoder.poll() is None, "the encoder exited early"
+                assert time.monotonic() < deadline, "ffmpeg never started"
+                time.sleep(0.2)
+            assert count_events(log, "ffmpeg_started") >= 1
+            run.kill(encoder)
+            deadline = time.monotonic() + 15
+            while (orphans := ffmpeg_processes(f"coursecast-{job_id}-")) and time.monotonic() < deadline:
+                time.sleep(0.2)
     finally:
-        stop(encoder)
         for pid in ffmpeg_processes(f"coursecast-{job_id}-"):  # never leave one behind, even on failure
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -7,7 +7,6 @@ first encoder; the newcomer re-reads the uncommitted command, finds the live cla
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,44 +18,33 @@ from confluent_kafka.admin._config import AlterConfigOpType, ConfigEntry, Config
 from confluent_kafka.admin._resource import ResourceType
 
 from services.core.kafka_config import admin_config
+from services.core.manifest import StagingManifest
 from services.core.settings import Settings
-from tests.fault.encoder_checks import (
-    assert_nothing_duplicated,
-    assert_rebuild_equals_live,
-    logged,
-    wait_drained,
-    wait_logged,
-)
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop, wait_caught_up
+from tests.support.encoder import REALTIME, encoder_runs_job, queue_job
+from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
+from tests.support.fixtures import QUICK_LIVENESS
+from tests.support.observe import count_events, job_events, logged, wait_for, wait_logged
+from tests.support.projection_checks import assert_rebuild_equals_live
+from tests.support.projector import wait_caught_up
+from tests.support.services import Services, running
+from tests.support.staging import staged_job, staged_jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
+# One partition per topic, so the newcomer's share is exactly the running job's partition.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)]
 
-# Input read at its native rate: a 12 s clip encodes for about 12 s, without using the CPU for it.
-REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 LECTURE = "video 'lecture.mp4'"
+ENDED = {"completed", "failed", "canceled"}
 
 
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """One partition per topic, so the newcomer's share is exactly the running job's partition."""
-    with isolated(settings, partitions=1) as base:
-        yield base.model_copy(
-            update={"heartbeat_interval_s": 2, "session_timeout_ms": 6_000, "encoder_lease_s": 8}
-        )
+def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> None:
+    """Projector and encoder-first run the job; encoder-second joins and takes the commands partition."""
+    run.projector()
+    encoder_runs_job(run, manifest, 60, "encoder-first", **REALTIME)
+    run.encoder("encoder-second", **REALTIME)
+    wait_logged(run.log("encoder-first"), 60, run.processes, event="running_partition_revoked")
 
 
 @contextmanager
@@ -84,37 +72,26 @@ def refusing_events(settings: Settings) -> Iterator[None]:
 def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_nothing(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=12)])
-    first_log, second_log = tmp_path / "encoder-first.log", tmp_path / "encoder-second.log"
-    projector = start_projector(own)
-    first = start_encoder(own, first_log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [projector, first]
-    try:
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, processes)
-        second = start_encoder(own, second_log, **REALTIME)
-        processes.append(second)
-        wait_logged(first_log, 60, processes, event="running_partition_revoked")
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    with running(own, tmp_path) as run:
+        second_encoder_joins_mid_encode(run, manifest)
         # The newcomer read the command while the job ran, and left it to the claim's owner.
-        wait_logged(second_log, 60, processes, message="command waits")
-        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        wait_logged(run.log("encoder-second"), 60, run.processes, message="command waits")
+        job = wait_for(own, job_id, ENDED, 120, run.processes)
         # The first encoder commits its finished command (Kafka accepts a commit from any member of
         # the generation), but the partition's owner still holds the command it parked: it must skip it.
-        wait_logged(second_log, 60, processes, event="command_skipped")
-        wait_drained(own, 120, processes)
-        wait_caught_up(own, timeout_s=120, processes=[projector])
-    finally:
-        codes = [stop(process) for process in processes]
-    assert codes == [0, 0, 0]
+        wait_logged(run.log("encoder-second"), 60, run.processes, event="command_skipped")
+        wait_drained(own, 120, run.processes)
+        wait_caught_up(own, timeout_s=120, processes=run.processes[:1])
+    assert run.codes == [0, 0, 0]
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == 1
     assert_nothing_duplicated(own, job_id, completing_attempt=1)
     assert "JobStalled" not in [t for t, _, _ in job_events(own, job_id)]
     # One encode: ffmpeg ran in the first encoder only; the newcomer skipped the finished job.
-    assert count_events(first_log, "ffmpeg_started", what=LECTURE) == 1
-    assert count_events(second_log, "ffmpeg_started", what=LECTURE) == 0
-    assert logged(second_log, event="command_skipped") == 1
+    assert count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) == 1
+    assert count_events(run.log("encoder-second"), "ffmpeg_started", what=LECTURE) == 0
+    assert logged(run.log("encoder-second"), event="command_skipped") == 1
     assert s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0) == 0
     assert_rebuild_equals_live(own)
 
@@ -122,73 +99,50 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_encoder(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=12)])
-    first_log, second_log = tmp_path / "encoder-first.log", tmp_path / "encoder-second.log"
-    projector = start_projector(own)
-    first = start_encoder(own, first_log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [projector, first]
-    try:
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, processes)
-        second = start_encoder(own, second_log, **REALTIME)
-        processes.append(second)
-        wait_logged(first_log, 60, processes, event="running_partition_revoked")
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    with running(own, tmp_path) as run:
+        second_encoder_joins_mid_encode(run, manifest)
+        first_log = run.log("encoder-first")
         with refusing_events(own):
             # The first encoder's final events are refused: it must put the command back for a later
             # delivery, but the partition is no longer its own to seek.
-            wait_logged(first_log, 120, processes, message="attempt could not publish its final event")
-            wait_logged(first_log, 30, processes, event="rewind_skipped")
+            wait_logged(first_log, 120, run.processes, message="attempt could not publish its final event")
+            wait_logged(first_log, 30, run.processes, event="rewind_skipped")
         # The partition's owner takes the dead-ended attempt over once its lease expires.
-        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
-        wait_drained(own, 120, processes)
-        wait_caught_up(own, timeout_s=120, processes=[projector])
-    finally:
-        codes = [stop(process) for process in processes]
-    assert codes == [0, 0, 0]  # the first encoder was alive to the end and stopped cleanly
+        job = wait_for(own, job_id, ENDED, 120, run.processes)
+        wait_drained(own, 120, run.processes)
+        wait_caught_up(own, timeout_s=120, processes=run.processes[:1])
+    assert run.codes == [0, 0, 0]  # the first encoder was alive to the end and stopped cleanly
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == 2
     events = job_events(own, job_id)
     assert ("JobStalled", 1, None) in events
     assert_nothing_duplicated(own, job_id, completing_attempt=2)
-    assert count_events(first_log, "ffmpeg_started", what=LECTURE) == 1
-    assert count_events(second_log, "ffmpeg_started", what=LECTURE) == 1
+    assert count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) == 1
+    assert count_events(run.log("encoder-second"), "ffmpeg_started", what=LECTURE) == 1
     assert_rebuild_equals_live(own)
 
 
 def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    first_job, second_job = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=6)
-    first_manifest = stage_course(own, s3, first_job, [clip])
-    second_manifest = stage_course(own, s3, second_job, [clip])
-    first_log, second_log = tmp_path / "encoder-first.log", tmp_path / "encoder-second.log"
-    projector = start_projector(own)
-    first = start_encoder(own, first_log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [projector, first]
-    try:
-        queue_job(own, first_manifest)
-        wait_for(own, first_job, {"processing"}, 60, processes)
+    first_manifest, second_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=6)
+    first_job, second_job = first_manifest.job_id, second_manifest.job_id
+    with running(own, tmp_path) as run:
         # The commands partition leaves the first encoder while it is paused for the running job...
-        second = start_encoder(own, second_log, **REALTIME)
-        processes.append(second)
-        wait_logged(first_log, 60, processes, event="running_partition_revoked")
-        wait_for(own, first_job, {"completed", "failed", "canceled"}, 120, processes)
-        wait_drained(own, 120, processes)
+        second_encoder_joins_mid_encode(run, first_manifest)
+        wait_for(own, first_job, ENDED, 120, run.processes)
+        wait_drained(own, 120, run.processes)
         # ...and comes back when the second encoder leaves: it must not stay paused.
-        processes.remove(second)
-        assert stop(second) == 0
+        assert run.stop(run.processes[-1]) == 0
         queue_job(own, second_manifest)
-        job = wait_for(own, second_job, {"completed", "failed", "canceled"}, 120, processes)
-        wait_drained(own, 120, processes)
-        wait_caught_up(own, timeout_s=120, processes=[projector])
-    finally:
-        codes = [stop(process) for process in processes]
-    assert codes == [0, 0]
+        job = wait_for(own, second_job, ENDED, 120, run.processes)
+        wait_drained(own, 120, run.processes)
+        wait_caught_up(own, timeout_s=120, processes=run.processes[:1])
+    assert run.codes == [0, 0]
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert_nothing_duplicated(own, first_job, completing_attempt=1)
     assert_nothing_duplicated(own, second_job, completing_attempt=1)
-    assert count_events(first_log, "ffmpeg_started", what=LECTURE) == 2
-    assert count_events(second_log, "ffmpeg_started", what=LECTURE) == 0
+    assert count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) == 2
+    assert count_events(run.log("encoder-second"), "ffmpeg_started", what=LECTURE) == 0
     assert_rebuild_equals_live(own)

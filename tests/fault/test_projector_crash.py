@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,17 +17,13 @@ from psycopg import sql
 from devtools.synthetic import history
 from services.core.messages import MessageType
 from services.core.settings import Settings
-from tests.integration.projection_checks import assert_table_is_the_log
-from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
-from tests.unit.job_events import event
+from tests.support.messages import event
+from tests.support.projection_checks import assert_table_is_the_log
+from tests.support.projector import isolated, produce, wait_caught_up
+from tests.support.services import start_projector, stop
 
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    # A short session timeout lets the group notice the killed member in seconds rather than 45 s.
-    quick = settings.model_copy(update={"projector_batch_size": 100, "session_timeout_ms": 6000})
-    with isolated(quick, partitions=3) as scoped:
-        yield scoped
+# A short session timeout lets the group notice the killed member in seconds rather than 45 s.
+pytestmark = pytest.mark.own(partitions=3, projector_batch_size=100, session_timeout_ms=6000)
 
 
 @pytest.mark.parametrize("point", ["projector.after_db_commit", "projector.mid_batch"])

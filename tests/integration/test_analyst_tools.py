@@ -19,8 +19,8 @@ from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.projector.replay import drop_schema, replay
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, produce, project
-from tests.unit.job_events import T0, event, timeline
+from tests.support.messages import T0, event, timeline
+from tests.support.projector import isolated, produce, project
 
 M = MessageType
 

@@ -18,8 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
-from services.core.messages import Envelope, MessageType, new_message
-from services.core.payloads import PublishCourse
+from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.attempt import JobRunner, Outcome
@@ -27,8 +26,9 @@ from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import Claim, ClaimStore, Decision, Verdict, decide
 from services.encoder.publisher import Publisher
 from services.projector.replay import drop_schema
-from tests.integration.projector_harness import isolated
-from tests.unit.examples import example_payload
+from tests.support.examples import example_payload
+from tests.support.messages import publish_course
+from tests.support.projector import isolated
 
 pytestmark = pytest.mark.integration
 
@@ -270,7 +270,7 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
         try:
             runner = JobRunner(
                 own,
-                publish_command_for(job_id),
+                publish_course(job_id),
                 Decision(Verdict.RUN, "zombie", attempt=1),
                 zombie,
                 Publisher(producer, own, "encoder@dead"),
@@ -283,7 +283,7 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
             # (JobStalled + the next command, one transaction), then runs attempt 2 from its command.
             survivor_runner = JobRunner(
                 own,
-                publish_command_for(job_id),
+                publish_course(job_id),
                 decision,
                 survivor,
                 Publisher(producer, own, "encoder@survivor"),
@@ -295,7 +295,7 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
             assert (next_decision.verdict, next_decision.attempt, won_next) == (Verdict.RUN, 2, True)
             next_runner = JobRunner(
                 own,
-                publish_command_for(job_id, attempt=2),
+                publish_course(job_id, attempt=2),
                 next_decision,
                 survivor,
                 Publisher(producer, own, "encoder@survivor"),
@@ -312,19 +312,6 @@ def test_a_zombie_finishing_after_a_takeover_never_publishes_its_completion(
         assert survivor_result.outcome is Outcome.COMPLETED
         published = [(e.type, e.attempt, e.producer) for e in read_events(own)]
         assert published == [("JobStalled", 1, "encoder@survivor"), ("JobCompleted", 2, "encoder@survivor")]
-
-
-def publish_command_for(job_id: UUID, attempt: int = 1) -> Envelope[PublishCourse]:
-    """The PublishCourse the runners were started with (its data is not read by the final step)."""
-    data = PublishCourse(
-        owner="instructor-1",
-        course_name="c",
-        curriculum="CS101",
-        staging_prefix=f"staging/{job_id}/",
-        manifest_key=f"staging/{job_id}/manifest.json",
-        video_count=1,
-    )
-    return new_message(data, job_id=job_id, attempt=attempt, producer="test")
 
 
 def read_events(settings: Settings) -> list[Envelope]:

@@ -1,14 +1,13 @@
 """The encoder end to end on the real stack: a staged course becomes a playable HLS ladder.
 
 Each test runs `coursecast encoder` and `coursecast projector` subprocesses on topics, a Postgres
-schema and consumer groups of its own (projector_harness.isolated), and reads the outcome where a
+schema and consumer groups of its own (tests.support.projector.isolated), and reads the outcome where a
 user would: the job's row in publish_jobs, and the files on the S3 endpoint.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,31 +16,16 @@ import pytest
 
 from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.encoder import FAST, run_to_end
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import count_events
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only, with short liveness settings."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(
-            update={"heartbeat_interval_s": 2, "session_timeout_ms": 6_000, "retry_backoff_base_s": 1.0}
-        )
+# Topics, schema and groups of this test only, with short liveness settings.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 def _s3_key(settings: Settings, url: str) -> str:
@@ -74,15 +58,7 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     )
     manifest = stage_course(own, s3, job_id, [clip, second], thumbnails={1: cover})
     log = tmp_path / "encoder.log"
-    projector = start_projector(own)
-    encoder = start_encoder(own, log, **FAST)
-    processes: list[subprocess.Popen[bytes]] = [projector, encoder]
-    try:
-        queue_job(own, manifest)
-        job = wait_for(own, job_id, {"completed", "failed"}, 90, processes)
-    finally:
-        for process in processes:
-            stop(process)
+    job = run_to_end(own, manifest, tmp_path, 90, **FAST)
     assert job.status.value == "completed", (job.error_type, job.error_message, log.read_text()[-3000:])
     assert job.completed_at is not None
     assert job.outputs is not None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,32 +9,18 @@ import pytest
 
 from services.core.manifest import staging_prefix
 from services.core.settings import Settings
-from tests.integration.encoder_harness import (
-    FAST,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
-from tests.integration.s3_faults import failing_s3
+from tests.support.encoder import FAST, queue_job, run_to_end
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import job_events, wait_for
+from tests.support.s3_faults import failing_s3
+from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only, with a short retry back-off."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(
-            update={"heartbeat_interval_s": 2, "session_timeout_ms": 6_000, "retry_backoff_base_s": 1.0}
-        )
+# Topics, schema and groups of this test only, with a short retry back-off.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 def test_permanent_errors_fail_at_once_with_a_clear_message_and_no_retry(
@@ -56,18 +40,15 @@ def test_permanent_errors_fail_at_once_with_a_clear_message_and_no_retry(
     cut.write_bytes(whole[: len(whole) // 2])
     manifest_truncated = stage_course(own, s3, truncated, [cut])
 
-    log = tmp_path / "encoder.log"
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), start_encoder(own, log, **FAST)]
-    try:
+    with running(own, tmp_path) as run:
+        run.projector()
+        run.encoder(**FAST)
         for manifest in (manifest_deleted, manifest_text, manifest_truncated):
             queue_job(own, manifest)
         jobs = {
-            job_id: wait_for(own, job_id, {"completed", "failed"}, 60, processes)
+            job_id: wait_for(own, job_id, {"completed", "failed"}, 60, run.processes)
             for job_id in (deleted, text, truncated)
         }
-    finally:
-        for process in processes:
-            stop(process)
 
     expectations = {
         deleted: ("NoSuchKey", "could not be found"),
@@ -91,24 +72,13 @@ def test_permanent_errors_fail_at_once_with_a_clear_message_and_no_retry(
 def test_a_transient_storage_error_is_retried_with_backoff_and_then_succeeds(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "clip.mp4", seconds=3)])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=3, name="clip.mp4")
     assert own.s3_endpoint_url is not None
     # Every upload of attempt 1 gets 503 (botocore retries, then gives up too); attempt 2 is served.
     with failing_s3(
         own.s3_endpoint_url, lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path
-    ) as (
-        proxy,
-        failed,
-    ):
-        log = tmp_path / "encoder.log"
-        processes = [start_projector(own), start_encoder(own, log, COURSECAST_S3_ENDPOINT_URL=proxy, **FAST)]
-        try:
-            queue_job(own, manifest)
-            job = wait_for(own, job_id, {"completed", "failed"}, 90, processes)
-        finally:
-            for process in processes:
-                stop(process)
+    ) as (proxy, failed):
+        job = run_to_end(own, manifest, tmp_path, 90, COURSECAST_S3_ENDPOINT_URL=proxy, **FAST)
     assert failed, "the proxy never injected a fault"
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == 2

@@ -7,45 +7,33 @@ a 42 s clip takes at least 42 s of wall time to encode while using little CPU.
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from services.core.settings import Settings
-from tests.integration.encoder_harness import (
-    FAST,
+from tests.support.encoder import REALTIME, encoder_runs_job, queue_job, send
+from tests.support.observe import (
     count_events,
     ffmpeg_processes,
     job_events,
     log_lines,
     longest_silence_s,
-    make_clip,
-    new_job_id,
-    queue_job,
-    send,
-    stage_course,
-    start_encoder,
     wait_for,
 )
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only, with short liveness settings."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(update={"heartbeat_interval_s": 5, "session_timeout_ms": 6_000})
+# Topics, schema and groups of this test only, with short liveness settings.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, heartbeat_interval_s=5, session_timeout_ms=6_000),
+]
 
 
 def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_job(
@@ -54,36 +42,30 @@ def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_j
     # The Redis visibility timeout of the incident, in Kafka terms: a member that does not poll for
     # 10 s is evicted. The encode takes at least 40 s, so polling must go on while ffmpeg runs.
     own = own.model_copy(update={"max_poll_interval_ms": 10_000})
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "loops.mp4", seconds=42)])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=42, name="loops.mp4")
     log = tmp_path / "encoder.log"
-    projector = start_projector(own)
-    encoder = start_encoder(own, log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [projector, encoder]
-    try:
+    with running(own, tmp_path) as run:
+        run.projector()
+        encoder = run.encoder(**REALTIME)
         command = queue_job(own, manifest)
         started = time.monotonic()
-        wait_for(own, job_id, {"processing"}, 30, processes)
+        wait_for(own, job_id, {"processing"}, 30, run.processes)
         time.sleep(12)  # past max.poll.interval.ms into the encode
         send(own, own.commands_topic, [command] * 5)  # redelivered during the encode
-        done = wait_for(own, job_id, {"completed", "failed"}, 120, processes)
+        done = wait_for(own, job_id, {"completed", "failed"}, 120, run.processes)
         encode_s = time.monotonic() - started
         assert done.status.value == "completed", (done.error_type, done.error_message)
         send(own, own.commands_topic, [command] * 5)  # right after completion
         _wait_log(log, "command_skipped", 10, 30)
-        stop(encoder)
+        run.stop(encoder)
         # Later, and to a fresh encoder process: the staging manifest is gone by now (NoSuchKey in
         # the incident), and the command must still be acknowledged as a duplicate, not run.
         later = tmp_path / "encoder-later.log"
-        encoder = start_encoder(own, later, **REALTIME)
-        processes[1] = encoder
+        run.encoder("encoder-later", **REALTIME)
         time.sleep(3)
         send(own, own.commands_topic, [command] * 5)
         _wait_log(later, "command_skipped", 5, 30)
-        final = wait_for(own, job_id, {"completed", "failed"}, 10, processes)
-    finally:
-        for process in processes:
-            stop(process)
+        final = wait_for(own, job_id, {"completed", "failed"}, 10, run.processes)
 
     assert encode_s >= 40
     assert final.status.value == "completed"
@@ -110,22 +92,15 @@ def test_incident_2_time_limit_fails_the_job_with_a_reason_and_leaves_no_ffmpeg(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
     own = own.model_copy(update={"encode_time_limit_s": 5, "heartbeat_interval_s": 2})
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "long.mp4", seconds=32)])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=32, name="long.mp4")
     log = tmp_path / "encoder.log"
-    projector = start_projector(own)
-    encoder = start_encoder(own, log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [projector, encoder]
-    try:
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 30, processes)
+    with running(own, tmp_path) as run:
+        run.projector()
+        encoder_runs_job(run, manifest, 30, **REALTIME)
         started = time.monotonic()
-        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 5 + 15, processes)
+        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 5 + 15, run.processes)
         ended_after = time.monotonic() - started
         leftovers = ffmpeg_processes(str(job_id))
-    finally:
-        for process in processes:
-            stop(process)
     assert job.status.value == "failed"
     assert job.error_type == "timeout"
     assert job.error_message is not None

@@ -3,8 +3,6 @@ encoder goes on to run the good command queued behind it on the same partition."
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import uuid4
@@ -15,32 +13,18 @@ from confluent_kafka import Consumer, Producer
 
 from services.core import codec
 from services.core.kafka_config import consumer_config, producer_config
-from services.core.messages import new_message
-from services.core.payloads import CancelJob
 from services.core.settings import Settings
-from tests.integration.encoder_harness import (
-    FAST,
-    course_data,
-    make_clip,
-    new_job_id,
-    send,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.encoder import FAST, course_data, publish_command, send
+from tests.support.messages import cancel_job, job_queued
+from tests.support.observe import wait_for
+from tests.support.services import running
+from tests.support.staging import staged_job
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only; one partition, so the poison is in the way."""
-    with isolated(settings, partitions=1) as base:
-        yield base
+# Topics, schema and groups of this test only; one partition, so the poison is in the way.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1)]
 
 
 def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
@@ -67,12 +51,9 @@ def dead_letters(settings: Settings, count: int) -> list[tuple[bytes | None, dic
 def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_command_behind_them_runs(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=2)])
-    queued = new_message(course_data(manifest), job_id=job_id, attempt=1, producer="test")
-    send(own, own.events_topic, [queued])
-    cancel = new_message(CancelJob(requested_by="x"), job_id=job_id, attempt=1, producer="test")
-    nul_cancel = orjson.loads(codec.encode(cancel))
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=2)
+    send(own, own.events_topic, [job_queued(job_id, course_data(manifest))])
+    nul_cancel = orjson.loads(codec.encode(cancel_job(job_id, requested_by="x")))
     nul_cancel["data"]["reason"] = "a\u0000b"  # the reason that once froze every job's status
     poison: list[bytes | None] = [
         b"{not json",
@@ -84,16 +65,12 @@ def test_poison_commands_are_dead_lettered_with_their_reason_and_the_good_comman
     for value in poison:
         producer.produce(own.commands_topic, value=value, key=str(job_id).encode())
     assert producer.flush(30) == 0
-    command = new_message(course_data(manifest).publish_command(), job_id=job_id, attempt=1, producer="test")
-    send(own, own.commands_topic, [command])
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own)]
-    processes.append(start_encoder(own, tmp_path / "encoder.log", **FAST))
-    try:
-        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+    send(own, own.commands_topic, [publish_command(manifest)])
+    with running(own, tmp_path) as run:
+        run.projector()
+        run.encoder(**FAST)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, run.processes)
         letters = dead_letters(own, len(poison))
-    finally:
-        for process in processes:
-            stop(process)
 
     assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
     assert [value for value, _ in letters] == poison  # byte for byte, in order

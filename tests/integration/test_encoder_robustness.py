@@ -7,9 +7,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -17,51 +16,31 @@ from uuid import UUID
 import psycopg
 import pytest
 
+from devtools.demo import coursecast
 from services.core.faults import ENV_VAR as FAULT_POINT
 from services.core.manifest import staging_prefix
 from services.core.messages import MessageType, new_message
 from services.core.payloads import JobCanceled, JobRetryRequested
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import (
-    FAST,
-    cancel,
+from tests.support.encoder import FAST, REALTIME, cancel, encoder_runs_job, publish_command, queue_job, send
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.observe import (
     count_events,
     ffmpeg_processes,
     job_events,
     log_lines,
     longest_silence_s,
-    make_clip,
-    new_job_id,
-    publish_command,
-    queue_job,
-    send,
-    stage_course,
-    start_encoder,
     wait_for,
 )
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course, staged_job, staged_jobs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off."""
-    with isolated(settings, partitions=1) as base:
-        yield base.model_copy(
-            update={
-                "heartbeat_interval_s": 2,
-                "encoder_lease_s": 9,
-                "session_timeout_ms": 6_000,
-                "retry_backoff_base_s": 1.0,
-            }
-        )
+# Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_RETRY, encoder_lease_s=9)]
 
 
 def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -114,23 +93,20 @@ def test_a_job_completes_once_when_postgres_drops_the_encoders_connections_mid_e
     manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=16)])
     next_manifest = stage_course(own, s3, next_job, [make_clip(tmp_path / "short.mp4", seconds=2)])
     log = tmp_path / "encoder.log"
-    encoder = start_encoder(own, log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
     terminated = []
-    try:
+    with running(own, tmp_path) as run:
+        encoder = run.encoder(**REALTIME)
+        run.projector()
         queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, processes)
+        wait_for(own, job_id, {"processing"}, 60, run.processes)
         # Twice, a lease interval apart: the heartbeat's, the runner's and the main connection die.
         for _ in range(2):
             time.sleep(3)
             terminated.append(_terminate_backends(own, encoder.pid))
-        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, run.processes)
         # The main thread's connection died in the first round too: the next command still runs.
         queue_job(own, next_manifest)
-        after = wait_for(own, next_job, {"completed", "failed", "canceled"}, 90, processes)
-    finally:
-        for process in processes:
-            stop(process)
+        after = wait_for(own, next_job, {"completed", "failed", "canceled"}, 90, run.processes)
 
     assert all(count >= 1 for count in terminated), terminated
     assert after.status.value == "completed", (after.error_type, after.error_message)
@@ -153,21 +129,15 @@ def test_a_job_completes_once_when_postgres_drops_the_encoders_connections_mid_e
 def test_ffmpeg_killed_by_sigkill_is_retried_with_backoff_and_completes_on_attempt_2(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=10)])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=10)
     log = tmp_path / "encoder.log"
-    encoder = start_encoder(own, log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
-    try:
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, processes)
+    with running(own, tmp_path) as run:
+        run.projector()
+        encoder = encoder_runs_job(run, manifest, **REALTIME)
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)  # as the OOM killer would
-        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, processes)
-    finally:
-        for process in processes:
-            stop(process)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, run.processes)
 
     assert (done.status.value, done.attempt) == ("completed", 2), (done.error_type, done.error_message)
     events = job_events(own, job_id)
@@ -193,14 +163,11 @@ def test_a_failed_jobs_message_names_no_worker_path_host_or_raw_error(
     cut.write_bytes(whole[: len(whole) // 2])  # the index, at the end, is lost
     manifest = stage_course(own, s3, job_id, [cut])
     log = tmp_path / "encoder.log"
-    encoder = start_encoder(own, log, **FAST)
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), encoder]
-    try:
+    with running(own, tmp_path) as run:
+        run.projector()
+        encoder = run.encoder(**FAST)
         queue_job(own, manifest)
-        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 60, processes)
-    finally:
-        for process in processes:
-            stop(process)
+        done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 60, run.processes)
 
     assert done.status.value == "failed"
     assert done.error_type == "invalid_media"
@@ -218,19 +185,19 @@ def test_a_failed_jobs_message_names_no_worker_path_host_or_raw_error(
 def test_staging_is_deleted_once_the_completion_is_applied_and_kept_when_it_is_rejected(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    applied, rejected = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=8)
-    manifests = {job_id: stage_course(own, s3, job_id, [clip]) for job_id in (applied, rejected)}
+    manifests = {manifest.job_id: manifest for manifest in staged_jobs(own, s3, tmp_path, 2, seconds=8)}
+    applied, rejected = manifests
     log = tmp_path / "encoder.log"
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), start_encoder(own, log, **REALTIME)]
-    try:
+    with running(own, tmp_path) as run:
+        run.projector()
+        run.encoder(**REALTIME)
         queue_job(own, manifests[applied])
-        done = wait_for(own, applied, {"completed", "failed", "canceled"}, 90, processes)
+        done = wait_for(own, applied, {"completed", "failed", "canceled"}, 90, run.processes)
         assert done.status.value == "completed", (done.error_type, done.error_message)
         _until(lambda: _staged_keys(own, s3, applied) == 0 or None, 30, "applied: staging not deleted")
 
         queue_job(own, manifests[rejected])
-        wait_for(own, rejected, {"processing"}, 60, processes)
+        wait_for(own, rejected, {"processing"}, 60, run.processes)
         # Mid-encode, the log ends the job another way. This stands in for a JobCanceled that another
         # encoder published (the reader under test is this encoder's staging cleanup): the running
         # encoder does not see it, finishes, and its JobCompleted is rejected by the projector.
@@ -246,10 +213,7 @@ def test_staging_is_deleted_once_the_completion_is_applied_and_kept_when_it_is_r
             90,
             "rejected: the encoder never judged the staging of the rejected completion",
         )
-        final = wait_for(own, rejected, {"canceled", "completed"}, 10, processes)
-    finally:
-        for process in processes:
-            stop(process)
+        final = wait_for(own, rejected, {"canceled", "completed"}, 10, run.processes)
 
     assert final.status.value == "canceled"
     events = job_events(own, rejected)
@@ -265,15 +229,13 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
     # A long back-off keeps attempt 2 waiting on the retry topic, so the cancel finds the job queued
     # with no encoder running it: the main consumer ends it (consumer._cancel_idle_job).
     slow_retry = own.model_copy(update={"retry_backoff_base_s": 20.0})
-    job_id = new_job_id()
-    manifest = stage_course(slow_retry, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=10)])
-    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
-    projector = start_projector(slow_retry)
-    first = start_encoder(slow_retry, first_log, **REALTIME, **{FAULT_POINT: "encoder.cancel_acked"})
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        queue_job(slow_retry, manifest)
-        wait_for(slow_retry, job_id, {"processing"}, 60, [projector, first])
+    job_id, manifest = staged_job(slow_retry, s3, tmp_path, seconds=10)
+    second_log = tmp_path / "encoder-2.log"
+    with running(slow_retry, tmp_path) as run:
+        projector = run.projector()
+        first = encoder_runs_job(
+            run, manifest, 60, "encoder-1", **REALTIME, **{FAULT_POINT: "encoder.cancel_acked"}
+        )
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
@@ -281,7 +243,7 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
         assert retrying.attempt == 2
         cancel(slow_retry, job_id)
         assert first.wait(60) == -signal.SIGKILL  # died at the fault point
-        second = start_encoder(slow_retry, second_log, **REALTIME)
+        second = run.encoder("encoder-2", **REALTIME)
         done = wait_for(slow_retry, job_id, {"canceled", "completed", "failed"}, 60, [projector, second])
         # The redelivered CancelJob and the due retry command both find the job ended.
         _until(
@@ -290,10 +252,6 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
             "the retry command was not skipped",
         )
         _until(lambda: _staged_keys(slow_retry, s3, job_id) == 0 or None, 30, "staging not deleted")
-    finally:
-        for process in (projector, first, second):
-            if process is not None:
-                stop(process)
 
     assert done.status.value == "canceled"
     events = job_events(slow_retry, job_id)
@@ -307,15 +265,13 @@ def test_a_crash_after_jobcanceled_is_acknowledged_but_before_the_claim_is_done_
 def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_is_applied(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    done_later, never_queued = new_job_id(), new_job_id()
-    clip = make_clip(tmp_path / "lecture.mp4", seconds=2)
-    manifest = stage_course(own, s3, done_later, [clip])
-    stage_course(own, s3, never_queued, [clip])  # an upload whose job never reached the log
+    # The second is an upload whose job never reached the log.
+    manifest, never_queued_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=2)
+    done_later, never_queued = manifest.job_id, never_queued_manifest.job_id
     log = tmp_path / "encoder.log"
     # No projector yet: the encoder cannot see its completion applied, waits 1 s, and leaves it.
-    encoder = start_encoder(own, log, COURSECAST_STAGING_CLEANUP_WAIT_S="1", **FAST)
-    processes: list[subprocess.Popen[bytes]] = [encoder]
-    try:
+    with running(own, tmp_path) as run:
+        run.encoder(COURSECAST_STAGING_CLEANUP_WAIT_S="1", **FAST)
         queue_job(own, manifest)
         _until(
             lambda: any(
@@ -327,43 +283,31 @@ def test_staging_left_while_the_projector_was_down_is_swept_once_the_completion_
         )
         assert count_events(log, "attempt_completed") == 1
         assert _staged_keys(own, s3, done_later) > 0
-        processes.append(start_projector(own))
-        wait_for(own, done_later, {"completed"}, 60, processes)
-        sweep = subprocess.run(
-            [sys.executable, "-m", "services.cli", "staging", "sweep"],
-            cwd=PROJECT_ROOT,
-            env=environment(own),
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-    finally:
-        for process in processes:
-            stop(process)
+        run.projector()
+        wait_for(own, done_later, {"completed"}, 60, run.processes)
+        sweep = coursecast(own, "staging", "sweep")
 
     assert _staged_keys(own, s3, done_later) == 0
     assert _staged_keys(own, s3, never_queued) > 0
-    assert b"swept 1 staging folder" in sweep.stdout
+    assert "swept 1 staging folder" in sweep.stdout
 
 
 @pytest.mark.parametrize("ending", ["completed", "canceled"])
 def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_done_duplicates_nothing(
     own: Settings, s3: S3Client, tmp_path: Path, ending: str
 ) -> None:
-    job_id = new_job_id()
-    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=6)])
-    first_log, second_log = tmp_path / "encoder-1.log", tmp_path / "encoder-2.log"
-    projector = start_projector(own)
-    first = start_encoder(own, first_log, **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"})
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        queue_job(own, manifest)
-        wait_for(own, job_id, {"processing"}, 60, [projector, first])
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=6)
+    second_log = tmp_path / "encoder-2.log"
+    with running(own, tmp_path) as run:
+        projector = run.projector()
+        first = encoder_runs_job(
+            run, manifest, 60, "encoder-1", **REALTIME, **{FAULT_POINT: "encoder.final_events_acked"}
+        )
         if ending == "canceled":
             cancel(own, job_id)  # the running encoder's watcher sees it and stops ffmpeg
         assert first.wait(90) == -signal.SIGKILL  # died with the final event on the log
         done = wait_for(own, job_id, {"canceled", "completed", "failed"}, 60, [projector])
-        second = start_encoder(own, second_log, **REALTIME)
+        second = run.encoder("encoder-2", **REALTIME)
         # The redelivered command (its offset was never committed) finds the job ended.
         _until(
             lambda: count_events(second_log, "command_skipped", job_id=str(job_id)),
@@ -372,10 +316,6 @@ def test_a_crash_after_the_final_event_is_acknowledged_but_before_the_claim_is_d
         )
         _until(lambda: _staged_keys(own, s3, job_id) == 0 or None, 30, "staging not deleted")
         final = wait_for(own, job_id, {"canceled", "completed", "failed"}, 10, [projector, second])
-    finally:
-        for process in (projector, first, second):
-            if process is not None:
-                stop(process)
 
     assert done.status.value == ending
     assert final.status.value == ending
@@ -391,18 +331,14 @@ def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
     one_attempt = own.model_copy(update={"max_attempts": 1})
-    job_id = new_job_id()
-    manifest = stage_course(one_attempt, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=8)])
-    log = tmp_path / "encoder.log"
-    encoder = start_encoder(one_attempt, log, **REALTIME)
-    processes: list[subprocess.Popen[bytes]] = [start_projector(one_attempt), encoder]
-    try:
-        queue_job(one_attempt, manifest)
-        wait_for(one_attempt, job_id, {"processing"}, 60, processes)
+    job_id, manifest = staged_job(one_attempt, s3, tmp_path, seconds=8)
+    with running(one_attempt, tmp_path) as run:
+        run.projector()
+        encoder_runs_job(run, manifest, **REALTIME)
         pids = _until(lambda: ffmpeg_processes(str(job_id)), 60, "the encode's ffmpeg did not start")
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        failed = wait_for(one_attempt, job_id, {"failed", "completed"}, 60, processes)
+        failed = wait_for(one_attempt, job_id, {"failed", "completed"}, 60, run.processes)
         staged_after_failure = _staged_keys(one_attempt, s3, job_id)
         # The owner retries, as the api's POST /v1/jobs/{id}/retry does: both messages, attempt 2.
         requested = new_message(
@@ -413,11 +349,8 @@ def test_a_failed_job_keeps_its_staging_and_the_owners_retry_completes_from_it(
         )
         send(one_attempt, one_attempt.events_topic, [requested])
         send(one_attempt, one_attempt.commands_topic, [publish_command(manifest, attempt=2)])
-        done = wait_for(one_attempt, job_id, {"completed"}, 90, processes)
+        done = wait_for(one_attempt, job_id, {"completed"}, 90, run.processes)
         _until(lambda: _staged_keys(one_attempt, s3, job_id) == 0 or None, 30, "staging not deleted")
-    finally:
-        for process in processes:
-            stop(process)
 
     assert (failed.status.value, failed.error_type) == ("failed", "encoder_interrupted")
     assert failed.error_message is not None

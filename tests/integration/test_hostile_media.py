@@ -13,7 +13,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
@@ -27,39 +26,18 @@ from services.core.settings import Settings
 from services.encoder.errors import AttemptError, PermanentError, TransientError
 from services.encoder.probe import probe
 from services.encoder.thumbnails import check_image
-from tests.integration.encoder_harness import (
-    FAST,
-    count_events,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-    wait_for,
-)
-from tests.integration.hostile_media import (
-    HOSTILE_KINDS,
-    SECRET,
-    huge_png,
-    loopback_server,
-    secret_fifo,
-)
-from tests.integration.projector_harness import isolated, start_projector, stop
+from tests.support.encoder import FAST, queue_job, run_to_end
+from tests.support.fixtures import QUICK_RETRY
+from tests.support.hostile_media import HOSTILE_KINDS, SECRET, huge_png, loopback_server, secret_fifo
+from tests.support.observe import count_events, ffmpeg_processes, job_events, wait_for
+from tests.support.services import running
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics, schema and groups of this test only, with a short retry back-off."""
-    with isolated(settings, partitions=2) as base:
-        yield base.model_copy(
-            update={"heartbeat_interval_s": 2, "session_timeout_ms": 6_000, "retry_backoff_base_s": 1.0}
-        )
+# Topics, schema and groups of this test only, with a short retry back-off.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY)]
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +47,8 @@ def big_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def probes_of(marker: str) -> list[int]:
-    """Pids of live (non-zombie) ffprobe/ffmpeg processes whose command line mentions `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-            state = (entry / "stat").read_text().split(") ", 1)[1][:1]
-        except (OSError, IndexError):
-            continue
-        if marker in cmdline and ("ffprobe" in cmdline or "ffmpeg" in cmdline) and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+    """Pids of live ffprobe/ffmpeg processes whose command line mentions `marker`."""
+    return ffmpeg_processes(marker, tools=("ffprobe", "ffmpeg"))
 
 
 def within(seconds: float, call: Any) -> Any:
@@ -109,7 +76,6 @@ def within(seconds: float, call: Any) -> Any:
 def test_a_staged_playlist_or_polyglot_fails_its_job_as_invalid_media_with_no_request_and_no_file_read(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    log = tmp_path / "encoder.log"
     with loopback_server() as server, secret_fifo(tmp_path) as secret:
         jobs: dict[UUID, str] = {}
         for kind, build in HOSTILE_KINDS.items():
@@ -119,14 +85,12 @@ def test_a_staged_playlist_or_polyglot_fails_its_job_as_invalid_media_with_no_re
             job_id = new_job_id()
             jobs[job_id] = kind
             queue_job(own, stage_course(own, s3, job_id, [disguised]))
-        processes: list[subprocess.Popen[bytes]] = [start_projector(own), start_encoder(own, log, **FAST)]
-        try:
+        with running(own, tmp_path) as run:
+            run.projector()
+            run.encoder(**FAST)
             ended = {
-                job_id: wait_for(own, job_id, {"completed", "failed"}, 120, processes) for job_id in jobs
+                job_id: wait_for(own, job_id, {"completed", "failed"}, 120, run.processes) for job_id in jobs
             }
-        finally:
-            for process in processes:
-                stop(process)
         assert server.connections == 0, server.paths
         assert not secret.opened.is_set(), "ffmpeg opened the local secret file a playlist referenced"
 
@@ -214,14 +178,7 @@ def test_a_probe_timeout_in_the_encoder_is_retried_with_backoff_never_failed_as_
     manifest = stage_course(
         hurried, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=1, size="160x120")]
     )
-    log = tmp_path / "encoder.log"
-    processes: list[subprocess.Popen[bytes]] = [start_projector(hurried), start_encoder(hurried, log, **FAST)]
-    try:
-        queue_job(hurried, manifest)
-        job = wait_for(hurried, job_id, {"completed", "failed"}, 120, processes)
-    finally:
-        for process in processes:
-            stop(process)
+    job = run_to_end(hurried, manifest, tmp_path, 120, **FAST)
     assert job.status.value == "failed", job
     assert job.attempt == 2
     assert job.error_type == "probe_timeout"
@@ -312,13 +269,7 @@ def test_a_16000_pixel_square_thumbnail_fails_the_job_with_a_clear_message(
     clip = make_clip(tmp_path / "lecture.mp4", seconds=1, size="160x120")
     manifest = stage_course(own, s3, job_id, [clip], thumbnails={0: big_png})
     log = tmp_path / "encoder.log"
-    processes: list[subprocess.Popen[bytes]] = [start_projector(own), start_encoder(own, log, **FAST)]
-    try:
-        queue_job(own, manifest)
-        job = wait_for(own, job_id, {"completed", "failed"}, 180, processes)
-    finally:
-        for process in processes:
-            stop(process)
+    job = run_to_end(own, manifest, tmp_path, 180, **FAST)
     assert job.status.value == "failed", job
     assert job.error_type == "input_over_limits"
     assert "'poster-16000.png' is 16000x16000 pixels" in (job.error_message or "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
@@ -15,7 +14,6 @@ from services.core import bus, codec
 from services.core.kafka_config import admin_config, consumer_config
 from services.core.settings import Settings
 from services.core.topics import ensure_topics, topic_specs
-from tests.integration.projector_harness import isolated
 
 
 def test_event_round_trips_through_the_broker_and_its_offset_is_committed(settings: Settings) -> None:
@@ -39,11 +37,8 @@ def test_project_topics_exist_with_the_event_log_retained_forever(settings: Sett
     assert config["retention.bytes"].value == "-1"
 
 
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    """Topics of this test's own, so poison never lands on the real log."""
-    with isolated(settings, partitions=1) as scoped:
-        yield scoped
+# Topics of this test's own, so poison never lands on the real log.
+pytestmark = pytest.mark.own(partitions=1)
 
 
 @pytest.mark.parametrize("poison", [b"", b"not json", b'{"type": "JobQueued"}'])

@@ -12,19 +12,13 @@ from confluent_kafka import Consumer
 
 from services.core.kafka_config import consumer_config
 from services.core.messages import Envelope, MessageType
-from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.projector_harness import isolated, produce, project
-from tests.unit.job_events import T0, event, timeline
+from tests.support.messages import T0, event, timeline
+from tests.support.projection_checks import folded, stored
+from tests.support.projector import produce, project
 
 M = MessageType
-
-
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    with isolated(settings) as scoped:
-        yield scoped
 
 
 @pytest.fixture
@@ -160,9 +154,4 @@ def test_status_table_equals_the_reference_projection_of_the_same_log(own: Setti
     events: list[Envelope] = history(jobs=60, events_per_job=8, seed=3)
     produce(own, events)
     project(own, store)
-    reference = InMemoryJobProjection().handle_all(events)
-    assert store.jobs() == reference.jobs
-    stored_rejections = {
-        row[0]: row[1] for row in store.connection.execute("SELECT event_id, rejection FROM rejected_events")
-    }
-    assert stored_rejections == {r.event.event_id: r.rejection.name for r in reference.rejected}
+    assert stored(store) == folded(events)

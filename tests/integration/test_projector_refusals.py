@@ -4,7 +4,6 @@ with the reason and applies every other event, and a rebuild from the log does t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import timedelta
 from uuid import uuid4
 
@@ -19,20 +18,18 @@ from services.core.messages import Envelope, MessageType
 from services.core.payloads import JobCanceled
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.projection_checks import assert_table_is_the_log
-from tests.integration.projector_harness import isolated, produce, start_projector, stop, wait_caught_up
-from tests.unit.job_events import T0, event, timeline
+from tests.support.messages import T0, event, timeline
+from tests.support.projection_checks import assert_table_is_the_log
+from tests.support.projector import produce, wait_caught_up
+from tests.support.services import start_projector, stop
 
 M = MessageType
 INT4_OVERFLOW = 2**31  # one past the largest `integer` Postgres stores
 WRAPS_TO_TWO = 2**32 + 2  # what a silently wrapping int4 encoder would store as 2
 
 
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    # Small batches, so each poison event shares its batch with about a hundred good ones.
-    with isolated(settings.model_copy(update={"projector_batch_size": 100}), partitions=3) as scoped:
-        yield scoped
+# Small batches, so each poison event shares its batch with about a hundred good ones.
+pytestmark = pytest.mark.own(partitions=3, projector_batch_size=100)
 
 
 def interleave(good: list[Envelope], extra: list[Envelope | bytes], every: int) -> list[Envelope | bytes]:

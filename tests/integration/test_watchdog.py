@@ -4,7 +4,6 @@ explicitly, and requeues the job with its next command while attempts are left."
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,41 +17,29 @@ from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import (
-    FAST,
-    job_events,
-    make_clip,
-    new_job_id,
-    queue_job,
-    stage_course,
-    start_encoder,
-)
-from tests.integration.encoder_harness import wait_for as wait_for_job
-from tests.integration.projector_harness import isolated, produce, running_projector, start_projector, stop
-from tests.integration.watchdog_harness import commands_of, start_watchdog, wait_until
-from tests.unit.job_events import event
+from tests.support.encoder import REALTIME, queue_job
+from tests.support.messages import event
+from tests.support.observe import job_events
+from tests.support.observe import wait_for as wait_for_job
+from tests.support.projector import produce, running_projector
+from tests.support.services import Process, running, wait_until
+from tests.support.staging import staged_job
+from tests.support.topics import commands_of
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 M = MessageType
-REALTIME = {**FAST, "COURSECAST_ENCODER_REALTIME_INPUT": "true"}
 
 
-@pytest.fixture
-def own(settings: Settings) -> Iterator[Settings]:
-    quick = settings.model_copy(
-        update={
-            "heartbeat_interval_s": 1,
-            "stall_timeout_s": 4,
-            "encode_time_limit_s": 8,
-            "watchdog_interval_s": 0.5,
-            "watchdog_time_limit_grace_s": 0.0,
-            "watchdog_clock_skew_s": 1.0,
-        }
-    )
-    with isolated(quick) as scoped:
-        yield scoped
+pytestmark = pytest.mark.own(
+    heartbeat_interval_s=1,
+    stall_timeout_s=4,
+    encode_time_limit_s=8,
+    watchdog_interval_s=0.5,
+    watchdog_time_limit_grace_s=0.0,
+    watchdog_clock_skew_s=1.0,
+)
 
 
 @pytest.fixture
@@ -64,10 +51,9 @@ def store(own: Settings) -> Iterator[JobStore]:
 
 
 @pytest.fixture
-def watchdog(own: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_watchdog(own, tmp_path / "watchdog.log")
-    yield process
-    stop(process)
+def watchdog(own: Settings, tmp_path: Path) -> Iterator[Process]:
+    with running(own, tmp_path) as run:
+        yield run.watchdog()
 
 
 def now_event(kind: MessageType, job: UUID, attempt: int = 1) -> Envelope:
@@ -87,7 +73,7 @@ def wait_for(
 
 
 def test_job_whose_worker_went_silent_is_requeued_with_its_next_command_and_a_live_one_is_left_alone(
-    own: Settings, store: JobStore, watchdog: subprocess.Popen[bytes]
+    own: Settings, store: JobStore, watchdog: Process
 ) -> None:
     silent, alive = uuid4(), uuid4()
     produce(own, [now_event(M.JOB_QUEUED, j) for j in (silent, alive)])
@@ -121,8 +107,8 @@ def test_job_past_its_time_limit_on_its_last_attempt_ends_failed_timeout_even_wh
     own: Settings, store: JobStore, tmp_path: Path
 ) -> None:
     last = own.model_copy(update={"max_attempts": 1})
-    watchdog = start_watchdog(last, tmp_path / "watchdog.log")
-    try:
+    with running(last, tmp_path) as run:
+        watchdog = run.watchdog()
         job = uuid4()
         produce(own, [now_event(M.JOB_QUEUED, job), now_event(M.JOB_STARTED, job)])
         deadline = time.monotonic() + 90
@@ -132,8 +118,6 @@ def test_job_past_its_time_limit_on_its_last_attempt_ends_failed_timeout_even_wh
             time.sleep(1)
             state = store.job(job)
         assert watchdog.poll() is None
-    finally:
-        stop(watchdog)
     assert state is not None
     assert (state.status, state.error_type) == (JobStatus.FAILED, "timeout")
     assert state.error_message is not None
@@ -158,23 +142,20 @@ def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_no
     own: Settings, s3: S3Client, tmp_path: Path, pause: str
 ) -> None:
     live = own.model_copy(update={"encode_time_limit_s": 600, "encoder_lease_s": 30})
-    job_id = new_job_id()
-    manifest = stage_course(live, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=20)])
-    projector = start_projector(live)
-    watchdog = start_watchdog(live, tmp_path / "watchdog.log")
-    encoder = start_encoder(live, tmp_path / "encoder.log", **REALTIME)
-    processes = [projector, watchdog, encoder]
-    try:
+    job_id, manifest = staged_job(live, s3, tmp_path, seconds=20)
+    with running(live, tmp_path) as run:
+        projector = run.projector()
+        watchdog = run.watchdog()
+        encoder = run.encoder(**REALTIME)
         queue_job(live, manifest)
-        wait_for_job(live, job_id, {"processing"}, 60, processes)
-        wait_until("a first heartbeat", lambda: last_progress_at(live, job_id) is not None, 30, processes)
+        wait_for_job(live, job_id, {"processing"}, 60, run.processes)
+        wait_until("a first heartbeat", lambda: last_progress_at(live, job_id) is not None, 30, run.processes)
         if pause == "SIGSTOP":
-            watchdog.send_signal(signal.SIGSTOP)
+            watchdog.send_signal(signal.SIGSTOP)  # stop resumes it, should the test fail meanwhile
         elif pause == "kill-9":
-            watchdog.send_signal(signal.SIGKILL)
-            watchdog.wait(10)
+            run.kill(watchdog)
         else:
-            stop(watchdog)
+            run.stop(watchdog)
         paused_at = datetime.now(UTC)
         # The encoder keeps speaking while the watchdog hears nothing for longer than it may stay silent.
         silence = timedelta(seconds=live.stall_timeout_s + live.watchdog_clock_skew_s + 2)
@@ -187,15 +168,9 @@ def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_no
         if pause == "SIGSTOP":
             watchdog.send_signal(signal.SIGCONT)
         else:
-            watchdog = start_watchdog(live, tmp_path / "watchdog.log")
-            processes[1] = watchdog
-        done = wait_for_job(live, job_id, {"completed", "failed", "queued"}, 120, processes)
+            watchdog = run.watchdog()
+        done = wait_for_job(live, job_id, {"completed", "failed", "queued"}, 120, run.processes)
         assert watchdog.poll() is None
-    finally:
-        if pause == "SIGSTOP" and watchdog.poll() is None:
-            watchdog.send_signal(signal.SIGCONT)
-        for process in processes:
-            stop(process)
     assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
     events = job_events(live, job_id)
     assert [e for e in events if e[0] in ("JobStalled", "JobTimedOut")] == [], "a live worker was judged"

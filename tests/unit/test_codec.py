@@ -46,7 +46,7 @@ from services.core.payloads import (
     JobStarted,
     ProgressStep,
 )
-from tests.unit.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
+from tests.support.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
 
 SCHEMA_BASE = "https://coursecast.dev/schemas/"
 BACKENDS = ["jsonschema", *(["jsonschema-rs"] if Codec.from_directory().accelerated else [])]
@@ -568,9 +568,7 @@ def test_decode_rejects_an_escaped_nul_in_a_cancel_reason_with_the_field_and_cod
 
 
 def test_encode_refuses_a_nul_so_a_producer_never_emits_one(codec: Codec) -> None:
-    cancel = new_message(
-        CancelJob(requested_by="instructor-42", reason="a\x00b"), job_id=JOB_ID, attempt=1, producer="api"
-    )
+    cancel = example(MessageType.CANCEL_JOB, reason="a\x00b")
     with pytest.raises(SchemaViolation, match=r"\$\.data\.reason: contains the control character U\+0000"):
         codec.encode(cancel)
     nul_producer = dataclasses.replace(example(MessageType.JOB_STARTED), producer="api\x00")
@@ -623,8 +621,6 @@ def test_a_lone_surrogate_is_malformed_at_consume_and_at_produce(codec: Codec) -
     document = as_document(example(MessageType.CANCEL_JOB))
     raw = orjson.dumps(document).replace(b'"wrong video uploaded"', b'"a\\ud800b"')
     assert "surrogate" in reason_of(codec, raw, MalformedMessage)
-    cancel = new_message(
-        CancelJob(requested_by="instructor-42", reason="a\ud800b"), job_id=JOB_ID, attempt=1, producer="api"
-    )
+    cancel = example(MessageType.CANCEL_JOB, reason="a\ud800b")
     with pytest.raises(MalformedMessage, match="not serializable as JSON"):
         codec.encode(cancel)

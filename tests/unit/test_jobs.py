@@ -22,7 +22,7 @@ from services.core.jobs import (
 from services.core.messages import EVENT_TYPES, Envelope, MessageType
 from services.core.payloads import JobRetryRequested, JobStalled, JobTimedOut
 from services.core.projection import Applied, Duplicate, InMemoryJobProjection, Rejected
-from tests.unit.job_events import T0, event, timeline
+from tests.support.messages import T0, event, timeline
 
 M = MessageType
 

@@ -14,7 +14,7 @@ from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
 from services.watchdog.liveness import Policy, Running, Tracked, judge, observe
 from services.watchdog.worker import verdict_messages
-from tests.unit.job_events import T0, data_for, event
+from tests.support.messages import T0, data_for, event
 
 M = MessageType
 POLICY = Policy(stall_timeout_s=300.0, time_limit_s=14_400.0, grace_s=120.0, clock_skew_s=5.0, max_attempts=3)

@@ -14,7 +14,7 @@ from services.core.jobs import JobState, JobStatus, Rejection, StaleAttempt, app
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.payloads import JobStalled
 from services.encoder.claims import Claim, Decision, JobView, Verdict, decide
-from tests.unit.job_events import T0, event
+from tests.support.messages import T0, event
 
 M = MessageType
 MAX = 3

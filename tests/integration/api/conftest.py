@@ -2,102 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from uuid import uuid4
 
-import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
-from services.api.auth import Role, create_user
-from services.core.settings import PROJECT_ROOT, Settings, environment
-from services.core.storage import s3_client
-from tests.integration.projector_harness import isolated, start_projector, stop
-from tests.integration.test_ffmpeg import make_clip
-
-# Each api process's JSON log lines, kept for reading after a failure.
-LOG_DIR = PROJECT_ROOT / ".cache" / "test-logs"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_api(settings: Settings, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A `coursecast api` process for these settings, answering /healthz; returns it and its base URL."""
-    port = free_port()
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    with (LOG_DIR / f"api-{port}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api", "--port", str(port)],
-            cwd=PROJECT_ROOT,
-            env=environment(settings, **extra_env),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"api exited with {process.returncode}; see {LOG_DIR}/api-{port}.log")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop(process)
-    raise AssertionError("api did not answer /healthz within 30 s")
-
-
-@dataclass
-class ApiStack:
-    """An api and a projector over isolated topics, schema and bucket."""
-
-    settings: Settings
-    base_url: str
-    api: subprocess.Popen[bytes]
-
-    def user(self, role: Role = Role.INSTRUCTOR) -> tuple[str, str]:
-        """A new user of `role`; returns (name, token)."""
-        name = f"{role.value}-{uuid4().hex[:8]}"
-        with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("SET search_path TO {}").format(sql.Identifier(self.settings.database_schema))
-            )
-            _, token = create_user(conn, name, role)
-        return name, token
-
-    def client(self, token: str | None = None) -> httpx.Client:
-        """An HTTP client for the api, authenticated with `token` when given."""
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
-
-
-def own_bucket(settings: Settings) -> Iterator[Settings]:
-    """Settings with a bucket of their own, emptied and deleted afterwards."""
-    scoped = settings.model_copy(update={"s3_bucket": f"test-{uuid4().hex[:12]}"})
-    s3 = s3_client(scoped)
-    s3.create_bucket(Bucket=scoped.s3_bucket)
-    try:
-        yield scoped
-    finally:
-        for upload in s3.list_multipart_uploads(Bucket=scoped.s3_bucket).get("Uploads", []):
-            s3.abort_multipart_upload(Bucket=scoped.s3_bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=scoped.s3_bucket):
-            for obj in page.get("Contents", []):
-                s3.delete_object(Bucket=scoped.s3_bucket, Key=obj["Key"])
-        s3.delete_bucket(Bucket=scoped.s3_bucket)
+from services.core.settings import Settings
+from tests.support.api import ApiStack, own_bucket
+from tests.support.projector import isolated
+from tests.support.services import start_api, start_projector, stop
+from tests.support.staging import make_clip
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,8 @@ from services.core.payloads import (
 )
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
-from tests.integration.projector_harness import isolated, produce, stop
+from tests.support.api import ApiStack, api_of_own, direct_upload
+from tests.support.projector import produce
 
 M = MessageType
 PROBLEM = "application/problem+json"
@@ -211,9 +211,8 @@ def test_hostile_filenames_are_sanitised_in_keys_and_kept_readable_in_the_manife
 def test_the_same_idempotency_key_returns_the_same_job_and_queues_no_second_one(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"retry-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         first = submit(client, clip, headers=key)
         second = submit(client, clip, headers=key)
         other = submit(client, clip, headers={"Idempotency-Key": f"other-{uuid4()}"})
@@ -388,8 +387,7 @@ def test_another_users_direct_upload_is_404(api_stack: ApiStack) -> None:
 def test_the_job_list_is_newest_first_filtered_by_status_and_paginated_by_cursor(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         ids = [submit(client, clip, name=f"Course {i}").json()["job_id"] for i in range(3)]
         drive(api_stack.settings, ids[0], M.JOB_STARTED)
         wait_status(client, ids[0], "processing")
@@ -405,8 +403,7 @@ def test_the_job_list_is_newest_first_filtered_by_status_and_paginated_by_cursor
 
 
 def test_the_stream_delivers_progress_and_the_final_status_then_ends(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         seen: list[dict[str, Any]] = []
 
@@ -440,8 +437,7 @@ def test_the_stream_delivers_progress_and_the_final_status_then_ends(api_stack: 
 
 
 def test_the_history_includes_rejected_events_with_their_reasons(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         drive(api_stack.settings, job_id, M.JOB_STARTED, M.JOB_COMPLETED, M.JOB_FAILED)
         wait_status(client, job_id, "completed")
@@ -461,8 +457,7 @@ def test_the_history_includes_rejected_events_with_their_reasons(api_stack: ApiS
 def test_a_failed_job_is_retried_as_the_next_attempt_and_other_states_get_409(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         refused = client.post(f"/v1/jobs/{job_id}/retry")
         drive(api_stack.settings, job_id, M.JOB_STARTED, M.JOB_FAILED)
@@ -480,8 +475,7 @@ def test_a_failed_job_is_retried_as_the_next_attempt_and_other_states_get_409(
 def test_a_queued_job_is_canceled_and_an_ended_job_gets_409_with_the_reason(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         assert any(k.startswith(f"staging/{job_id}/") for k in staged_keys(api_stack.settings))
         canceled = client.post(f"/v1/jobs/{job_id}/cancel", json={"reason": "wrong file"})
@@ -502,8 +496,7 @@ def test_a_queued_job_is_canceled_and_an_ended_job_gets_409_with_the_reason(
 def test_a_processing_job_gets_cancel_job_and_ends_canceled_by_the_encoders_event(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         drive(api_stack.settings, job_id, M.JOB_STARTED)
         wait_status(client, job_id, "processing")
@@ -527,8 +520,7 @@ def test_a_processing_job_gets_cancel_job_and_ends_canceled_by_the_encoders_even
 
 
 def test_unknown_routes_wrong_methods_and_bad_ids_are_problem_documents(api_stack: ApiStack) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         for answer, status in [
             (client.get("/v1/nothing-here"), 404),
             (client.delete("/v1/jobs"), 405),
@@ -553,40 +545,20 @@ def test_health_is_open_and_readiness_checks_kafka_postgres_and_s3(api_stack: Ap
 
 
 def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
     body = clip.read_bytes()
-    with api_stack.client(token) as client:
-        upload = client.post("/v1/uploads", json={"filename": "강의.mp4", "size_bytes": len(body)})
-        assert upload.status_code == 201, upload.text
-        etags = []
-        offset = 0
-        for part in upload.json()["parts"]:
-            chunk = body[offset : offset + part["size_bytes"]]
-            offset += len(chunk)
-            put = httpx.put(part["url"], content=chunk)
-            assert put.status_code == 200, put.text
-            etags.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
-        upload_id = upload.json()["upload_id"]
-        done = client.post(f"/v1/uploads/{upload_id}/complete", json={"parts": etags})
+    with api_stack.instructor() as client:
+        done = direct_upload(client, "강의.mp4", body, kind=None)  # the kind defaults to video
         assert done.status_code == 200
+        upload_id = done.json()["upload_id"]
         assert done.json()["state"] == "completed", done.text
-        accepted = client.post(
-            "/v1/courses",
-            files={
-                "name": (None, "직접 업로드"),
-                "curriculum": (None, "CS-2"),
-                "video_upload_ids": (None, upload_id),
-            },
-        )
+
+        def course_of_the_upload(name: str) -> httpx.Response:
+            fields = {"name": name, "curriculum": "CS-2", "video_upload_ids": upload_id}
+            return client.post("/v1/courses", files={k: (None, v) for k, v in fields.items()})
+
+        accepted = course_of_the_upload("직접 업로드")
         assert accepted.status_code == 202, accepted.text
-        reused = client.post(
-            "/v1/courses",
-            files={
-                "name": (None, "again"),
-                "curriculum": (None, "CS-2"),
-                "video_upload_ids": (None, upload_id),
-            },
-        )
+        reused = course_of_the_upload("again")
         job_id = accepted.json()["job_id"]
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
     assert reused.status_code == 422
@@ -607,25 +579,17 @@ def test_a_direct_upload_goes_straight_to_s3_and_becomes_a_course(api_stack: Api
 @pytest.fixture(scope="module")
 def broken_kafka_api(settings: Settings) -> Iterator[ApiStack]:
     """An api pointed at a closed port for Kafka (the shared broker is never stopped)."""
-    from tests.integration.api.conftest import free_port
+    from tests.support.services import free_port
 
-    with isolated(settings, partitions=1) as scoped:
-        for own in own_bucket(scoped.model_copy(update={"upload_expiry_s": 1})):
-            broken = own.model_copy(
-                update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "api_kafka_timeout_s": 2.0}
-            )
-            api, base = start_api(broken)
-            try:
-                yield ApiStack(broken, base, api)
-            finally:
-                stop(api)
+    unreachable = {"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}", "api_kafka_timeout_s": 2.0}
+    with api_of_own(settings, api_update=unreachable, upload_expiry_s=1) as stack:
+        yield stack
 
 
 def test_kafka_unreachable_is_503_with_retry_after_and_leaves_no_job_and_no_files(
     broken_kafka_api: ApiStack, clip: Path
 ) -> None:
-    _, token = broken_kafka_api.user()
-    with broken_kafka_api.client(token) as client:
+    with broken_kafka_api.instructor() as client:
         started = time.monotonic()
         answer = submit(client, clip, headers={"Idempotency-Key": "k1"})
         took = time.monotonic() - started
@@ -644,9 +608,8 @@ def test_kafka_unreachable_is_503_with_retry_after_and_leaves_no_job_and_no_file
 
 
 def test_an_expired_direct_upload_is_aborted_and_cannot_be_completed(broken_kafka_api: ApiStack) -> None:
-    _, token = broken_kafka_api.user()
     s3 = s3_client(broken_kafka_api.settings)
-    with broken_kafka_api.client(token) as client:
+    with broken_kafka_api.instructor() as client:
         upload = client.post("/v1/uploads", json={"filename": "late.mp4", "size_bytes": 100}).json()
         time.sleep(1.5)
         late = client.post(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,13 +23,15 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from devtools.demo import coursecast
 from services.api.auth import Role
 from services.core.messages import MessageType, new_message
 from services.core.payloads import CancelJob, JobFailed, JobStarted
-from services.core.settings import PROJECT_ROOT, Settings, environment
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
+from services.core.settings import Settings
 from tests.integration.api.test_api import commands_of, raw_multipart, submit, wait_status
-from tests.integration.projector_harness import isolated, produce, stop
+from tests.support.api import ApiStack, api_of_own, form_head, own_bucket
+from tests.support.projector import isolated, produce
+from tests.support.services import start_api, stop
 
 PROBLEM = "application/problem+json"
 M = MessageType
@@ -102,12 +102,7 @@ def slow_form(
     clip: bytes, boundary: str, started: threading.Event, release: threading.Event
 ) -> Iterator[bytes]:
     """A course form sent slowly: the fields and the file's first bytes, then nothing until `release`."""
-    for name, value in (("name", "Slow course"), ("curriculum", "SLOW-1")):
-        yield f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-    yield (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="slow.mp4"\r\n'
-        "Content-Type: video/mp4\r\n\r\n"
-    ).encode()
+    yield form_head(boundary, "Slow course", "SLOW-1", "slow.mp4")
     yield clip[:4096]
     started.set()
     if not release.wait(180):
@@ -127,6 +122,16 @@ class SlowUpload(threading.Thread):
         self.started = threading.Event()
         self.answer: httpx.Response | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def begin(cls, stack: ApiStack, clip: Path, key: str) -> tuple[SlowUpload, str, threading.Event]:
+        """A slow upload under Idempotency-Key `key` by a new instructor, started; returns it, the
+        instructor's token and the event that lets its body go on."""
+        _, token = stack.user()
+        release = threading.Event()
+        upload = cls(stack, token, clip.read_bytes(), release, key=key)
+        upload.start()
+        return upload, token, release
 
     def run(self) -> None:
         boundary = uuid4().hex
@@ -177,8 +182,7 @@ def wait_reserved(settings: Settings, key: str) -> None:
 def test_a_nul_in_a_cancel_reason_is_refused_with_422_and_no_command_reaches_the_log(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         refused = client.post(f"/v1/jobs/{job_id}/cancel", json={"reason": "a\u0000b"})
         problem = assert_problem(refused, 422, "reason", "U+0000")
@@ -194,6 +198,17 @@ def test_a_nul_in_a_cancel_reason_is_refused_with_422_and_no_command_reaches_the
 
 def _json_case(path: str, body: dict[str, Any]) -> Callable[[httpx.Client, str], httpx.Response]:
     return lambda client, job_id: client.post(path.format(job_id=job_id), json=body)
+
+
+def _keyed_case(
+    headers: dict[str, str] | dict[bytes, bytes],
+) -> Callable[[httpx.Client, str], httpx.Response]:
+    return lambda client, _: client.post(
+        "/v1/courses",
+        files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
+        data={"name": "Course", "curriculum": "CS-101"},
+        headers=headers,
+    )
 
 
 def _form_case(
@@ -263,24 +278,8 @@ CONTROL_CASES: dict[str, tuple[Callable[[httpx.Client, str], httpx.Response], st
         lambda client, _: client.get("/v1/jobs", params={"x": "\u0000"}),
         "'x'",
     ),
-    "Idempotency-Key with a tab": (
-        lambda client, _: client.post(
-            "/v1/courses",
-            files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
-            data={"name": "Course", "curriculum": "CS-101"},
-            headers={"Idempotency-Key": "key\twith-tab"},
-        ),
-        "idempotency-key",
-    ),
-    "Idempotency-Key with non-ASCII bytes": (
-        lambda client, _: client.post(
-            "/v1/courses",
-            files=[("videos", ("a.mp4", CLIP_BYTES[0], "video/mp4"))],
-            data={"name": "Course", "curriculum": "CS-101"},
-            headers={b"Idempotency-Key": b"cl\xe9"},
-        ),
-        "idempotency-key",
-    ),
+    "Idempotency-Key with a tab": (_keyed_case({"Idempotency-Key": "key\twith-tab"}), "idempotency-key"),
+    "Idempotency-Key with non-ASCII bytes": (_keyed_case({b"Idempotency-Key": b"cl\xe9"}), "idempotency-key"),
 }
 
 
@@ -290,8 +289,7 @@ def test_every_field_refuses_control_characters_with_a_422_naming_it(
 ) -> None:
     CLIP_BYTES[0] = clip.read_bytes()
     send, field = CONTROL_CASES[case]
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         job_id = submit(client, clip).json()["job_id"]
         listed_before = len(client.get("/v1/jobs").json()["items"])
         answer = send(client, job_id)
@@ -380,15 +378,8 @@ def test_eleven_slow_uploads_in_flight_leave_the_job_list_answering(api_stack: A
 @pytest.fixture(scope="module")
 def tiny_pool_api(settings: Settings) -> Iterator[ApiStack]:
     """An api with a pool of 2 connections and a 1 s wait, on a schema of its own."""
-    with isolated(settings, partitions=1) as scoped:
-        for own in own_bucket(
-            scoped.model_copy(update={"api_db_pool_size": 2, "api_db_pool_timeout_s": 1.0})
-        ):
-            api, base = start_api(own)
-            try:
-                yield ApiStack(own, base, api)
-            finally:
-                stop(api)
+    with api_of_own(settings, api_db_pool_size=2, api_db_pool_timeout_s=1.0) as stack:
+        yield stack
 
 
 def test_a_request_that_finds_the_pool_exhausted_gets_503_with_retry_after(tiny_pool_api: ApiStack) -> None:
@@ -522,14 +513,7 @@ def test_revoking_a_users_tokens_ends_their_live_streams_at_once(api_stack: ApiS
     reader.start()
     bystander.start()
     wait_for(lambda: reader.saw("event: job") and bystander.saw("event: job"), 30, "both streams")
-    revoked = subprocess.run(
-        [sys.executable, "-m", "services.cli", "tokens", "revoke", name],
-        cwd=PROJECT_ROOT,
-        env=environment(api_stack.settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    revoked = coursecast(api_stack.settings, "tokens", "revoke", name, check=False)
     assert revoked.returncode == 0, revoked.stderr
     # Well before the 15 s keep-alive: the revocation itself ends the stream.
     assert reader.ended.wait(10), reader.received
@@ -563,8 +547,7 @@ HOSTILE_CURSORS = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_CURSORS))
 def test_a_crafted_cursor_is_a_422_problem(api_stack: ApiStack, case: str) -> None:
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         assert_problem(client.get("/v1/jobs", params={"cursor": HOSTILE_CURSORS[case]}), 422)
 
 
@@ -651,9 +634,8 @@ def test_every_hostile_input_gets_a_4xx_problem_never_a_500(
 def test_the_same_idempotency_key_with_another_body_is_422_and_with_the_same_body_the_same_job(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"fp-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         first = submit(client, clip, name="Course A", headers=key)
         assert first.status_code == 202, first.text
         other_body = submit(client, clip, name="Course B", headers=key)
@@ -667,11 +649,8 @@ def test_the_same_idempotency_key_with_another_body_is_422_and_with_the_same_bod
 
 
 def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiStack, clip: Path) -> None:
-    _, token = api_stack.user()
     key = f"early-{uuid4()}"
-    release = threading.Event()
-    slow = SlowUpload(api_stack, token, clip.read_bytes(), release, key=key)
-    slow.start()
+    slow, token, release = SlowUpload.begin(api_stack, clip, key)
     try:
         assert slow.started.wait(60)
         wait_reserved(api_stack.settings, key)
@@ -696,9 +675,8 @@ def test_an_idempotency_key_is_reserved_before_the_body_streams(api_stack: ApiSt
 def test_a_key_whose_request_was_refused_can_be_used_again_with_a_corrected_form(
     api_stack: ApiStack, clip: Path
 ) -> None:
-    _, token = api_stack.user()
     key = {"Idempotency-Key": f"fix-{uuid4()}"}
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         refused = client.post(
             "/v1/courses",
             data={"name": "Course", "curriculum": "CS-101"},
@@ -754,11 +732,8 @@ def test_a_key_whose_api_process_died_mid_upload_is_free_after_its_lease(
     )
     api, base = start_api(short_lease)
     stack = ApiStack(short_lease, base, api)
-    _, token = stack.user()
     key = f"crash-{uuid4()}"
-    release = threading.Event()
-    slow = SlowUpload(stack, token, clip.read_bytes(), release, key=key)
-    slow.start()
+    slow, token, release = SlowUpload.begin(stack, clip, key)
     try:
         assert slow.started.wait(60)
         # A live request keeps its key however slowly its client sends: stalled for three leases, the

@@ -10,29 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.integration.api.conftest import ApiStack
-from tests.integration.hostile_media import HOSTILE_KINDS, huge_png, loopback_server, secret_fifo
+from tests.support.api import ApiStack, direct_upload
+from tests.support.hostile_media import HOSTILE_KINDS, huge_png, loopback_server, secret_fifo
 
 pytestmark = pytest.mark.integration
 
 PROBLEM = "application/problem+json"
-
-
-def direct_upload(client: httpx.Client, filename: str, body: bytes, kind: str = "video") -> httpx.Response:
-    """Open a direct upload, PUT its parts to S3, and ask the api to complete (and check) it."""
-    upload = client.post("/v1/uploads", json={"filename": filename, "size_bytes": len(body), "kind": kind})
-    assert upload.status_code == 201, upload.text
-    etags, offset = [], 0
-    for part in upload.json()["parts"]:
-        chunk = body[offset : offset + part["size_bytes"]]
-        offset += len(chunk)
-        put = httpx.put(part["url"], content=chunk)
-        assert put.status_code == 200, put.text
-        etags.append({"part_number": part["part_number"], "etag": put.headers["ETag"]})
-    return client.post(f"/v1/uploads/{upload.json()['upload_id']}/complete", json={"parts": etags})
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_KINDS))
@@ -63,8 +48,7 @@ def test_a_16000_pixel_square_thumbnail_is_refused_at_upload_with_422(
     api_stack: ApiStack, tmp_path: Path, clip: Path
 ) -> None:
     image = huge_png(tmp_path / "poster.png").read_bytes()
-    _, token = api_stack.user()
-    with api_stack.client(token) as client:
+    with api_stack.instructor() as client:
         posted = client.post(
             "/v1/courses",
             data={"name": "Big poster", "curriculum": "CS-101"},

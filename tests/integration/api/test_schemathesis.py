@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.api.conftest import ApiStack
 from tests.integration.api.test_api import submit
+from tests.support.api import ApiStack
 
 CHECKS = ",".join(
     [

@@ -15,8 +15,7 @@ import pytest
 
 from services.core.settings import Settings
 from services.core.storage import s3_client
-from tests.integration.api.conftest import ApiStack, own_bucket, start_api
-from tests.integration.projector_harness import isolated, stop
+from tests.support.api import ApiStack, api_of_own, form_head
 
 MIB = 1024**2
 # 512 MiB by default keeps the suite quick on a shared 2-core machine; set 2048 for the 2 GiB figure.
@@ -46,15 +45,8 @@ def faststart_clip(clip: Path, out: Path) -> bytes:
 @pytest.fixture(scope="module")
 def big_upload_api(settings: Settings) -> Iterator[ApiStack]:
     """An api allowing 3 GiB files, with no projector (the test reads only the 202)."""
-    with isolated(settings, partitions=1) as scoped:
-        for own in own_bucket(
-            scoped.model_copy(update={"max_upload_bytes": 3 * 1024**3, "read_your_writes_timeout_s": 0.0})
-        ):
-            api, base = start_api(own)
-            try:
-                yield ApiStack(own, base, api)
-            finally:
-                stop(api)
+    with api_of_own(settings, max_upload_bytes=3 * 1024**3, read_your_writes_timeout_s=0.0) as stack:
+        yield stack
 
 
 def test_a_large_streamed_upload_keeps_the_api_memory_bounded(
@@ -66,12 +58,7 @@ def test_a_large_streamed_upload_keeps_the_api_memory_bounded(
     total = UPLOAD_MIB * MIB
 
     def body() -> Iterator[bytes]:
-        for name, value in (("name", "Big course"), ("curriculum", "BIG-1")):
-            yield f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        yield (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="videos"; filename="big.mp4"\r\n'
-            "Content-Type: video/mp4\r\n\r\n"
-        ).encode()
+        yield form_head(boundary, "Big course", "BIG-1", "big.mp4")
         yield head
         filler = os.urandom(CHUNK)
         sent = len(head)

@@ -4,7 +4,6 @@ running projector processes, and waiting until they have caught up with the log.
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -17,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from services.core import codec
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.messages import Envelope
-from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.core.settings import Settings
 from services.core.topics import ensure_topics
 from services.projector.consumer import Projector
 from services.projector.replay import drop_schema
@@ -129,28 +128,6 @@ def wait_caught_up(
         if store is not None:
             store.close()
     raise AssertionError(f"projector did not catch up with {target} within {timeout_s} s")
-
-
-def start_projector(settings: Settings, **extra_env: str) -> subprocess.Popen[bytes]:
-    """A `coursecast projector` process for these settings."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "projector"],
-        cwd=PROJECT_ROOT,
-        env=environment(settings, **extra_env),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM, then wait; returns the exit code."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        return process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait(10)
 
 
 @contextmanager

@@ -1,12 +1,7 @@
-"""Run a real `coursecast watchdog` (faust worker) process for a test, with its log in a file."""
+"""Read what the watchdog (and any service) put on a topic."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterable
-from pathlib import Path
 from uuid import UUID, uuid4
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -14,19 +9,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from services.core import codec
 from services.core.kafka_config import client_id
 from services.core.messages import Envelope
-from services.core.settings import PROJECT_ROOT, Settings, environment
-
-
-def start_watchdog(settings: Settings, log_path: Path, **extra_env: str) -> subprocess.Popen[bytes]:
-    """A `coursecast watchdog` process for these settings; stdout and stderr go to `log_path`."""
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "watchdog"],
-            cwd=PROJECT_ROOT,
-            env=environment(settings, **extra_env),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+from services.core.settings import Settings
 
 
 def commands_of(settings: Settings, job_id: UUID) -> list[Envelope]:
@@ -65,20 +48,3 @@ def messages_of(settings: Settings, topic: str, job_id: UUID) -> list[Envelope]:
         return [envelope for _, _, envelope in sorted(found, key=lambda f: (f[0], f[1]))]
     finally:
         consumer.close()
-
-
-def wait_until(
-    what: str,
-    condition: Callable[[], bool],
-    timeout_s: float,
-    processes: Iterable[subprocess.Popen[bytes]] = (),
-) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout_s` or if a process exited."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout_s} s: {what}")

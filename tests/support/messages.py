@@ -1,12 +1,18 @@
-"""Builders of job events for state-machine tests: one call per event, valid data, explicit attempt."""
+"""The tests' one factory of messages: job events for state-machine and projection tests (one call
+per event, valid data, explicit attempt), and the commands the api and the owner send (PublishCourse,
+CancelJob), stamped now as a producer would."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
-from services.core.messages import Envelope, MessageType, Payload
+import msgspec
+
+from services.core.messages import Envelope, MessageType, Payload, new_message
 from services.core.payloads import (
+    CancelJob,
     JobCanceled,
     JobCompleted,
     JobFailed,
@@ -19,6 +25,7 @@ from services.core.payloads import (
     JobStarted,
     JobTimedOut,
     ProgressStep,
+    PublishCourse,
     PublishedVideo,
     Rendition,
     ThumbnailSaved,
@@ -132,3 +139,26 @@ def event(
 def timeline(job_id: UUID, *kinds: MessageType, attempt: int = 1, start: datetime = T0) -> list[Envelope]:
     """Events of one attempt, one minute apart."""
     return [event(k, job_id, attempt, at=start + timedelta(minutes=i)) for i, k in enumerate(kinds)]
+
+
+def course_data(job_id: UUID, **fields: Any) -> JobQueued:
+    """JobQueued of a one-video course under staging/<job_id>/ (its PublishCourse: `.publish_command()`)."""
+    queued = data_for(MessageType.JOB_QUEUED, 1, job_id)
+    assert isinstance(queued, JobQueued)
+    return msgspec.structs.replace(queued, **fields)
+
+
+def job_queued(job_id: UUID, data: JobQueued | None = None) -> Envelope[JobQueued]:
+    """JobQueued as the api writes it (a new event id each call)."""
+    return new_message(data or course_data(job_id), job_id=job_id, attempt=1, producer="test")
+
+
+def publish_course(job_id: UUID, attempt: int = 1, data: JobQueued | None = None) -> Envelope[PublishCourse]:
+    """A PublishCourse command (a new event id each call, like a redelivery by a producer retry)."""
+    command = (data or course_data(job_id)).publish_command()
+    return new_message(command, job_id=job_id, attempt=attempt, producer="test")
+
+
+def cancel_job(job_id: UUID, requested_by: str = "instructor-1") -> Envelope[CancelJob]:
+    """A CancelJob command from `requested_by`."""
+    return new_message(CancelJob(requested_by=requested_by), job_id=job_id, attempt=1, producer="test")

@@ -1,20 +1,19 @@
-"""Invariants the encoder fault tests check after a job ends: nothing stuck, nothing duplicated, G4."""
+"""Invariants the encoder fault tests check after a job ends: nothing stuck, nothing duplicated."""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
-from services.projector.replay import compare, drop_schema, replay
 from services.projector.store import JobStore
-from tests.integration.encoder_harness import job_events, log_lines
+from tests.support.observe import job_events
+from tests.support.services import wait_until
 
 # Events an attempt publishes at most once, whatever is redelivered, killed or rebalanced (G1).
 ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled")
@@ -67,22 +66,8 @@ def _messages_beyond(probe: Consumer, positions: list[TopicPartition]) -> bool:
 
 def wait_drained(settings: Settings, timeout_s: float, processes: list[subprocess.Popen[bytes]]) -> None:
     """Block until every command is consumed and committed by the encoder group."""
-    deadline = time.monotonic() + timeout_s
-    while not commands_drained(settings):
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        assert time.monotonic() < deadline, "a command was left unconsumed: something is stuck"
-        time.sleep(0.5)
-
-
-def assert_rebuild_equals_live(settings: Settings) -> None:
-    """G4: the status table is a pure function of the log."""
-    rebuild = f"rebuild_{uuid4().hex[:10]}"
-    try:
-        replay(settings, rebuild)
-        assert compare(settings.database_url, settings.database_schema, rebuild) == []
-    finally:
-        drop_schema(settings.database_url, rebuild)
+    what = "every command consumed and committed (one left unconsumed: something is stuck)"
+    wait_until(what, lambda: commands_drained(settings), timeout_s, processes, interval_s=0.5)
 
 
 def completed_at_iff_completed(settings: Settings) -> int:
@@ -109,29 +94,3 @@ def assert_nothing_duplicated(settings: Settings, job_id: UUID, completing_attem
         if type_ in ONCE_PER_ATTEMPT:
             assert n == 1, f"{type_} of attempt {attempt} appears {n} times"
     assert completed_at_iff_completed(settings) == 0
-
-
-def wait_logged(
-    log_path: Path,
-    timeout_s: float,
-    processes: list[subprocess.Popen[bytes]],
-    event: str | None = None,
-    message: str | None = None,
-) -> None:
-    """Block until the encoder's JSON log has a line with `event` (or starting with `message`)."""
-    deadline = time.monotonic() + timeout_s
-    while not logged(log_path, event, message):
-        for process in processes:
-            assert process.poll() is None, f"a service exited early with {process.returncode}"
-        assert time.monotonic() < deadline, f"no log line {event or message!r} within {timeout_s} s"
-        time.sleep(0.25)
-
-
-def logged(log_path: Path, event: str | None = None, message: str | None = None) -> int:
-    """How many lines of the encoder's JSON log carry `event` (or start with `message`)."""
-    return sum(
-        1
-        for line in log_lines(log_path)
-        if (event is not None and line.get("event") == event)
-        or (message is not None and str(line.get("message", "")).startswith(message))
-    )
