@@ -10,7 +10,6 @@ import subprocess
 import time
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,10 @@ from confluent_kafka.admin import AdminClient
 
 from devtools.stack import processes
 from devtools.stack.layout import STACK_SOURCES, StackLayout
-from devtools.stack.model import INSTALL_HINT, ComponentStatus, StackError
+from devtools.stack.model import INSTALL_HINT, LOOPBACK, ComponentStatus, Echo, StackError
+from services.core.kafka_config import admin_config_for
 from services.core.settings import Settings
 
-LOOPBACK = "127.0.0.1"
 SUPPORTED_BROKERS = (1, 3)
 # Node n's controller listens CONTROLLER_PORT_OFFSET above its broker port: 9092 -> 19092.
 CONTROLLER_PORT_OFFSET = 10_000
@@ -33,8 +32,6 @@ STOP_GRACE_S = 30.0
 POM = STACK_SOURCES / "kafka" / "pom.xml"
 LOG4J2_CONFIG = STACK_SOURCES / "kafka" / "log4j2.yaml"
 STATE_FILE = "kafka.json"
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,9 +416,7 @@ def _quiet_logger() -> logging.Logger:
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient(
-        {"bootstrap.servers": bootstrap, "client.id": "coursecast-stack"}, logger=_quiet_logger()
-    )
+    return AdminClient(admin_config_for(bootstrap, "stack"), logger=_quiet_logger())
 
 
 def registered_brokers(bootstrap: str, timeout_s: float) -> dict[int, str]:

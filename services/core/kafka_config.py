@@ -1,7 +1,11 @@
 """Every Kafka client setting that a delivery guarantee depends on, in one place.
 
-Services never build a librdkafka config by hand: they ask this module, so a guarantee cannot be lost
-by one service forgetting one key. Each setting names the guarantee (DESIGN.md G1–G6) it serves.
+Services never build a Kafka client config by hand — librdkafka's for confluent-kafka, faust's for the
+watchdog — they ask this module, so a guarantee cannot be lost by one service forgetting one key. Each
+setting names the guarantee (docs/guarantees.md, G1–G6) it serves.
+
+Every consumer reads `read_committed`, except the watchdog's (faust's and its catch-up probe's): it
+reads `read_uncommitted` on purpose, see WATCHDOG_ISOLATION_LEVEL.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ from services.core.settings import Settings
 # margin, so by the time a flush gives up, every record has its final report: a caller never reports
 # "not acknowledged" about a record that librdkafka may still deliver afterwards.
 DELIVERY_TIMEOUT_MS = 25_000
+
+# G2 without false verdicts: the watchdog reads the events log uncommitted, for two reasons.
+# - A read_committed consumer stops at the last stable offset: every record behind a transaction
+#   still open (the api's JobQueued + PublishCourse, a verdict, an encoder's retry, or a dead
+#   producer's transaction until the broker aborts it) is withheld, heartbeats of unrelated jobs on
+#   the same partition included. The watchdog must see a live worker's heartbeat as soon as it is
+#   written, or it cannot catch up with the log (catchup.py) and would judge that worker late or,
+#   worse, from an old heartbeat.
+# - faust-streaming 0.15 has no isolation setting: its worker consumer reads uncommitted unless the
+#   whole app runs processing_guarantee="exactly_once" (transactional per partition), which the
+#   watchdog does not need: its verdicts are published by its own transactional producer.
+# What an aborted record can do to the watchdog is therefore bounded in liveness.observe: its own
+# verdicts never end the attempt they judge, so an aborted one leaves the attempt to judge again.
+WATCHDOG_ISOLATION_LEVEL = "read_uncommitted"
+# librdkafka's default heartbeat.interval.ms, which every other consumer uses.
+HEARTBEAT_INTERVAL_S = 3.0
 
 
 def client_id(role: str) -> str:
@@ -82,6 +102,54 @@ def consumer_config(settings: Settings, group_id: str, role: str) -> dict[str, A
     }
 
 
+def reader_config(settings: Settings, group_id: str, role: str) -> dict[str, Any]:
+    """A consumer that reads to the end of its partitions and is told when it gets there (a replay,
+    a cancel watcher): consumer_config plus a partition-EOF event."""
+    return {**consumer_config(settings, group_id, role), "enable.partition.eof": True}
+
+
+def watchdog_app_config(settings: Settings) -> dict[str, Any]:
+    """faust.App keyword settings of the watchdog's Kafka clients (its consumer, its changelog
+    producer), matched to what consumer_config and producer_config give the other services."""
+    session_s = settings.session_timeout_ms / 1000
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        "broker_client_id": client_id("watchdog"),
+        # G3: the table's changelog is durable on every in-sync replica before faust moves on.
+        "producer_acks": -1,
+        # A new group starts from the beginning: the table learns every job still running (G2).
+        "consumer_auto_offset_reset": "earliest",
+        # The same group liveness as every other consumer. faust refuses a session timeout longer
+        # than its request timeout, so that follows the session timeout when it is raised.
+        "broker_session_timeout": session_s,
+        "broker_heartbeat_interval": min(HEARTBEAT_INTERVAL_S, session_s / 3),
+        "broker_request_timeout": max(90.0, session_s),
+        "broker_max_poll_interval": settings.max_poll_interval_ms / 1000,
+        # faust's consumer reads WATCHDOG_ISOLATION_LEVEL: it has no setting for it (see above).
+    }
+
+
+def watchdog_probe_config(
+    settings: Settings, group_id: str, *, partition_eof: bool = False
+) -> dict[str, Any]:
+    """The watchdog's catch-up probe (catchup.py): it sees exactly what faust's consumer applies.
+
+    It never subscribes nor commits; with `partition_eof` it is told when a read reaches the end."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": client_id("watchdog-catchup"),
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.partition.eof": partition_eof,
+        "isolation.level": WATCHDOG_ISOLATION_LEVEL,
+    }
+
+
 def admin_config(settings: Settings) -> dict[str, Any]:
     """AdminClient settings for creating topics and checking health."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "client.id": client_id("admin")}
+    return admin_config_for(settings.kafka_bootstrap_servers, "admin")
+
+
+def admin_config_for(bootstrap_servers: str, role: str) -> dict[str, Any]:
+    """AdminClient settings for a cluster known only by its address (the local stack manager)."""
+    return {"bootstrap.servers": bootstrap_servers, "client.id": client_id(role)}

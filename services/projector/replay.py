@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from psycopg import sql
 
 from services.core import codec
-from services.core.kafka_config import consumer_config
+from services.core.kafka_config import reader_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
 from services.projector.pipeline import OrderedBatchWriter
@@ -94,12 +94,7 @@ def replay(
     With `until`, events that occurred after it are left out, giving the table as it stood then.
     """
     topic = settings.events_topic
-    consumer = Consumer(
-        {
-            **consumer_config(settings, f"coursecast-replay-{uuid4()}", "replay"),
-            "enable.partition.eof": True,
-        }
-    )
+    consumer = Consumer(reader_config(settings, f"coursecast-replay-{uuid4()}", "replay"))
     store = fresh_schema(settings.database_url, schema, topic)
     deferred = [
         row[0]

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, TopicPartition
 
-from services.core.kafka_config import client_id
+from services.core.kafka_config import watchdog_probe_config
 from services.core.settings import Settings
 
 REQUEST_TIMEOUT_S = 10.0
@@ -28,17 +28,12 @@ class CatchUpProbe:
     """Fresh offsets of the events topic for the watchdog's consumer group (blocking; run off the loop)."""
 
     def __init__(self, settings: Settings, group_id: str) -> None:
-        common = {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "client.id": client_id("watchdog-catchup"),
-            "enable.auto.commit": False,
-            # The same isolation as the faust consumer (aiokafka's default): what it would apply.
-            "isolation.level": "read_uncommitted",
-        }
+        # The same isolation level as faust's consumer (kafka_config.WATCHDOG_ISOLATION_LEVEL): the
+        # probe sees exactly the records the table would apply.
         # Never subscribes, so it never joins the group: it only reads the group's committed offsets.
-        self._offsets = Consumer({**common, "group.id": group_id})
+        self._offsets = Consumer(watchdog_probe_config(settings, group_id))
         self._reader = Consumer(
-            {**common, "group.id": f"{group_id}-catchup-probe", "enable.partition.eof": True}
+            watchdog_probe_config(settings, f"{group_id}-catchup-probe", partition_eof=True)
         )
         # The last range of each partition found to hold no record, so a patrol reads it only once.
         self._empty: dict[tuple[str, int], tuple[int, int]] = {}

@@ -28,6 +28,7 @@ from uuid import UUID
 import faust
 
 from services.core import bus, codec
+from services.core.kafka_config import watchdog_app_config
 from services.core.messages import Envelope, new_message
 from services.core.payloads import PublishCourse
 from services.core.settings import Settings
@@ -48,15 +49,14 @@ def create_app(settings: Settings) -> faust.App:
     settings.watchdog_data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.watchdog_app_id,
-        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
+        # Its Kafka clients' settings, the isolation level it reads with included, are in kafka_config.
+        **watchdog_app_config(settings),
         store="memory://",
         datadir=str(settings.watchdog_data_dir / settings.watchdog_app_id),
         # The table's changelog has as many partitions as the log it mirrors (co-partitioned by job id).
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
-        consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        producer_acks=-1,
     )
     topic = settings.events_topic
     events = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
