@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from devtools.stack import kafka, mediatools, postgres, s3
 from devtools.stack.layout import StackLayout
-from devtools.stack.model import ComponentStatus, StackError
+from devtools.stack.model import ComponentStatus, Echo, StackError
 from services.core.settings import Settings
-
-Echo = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:

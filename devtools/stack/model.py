@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # Every "something is missing" message ends with this: the installer is the one fix.
-INSTALL_HINT = "run stack/install.sh"
+INSTALL_HINT = "run devtools/stack/install.sh"
+# Every stack process listens on loopback only: the stack is for one developer's machine.
+LOOPBACK = "127.0.0.1"
+# Where a stack operation reports what it does (click.echo, or a test's list.append).
+Echo = Callable[[str], None]
 
 
 class StackError(RuntimeError):

@@ -6,7 +6,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,18 +15,15 @@ from psycopg.conninfo import conninfo_to_dict
 
 from devtools.stack import processes
 from devtools.stack.layout import StackLayout
-from devtools.stack.model import INSTALL_HINT, ComponentStatus, StackError
+from devtools.stack.model import INSTALL_HINT, LOOPBACK, ComponentStatus, Echo, StackError
 from services.core.settings import Settings
 
-LOOPBACK = "127.0.0.1"
 SERVER_USER = "postgres"  # the OS user that owns the cluster; Postgres refuses to run as root
 SUPERUSER = "postgres"  # the cluster's bootstrap superuser, reached only over the unix socket
 HEALTH_TIMEOUT_S = 30.0
 CONF_NAME = "coursecast.conf"
 # A unix socket path is limited to 107 bytes (sun_path); ".s.PGSQL.<port>" is appended to the dir.
 SOCKET_PATH_MAX = 107
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -14,18 +13,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from devtools.stack import processes
 from devtools.stack.layout import StackLayout
-from devtools.stack.model import ComponentStatus, StackError
+from devtools.stack.model import LOOPBACK, ComponentStatus, Echo, StackError
 from services.core import storage
 from services.core.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-LOOPBACK = "127.0.0.1"
 HEALTH_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
-
-Echo = Callable[[str], None]
 
 
 def _endpoint(settings: Settings) -> tuple[str, int] | None:

@@ -29,7 +29,7 @@ from services.core.kafka_config import consumer_config, producer_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
 from services.projector.pipeline import OrderedBatchWriter
-from services.projector.store import BatchOutcome, JobStore, LogRecord
+from services.projector.store import BatchOutcome, EventCounts, JobStore, LogRecord
 
 log = logging.getLogger("coursecast.projector")
 
@@ -37,15 +37,11 @@ POLL_TIMEOUT_S = 0.5
 
 
 @dataclass
-class ProjectorStats:
+class ProjectorStats(EventCounts):
     """Running totals, for logs and tests."""
 
     batches: int = 0
-    applied: int = 0
-    rejected: int = 0
-    duplicates: int = 0
     dead_lettered: int = 0
-    refused: int = 0
 
 
 class Projector:
@@ -143,10 +139,7 @@ class Projector:
             # Harmless: Postgres already holds these offsets, and the next owner seeks to them.
             log.info("kafka commit skipped (%s); postgres offsets remain authoritative", exc)
         self.stats.batches += 1
-        self.stats.applied += outcome.applied
-        self.stats.rejected += outcome.rejected
-        self.stats.duplicates += outcome.duplicates
-        self.stats.refused += outcome.refused
+        self.stats.count(outcome)
         if self._on_batch is not None:
             self._on_batch(outcome)
 

@@ -136,23 +136,53 @@ class LogRecord:
 
 
 @dataclass
-class BatchOutcome:
-    """What one batch did: counts for metrics and logs."""
+class EventCounts:
+    """How many events were applied, rejected by the state machine, skipped as duplicates, or
+    refused by Postgres: one batch's (BatchOutcome) or a projector's since it started."""
 
     applied: int = 0
     rejected: int = 0
     duplicates: int = 0
-    already_applied: int = 0
     refused: int = 0
-    changed_jobs: set[UUID] = field(default_factory=set)
 
-    def add(self, other: BatchOutcome) -> None:
-        """Count `other` (a part of this batch) in this outcome."""
+    def count(self, other: EventCounts) -> None:
+        """Add `other`'s counts to these."""
         self.applied += other.applied
         self.rejected += other.rejected
         self.duplicates += other.duplicates
         self.refused += other.refused
+
+
+@dataclass
+class BatchOutcome(EventCounts):
+    """What one batch did: counts for metrics and logs."""
+
+    already_applied: int = 0
+    changed_jobs: set[UUID] = field(default_factory=set)
+
+    def add(self, other: BatchOutcome) -> None:
+        """Count `other` (a part of this batch) in this outcome."""
+        self.count(other)
         self.changed_jobs |= other.changed_jobs
+
+
+@dataclass
+class _BatchWork:
+    """A batch's work so far: each job's state, the event ids already stored, what it did."""
+
+    states: dict[UUID, JobState]
+    known: set[UUID]
+    outcome: BatchOutcome
+
+    def trial(self) -> _BatchWork:
+        """A copy to try a part of the batch on; `absorb` it if that part is kept."""
+        return _BatchWork(dict(self.states), set(self.known), BatchOutcome())
+
+    def absorb(self, trial: _BatchWork) -> None:
+        """Keep what `trial` did."""
+        self.states.update(trial.states)
+        self.known |= trial.known
+        self.outcome.add(trial.outcome)
 
 
 class JobStore:
@@ -297,23 +327,19 @@ class JobStore:
         states = self._cache.get_many(partition_of)
         states.update(self._load_jobs(set(partition_of) - set(states)))
 
+        work = _BatchWork(states, known, outcome)
         if isolate:
-            self._apply_isolating(fresh, states, known, outcome)
+            self._apply_isolating(fresh, work)
         else:
-            self._apply_records(fresh, states, known, outcome)
+            self._apply_records(fresh, work)
         advanced = {p: max(o, stored.get(p, 0)) for p, o in next_offsets.items()}
         self._store_offsets(advanced)
         self._notify(outcome.changed_jobs)
         self._cache.remember(states, partition_of, advanced)
 
-    def _apply_records(
-        self,
-        records: Sequence[LogRecord],
-        states: dict[UUID, JobState],
-        known: set[UUID],
-        outcome: BatchOutcome,
-    ) -> None:
-        """Run `records` through the state machine from `states` and write what they did."""
+    def _apply_records(self, records: Sequence[LogRecord], work: _BatchWork) -> None:
+        """Run `records` through the state machine from `work.states` and write what they did."""
+        states, known, outcome = work.states, work.known, work.outcome
         new_events: list[LogRecord] = []
         rejections: list[tuple[Envelope, Rejection, JobState | None]] = []
         changed: set[UUID] = set()
@@ -340,13 +366,7 @@ class JobStore:
         outcome.rejected += len(rejections)
         outcome.changed_jobs |= changed
 
-    def _apply_isolating(
-        self,
-        records: Sequence[LogRecord],
-        states: dict[UUID, JobState],
-        known: set[UUID],
-        outcome: BatchOutcome,
-    ) -> None:
+    def _apply_isolating(self, records: Sequence[LogRecord], work: _BatchWork) -> None:
         """Apply `records` in order, setting aside each event Postgres refuses.
 
         A part is tried under a savepoint, from the states the parts before it left; if Postgres
@@ -355,22 +375,20 @@ class JobStore:
         """
         if not records:
             return
-        trial_states, trial_known, trial = dict(states), set(known), BatchOutcome()
+        trial = work.trial()
         try:
             with self._conn.transaction():  # a savepoint inside the batch's transaction
-                self._apply_records(records, trial_states, trial_known, trial)
+                self._apply_records(records, trial)
         except REFUSALS as exc:
             if len(records) == 1:
                 self._record_refusal(records[0], exc)
-                outcome.refused += 1
+                work.outcome.refused += 1
                 return
             middle = len(records) // 2
-            self._apply_isolating(records[:middle], states, known, outcome)
-            self._apply_isolating(records[middle:], states, known, outcome)
+            self._apply_isolating(records[:middle], work)
+            self._apply_isolating(records[middle:], work)
             return
-        states.update(trial_states)
-        known |= trial_known
-        outcome.add(trial)
+        work.absorb(trial)
 
     def _record_refusal(self, record: LogRecord, error: psycopg.Error) -> None:
         e = record.envelope
