@@ -78,6 +78,24 @@ def transactional_producer_config(settings: Settings, role: str, transactional_i
     return config
 
 
+def request_producer_config(settings: Settings, role: str, transactional_id: str) -> dict[str, Any]:
+    """Transactional producer settings for a process that publishes while a client waits (the api):
+    every Kafka call is bounded by settings.api_kafka_timeout_s, so an unreachable broker becomes a
+    quick 503 instead of a request that hangs. (services/api/publisher.py builds the same today.)"""
+    timeout_ms = int(settings.api_kafka_timeout_s * 1000)
+    config = transactional_producer_config(settings, role, transactional_id)
+    config.update(
+        {
+            # A request waits at most this long for acknowledgements before it answers 503.
+            "delivery.timeout.ms": timeout_ms,
+            "transaction.timeout.ms": max(timeout_ms, 60_000),
+            "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
+            "linger.ms": 0,
+        }
+    )
+    return config
+
+
 def consumer_config(settings: Settings, group_id: str, role: str) -> dict[str, Any]:
     """Consumer settings: an offset moves only after the message's effects are durable."""
     return {

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import faust
 
+from services.api.publisher import Publisher
 from services.core import bus
 from services.core.kafka_config import (
     WATCHDOG_ISOLATION_LEVEL,
     consumer_config,
     producer_config,
     reader_config,
+    request_producer_config,
     transactional_producer_config,
     watchdog_app_config,
     watchdog_probe_config,
@@ -64,3 +66,18 @@ def test_the_watchdogs_probe_reads_what_faust_applies_and_every_other_consumer_r
     # faust-streaming's worker consumer reads uncommitted unless the app is exactly-once.
     assert probe["isolation.level"] == WATCHDOG_ISOLATION_LEVEL == "read_uncommitted"
     assert probe["enable.auto.commit"] is False
+
+
+def test_the_api_producer_settings_bound_every_kafka_call_of_a_request() -> None:
+    settings = Settings(api_kafka_timeout_s=4.0)
+    config = request_producer_config(settings, "api", "tx-1")
+    assert (config["acks"], config["enable.idempotence"], config["transactional.id"]) == ("all", True, "tx-1")
+    assert config["delivery.timeout.ms"] == 4_000
+    assert config["socket.connection.setup.timeout.ms"] <= config["delivery.timeout.ms"]
+    # librdkafka refuses a transaction timeout shorter than the delivery timeout.
+    assert config["transaction.timeout.ms"] >= config["delivery.timeout.ms"]
+    # The api's publisher asks for exactly these settings, bar its own ids.
+    own = Publisher(settings)._config()
+    assert {k: v for k, v in own.items() if k not in ("client.id", "transactional.id")} == {
+        k: v for k, v in config.items() if k not in ("client.id", "transactional.id")
+    }
