@@ -26,7 +26,7 @@ DELIVERY_TIMEOUT_MS = 25_000
 
 # G2 without false verdicts: the watchdog reads the events log uncommitted, for two reasons.
 # - A read_committed consumer stops at the last stable offset: every record behind a transaction
-#   still open (the api's JobQueued + PublishCourse, a verdict, an encoder's retry, or a dead
+#   still open (the api's JobQueued + PublishCourse, a verdict, an encoder's takeover, or a dead
 #   producer's transaction until the broker aborts it) is withheld, heartbeats of unrelated jobs on
 #   the same partition included. The watchdog must see a live worker's heartbeat as soon as it is
 #   written, or it cannot catch up with the log (catchup.py) and would judge that worker late or,
