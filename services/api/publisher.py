@@ -16,6 +16,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 
+from services.core.kafka_config import request_bounds
 from services.core.messages import Envelope
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher, TransactionFailedError
@@ -38,7 +39,6 @@ class Publisher:
     """One transactional producer per api process; transactions run one at a time under a lock."""
 
     def __init__(self, settings: Settings) -> None:
-        timeout_ms = int(settings.api_kafka_timeout_s * 1000)
         # A transactional id unique to this process: each api transaction is self-contained (a new job
         # id, or one command), so there is no zombie to fence across restarts.
         tx_id = f"coursecast-api-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -47,13 +47,8 @@ class Publisher:
             "api",
             tx_id,
             timeout_s=settings.api_kafka_timeout_s,
-            overrides={
-                # A request waits at most this long for acknowledgements before it answers 503.
-                "delivery.timeout.ms": timeout_ms,
-                "transaction.timeout.ms": max(timeout_ms, 60_000),
-                "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
-                "linger.ms": 0,
-            },
+            # Every Kafka call of a request is bounded by COURSECAST_API_KAFKA_TIMEOUT_S.
+            overrides=request_bounds(settings),
         )
 
     def publish(self, batches: Sequence[tuple[str, Envelope]]) -> None:

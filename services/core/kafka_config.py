@@ -78,22 +78,19 @@ def transactional_producer_config(settings: Settings, role: str, transactional_i
     return config
 
 
-def request_producer_config(settings: Settings, role: str, transactional_id: str) -> dict[str, Any]:
-    """Transactional producer settings for a process that publishes while a client waits (the api):
+def request_bounds(settings: Settings) -> dict[str, Any]:
+    """What a transactional producer changes when it publishes while a client waits (the api's):
     every Kafka call is bounded by settings.api_kafka_timeout_s, so an unreachable broker becomes a
-    quick 503 instead of a request that hangs. (services/api/publisher.py builds the same today.)"""
+    quick 503 instead of a request that hangs."""
     timeout_ms = int(settings.api_kafka_timeout_s * 1000)
-    config = transactional_producer_config(settings, role, transactional_id)
-    config.update(
-        {
-            # A request waits at most this long for acknowledgements before it answers 503.
-            "delivery.timeout.ms": timeout_ms,
-            "transaction.timeout.ms": max(timeout_ms, 60_000),
-            "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
-            "linger.ms": 0,
-        }
-    )
-    return config
+    return {
+        # A request waits at most this long for acknowledgements before it answers 503.
+        "delivery.timeout.ms": timeout_ms,
+        # librdkafka refuses a transaction timeout shorter than the delivery timeout.
+        "transaction.timeout.ms": max(timeout_ms, 60_000),
+        "socket.connection.setup.timeout.ms": min(timeout_ms, 10_000),
+        "linger.ms": 0,
+    }
 
 
 def consumer_config(settings: Settings, group_id: str, role: str) -> dict[str, Any]:
