@@ -18,7 +18,7 @@ from uuid import UUID
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from services.core import codec
-from services.core.kafka_config import consumer_config
+from services.core.kafka_config import reader_config
 from services.core.messages import carries
 from services.core.payloads import CancelJob
 from services.core.settings import Settings
@@ -36,8 +36,7 @@ class CancelWatcher:
         self._topic = settings.commands_topic
         group = f"{settings.encoder_group_id}-cancel-{uuid.uuid4().hex[:12]}"
         # partition EOF tells the watcher it has read everything queued behind the job's command.
-        config = {**consumer_config(settings, group, "encoder-cancel"), "enable.partition.eof": True}
-        self._consumer = Consumer(config)
+        self._consumer = Consumer(reader_config(settings, group, "encoder-cancel"))
         self._caught_up = threading.Event()
         self._lock = threading.Lock()
         self._wanted: tuple[UUID, TopicPartition | None] | None = None
