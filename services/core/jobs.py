@@ -1,6 +1,6 @@
 """The publish-job state machine: a pure function of (state, event) to a new state or a named rejection.
 
-This module is the whole of DESIGN.md's transition table and nothing else: no I/O, no clock, no
+This module is the whole of the job state machine (docs/guarantees.md) and nothing else: no I/O, no clock, no
 randomness. Every timestamp it writes comes from the event itself, so replaying the log rebuilds the
 same table (G4). Rules are named checks; each refusal is a named rejection with a readable reason.
 
@@ -164,7 +164,7 @@ def _birth(event: Envelope) -> Outcome:
 
 
 def _transition(state: JobState, event: Envelope) -> JobState | None:
-    """The table of DESIGN.md, row by row; None means the pair (status, event) has no row."""
+    """The transition table of docs/guarantees.md, row by row; None means the pair (status, event) has no row."""
     changes = _changes(state, event)
     if changes is None:
         return None

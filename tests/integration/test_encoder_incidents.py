@@ -1,4 +1,4 @@
-"""The two production incidents of DESIGN.md, replayed against the encoder as acceptance tests.
+"""The two production incidents (docs/reliability.md), replayed against the encoder as acceptance tests.
 
 Long encodes are made cheap on the shared 2-core machine honestly: the clip is small (320x180) and
 the encoder reads it at its native frame rate (COURSECAST_ENCODER_REALTIME_INPUT, ffmpeg `-re`), so
