@@ -164,7 +164,7 @@ def _birth(event: Envelope) -> Outcome:
 
 
 def _transition(state: JobState, event: Envelope) -> JobState | None:
-    """The transition table of docs/guarantees.md, row by row; None means the pair (status, event) has no row."""
+    """The transition table (docs/guarantees.md), row by row; None: the pair (status, event) has no row."""
     changes = _changes(state, event)
     if changes is None:
         return None

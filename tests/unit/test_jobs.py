@@ -1,4 +1,4 @@
-"""The job state machine: the transition table of docs/guarantees.md, its invariants, and the seed incident."""
+"""The job state machine: its transition table (docs/guarantees.md), its invariants, the seed incident."""
 
 from __future__ import annotations
 
