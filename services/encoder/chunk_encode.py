@@ -17,6 +17,10 @@ Timestamps are continuous across chunks without re-encoding at stitch time:
 Keyframes are forced every SEGMENT_S seconds of the chunk's own time (`t` in force_key_frames is
 before the offset); as chunks start at multiples of SEGMENT_S, those are the lecture's segment
 boundaries, and every segment (TS, self-contained: PAT/PMT and SPS/PPS at each keyframe) starts one.
+
+TS continuity counters, which every chunk's muxer starts at 0, are made to run on across the seams
+at stitch time by shifting them in the segment files (make_counters_continuous, ts_continuity): a
+rewrite of one nibble per packet, not an encode.
 """
 
 from __future__ import annotations
