@@ -17,21 +17,27 @@ Timestamps are continuous across chunks without re-encoding at stitch time:
 Keyframes are forced every SEGMENT_S seconds of the chunk's own time (`t` in force_key_frames is
 before the offset); as chunks start at multiples of SEGMENT_S, those are the lecture's segment
 boundaries, and every segment (TS, self-contained: PAT/PMT and SPS/PPS at each keyframe) starts one.
+
+TS continuity counters, which every chunk's muxer starts at 0, are made to run on across the seams
+at stitch time by shifting them in the segment files (make_counters_continuous, ts_continuity): a
+rewrite of one nibble per packet, not an encode.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
 from services.core import mediaprobe
+from services.encoder import ts_continuity
 from services.encoder.chunking import Chunk
 from services.encoder.errors import AttemptError
 from services.encoder.ladder import AUDIO_BITRATE, MASTER_NAME, PLAYLIST_NAME, SEGMENT_S, Rendition
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser
-from services.encoder.stitch import ChunkPlaylist, master_playlist, stitch
+from services.encoder.stitch import ChunkPlaylist, master_playlist, parse_media_playlist, stitch
 
 # Added to every timestamp of a chunked lecture, video and audio alike (see the module docstring).
 TIMELINE_OFFSET_S: Final = 10
@@ -196,13 +202,18 @@ def write_stitched(
 ) -> Path:
     """Stitch every video rendition's chunk playlists into `<v>/index.m3u8`, rewrite the audio's as
     `audio/index.m3u8` (same header rules), and write the master; returns the master's path.
-    Raises stitch.StitchError if a chunk is missing or does not last its planned span."""
+    Before a rendition's playlist is written, its segments' TS continuity counters are made to run
+    on across the seams (make_counters_continuous), so the playlist only ever names a continuous
+    stream. Raises stitch.StitchError if a chunk is missing or does not last its planned span
+    (before any segment is touched), ts_continuity.TsError if a segment is not MPEG-TS."""
     videos = [r for r in ladder if r.width]
     video_uris: list[str] = []
     for v in range(len(videos)):
         folder = out_dir / str(v)
         parts = [ChunkPlaylist(c, (folder / chunk_playlist_name(c.index)).read_text()) for c in chunks]
-        (folder / PLAYLIST_NAME).write_text(stitch(parts))
+        text = stitch(parts)
+        make_counters_continuous(folder, [s.uri for s in parse_media_playlist(text)])
+        (folder / PLAYLIST_NAME).write_text(text)
         video_uris.append(f"{v}/{PLAYLIST_NAME}")
     audio_uri = None
     if has_audio:
@@ -213,6 +224,27 @@ def write_stitched(
     master = out_dir / MASTER_NAME
     master.write_text(master_playlist(ladder, video_uris, audio_uri))
     return master
+
+
+def make_counters_continuous(folder: Path, uris: Sequence[str]) -> int:
+    """Shift the TS continuity counters of the segments `uris` (in playlist order, relative to
+    `folder`) so that each PID's counter runs on from one segment to the next, as one muxer would
+    have written them (ts_continuity); returns how many segment files were rewritten.
+
+    Planned per segment, not per chunk: inside a chunk the shift is the same for every segment, and
+    the plan is made from the files as they are, so running this again, after a crash between two
+    segments or after it finished, rewrites only what is still off (nothing the second time). Each
+    file is replaced whole (written aside, then renamed), never left half-rewritten."""
+    paths = [folder / uri for uri in uris]
+    summaries = [ts_continuity.summarize(path.read_bytes()) for path in paths]
+    rewritten = 0
+    for path, shifts in zip(paths, ts_continuity.plan_shifts(summaries), strict=True):
+        if shifts:
+            aside = path.with_name(path.name + ".part")
+            aside.write_bytes(ts_continuity.shift_counters(path.read_bytes(), shifts))
+            os.replace(aside, path)
+            rewritten += 1
+    return rewritten
 
 
 def _seconds(value: float) -> str:
