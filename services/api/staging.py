@@ -102,6 +102,39 @@ def check_image_size(head: bytes, filename: str, max_pixels: int) -> None:
         )
 
 
+def sniff_media(head: bytes, filename: str, *, video: bool) -> str:
+    """The content type `head` announces for a video (or an image); a problem document when it is not one.
+
+    The one check of a file's first bytes, for files in a course form and for direct uploads alike:
+    415 for a video that is not a known container, 422 for an image that is not a JPEG, PNG or WebP.
+    """
+    kind = sniff_video(head) if video else sniff_image(head)
+    if kind is None:
+        what = "a video (MP4, MOV, WebM, MKV, AVI, MPEG-TS)" if video else "a JPEG, PNG or WebP image"
+        raise ProblemError(
+            415 if video else 422,
+            "not-a-video" if video else "not-an-image",
+            f"{display_name(filename)!r} is not {what}: its first bytes say otherwise",
+            filename=display_name(filename),
+        )
+    return kind
+
+
+async def check_has_video(
+    s3: S3Client, bucket: str, key: str, filename: str, window_bytes: int, timeout_s: float
+) -> None:
+    """415 unless ffprobe, reading the staged object's local copy, finds a video stream in it."""
+    streams = await probe_staged(s3, bucket, key, window_bytes, timeout_s)
+    if not streams or not any(s.get("codec_type") == "video" for s in streams):
+        raise ProblemError(
+            415,
+            "not-a-video",
+            f"{display_name(filename)!r} looks like a video container but ffprobe finds no video stream"
+            " in it",
+            filename=display_name(filename),
+        )
+
+
 async def probe_staged(
     s3: S3Client, bucket: str, key: str, window_bytes: int, timeout_s: float
 ) -> list[dict[str, Any]] | None:

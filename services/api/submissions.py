@@ -32,12 +32,11 @@ from services.api.publisher import KafkaUnavailableError
 from services.api.runtime import Services
 from services.api.staging import (
     StagedObject,
+    check_has_video,
     check_image_size,
     display_name,
-    probe_staged,
     safe_key_name,
-    sniff_image,
-    sniff_video,
+    sniff_media,
 )
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import new_message
@@ -166,21 +165,8 @@ class CourseSubmission:
                     self._sniff(staged)
 
     def _sniff(self, staged: StagedObject) -> None:
-        head = bytes(staged.head)
-        kind = sniff_video(head) if staged.form_field == "videos" else sniff_image(head)
-        if kind is None:
-            what = (
-                "a video (MP4, MOV, WebM, MKV, AVI, MPEG-TS)"
-                if staged.form_field == "videos"
-                else "a JPEG, PNG or WebP image"
-            )
-            raise ProblemError(
-                415 if staged.form_field == "videos" else 422,
-                "not-a-video" if staged.form_field == "videos" else "not-an-image",
-                f"{display_name(staged.filename)!r} is not {what}: its first bytes say otherwise",
-                filename=display_name(staged.filename),
-            )
-        staged.content_type = kind
+        video = staged.form_field == "videos"
+        staged.content_type = sniff_media(bytes(staged.head), staged.filename, video=video)
         staged.sniffed = True
 
     # --- checks after the body -----------------------------------------------------------------
@@ -246,21 +232,14 @@ class CourseSubmission:
         return name, curriculum
 
     async def _probe(self, staged: StagedObject) -> None:
-        streams = await probe_staged(
+        await check_has_video(
             self.services.s3,
             staged.bucket,
             staged.key,
+            staged.filename,
             self.settings.api_probe_window_bytes,
             self.settings.probe_timeout_s,
         )
-        if not streams or not any(s.get("codec_type") == "video" for s in streams):
-            raise ProblemError(
-                415,
-                "not-a-video",
-                f"{display_name(staged.filename)!r} looks like a video container but ffprobe finds no video"
-                " stream in it",
-                filename=display_name(staged.filename),
-            )
 
     # --- publishing ------------------------------------------------------------------------------
 

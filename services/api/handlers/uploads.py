@@ -28,14 +28,7 @@ from services.api.auth import User
 from services.api.db import AsyncConn
 from services.api.problems import ProblemError, too_large
 from services.api.runtime import Services
-from services.api.staging import (
-    check_image_size,
-    display_name,
-    probe_staged,
-    safe_key_name,
-    sniff_image,
-    sniff_video,
-)
+from services.api.staging import check_has_video, check_image_size, display_name, safe_key_name, sniff_media
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -205,32 +198,23 @@ async def complete_upload(
         problem = ProblemError(
             422, "size-mismatch", f"the upload has {size} bytes, {row['size_bytes']} were announced"
         )
-    elif row["kind"] == "video":
-        if sniff_video(first) is None:
-            problem = ProblemError(
-                415, "not-a-video", f"{row['filename']!r} is not a video: its first bytes say otherwise"
-            )
-        else:
-            streams = await probe_staged(
-                s3, bucket, key, settings.api_probe_window_bytes, settings.probe_timeout_s
-            )
-            if not streams or not any(s.get("codec_type") == "video" for s in streams):
-                problem = ProblemError(
-                    415, "not-a-video", f"ffprobe finds no video stream in {row['filename']!r}"
-                )
-    elif sniff_image(first) is None:
-        problem = ProblemError(422, "not-an-image", f"{row['filename']!r} is not a JPEG, PNG or WebP image")
     else:
+        # The same checks as a file sent in the course form: its first bytes, ffprobe for a video,
+        # the header's pixel count for an image.
+        filename, video = str(row["filename"]), row["kind"] == "video"
         try:
-            check_image_size(first, str(row["filename"]), settings.max_image_pixels)
+            content_type = sniff_media(first, filename, video=video)
+            if video:
+                await check_has_video(
+                    s3, bucket, key, filename, settings.api_probe_window_bytes, settings.probe_timeout_s
+                )
+            else:
+                check_image_size(first, filename, settings.max_image_pixels)
         except ProblemError as refused:
             problem = refused
     if problem is not None:
         await _expire(services, db, row)
         raise problem
-    content_type = (sniff_video(first) if row["kind"] == "video" else sniff_image(first)) or str(
-        row["content_type"]
-    )
     async with db.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "UPDATE api_uploads SET state = 'completed', content_type = %s WHERE upload_id = %s RETURNING *",

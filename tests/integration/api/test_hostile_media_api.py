@@ -42,6 +42,7 @@ def test_a_playlist_or_polyglot_disguised_as_mp4_gets_415_with_no_outbound_reque
         assert answer.status_code == 415, answer.text
         assert answer.headers["content-type"].startswith(PROBLEM)
         assert answer.json()["type"].endswith("not-a-video"), answer.json()
+        assert answer.json()["filename"] == "lecture.mp4"  # one check serves both routes
 
 
 def test_a_16000_pixel_square_thumbnail_is_refused_at_upload_with_422(
