@@ -43,7 +43,7 @@ def _timed(argvs: list[list[str]]) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chunked")
+    parser = argparse.ArgumentParser(prog="python -m bench chunked")
     parser.add_argument("--seconds", type=int, default=720)
     parser.add_argument("--size", default="640x360")
     parser.add_argument("--fps", type=int, default=10)
