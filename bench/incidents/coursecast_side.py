@@ -28,9 +28,8 @@ from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
 from services.core.jobs import JobState
 from services.core.settings import PROJECT_ROOT, Settings, environment
 from services.core.storage import s3_client
-from services.projector.store import JobStore
 from tests.support.encoder import FAST, queue_job, send
-from tests.support.observe import count_events, ffmpeg_processes, log_lines, wait_for
+from tests.support.observe import count_events, ffmpeg_processes, log_lines, stored_events, wait_for
 from tests.support.projector import isolated
 from tests.support.services import start_encoder, start_projector, stop
 from tests.support.staging import new_job_id, stage_course
@@ -80,18 +79,7 @@ class Services:
 
     def events(self, job_id: UUID) -> list[tuple[str, datetime, str | None]]:
         """(type, occurred_at, rejection) of every event of the job the projector stored, in log order."""
-        store = JobStore.open(
-            self.settings.database_url, self.settings.database_schema, self.settings.events_topic
-        )
-        try:
-            rows = store.connection.execute(
-                "SELECT e.type, e.occurred_at, r.rejection FROM job_events e"
-                " LEFT JOIN rejected_events r USING (event_id) WHERE e.job_id = %s ORDER BY e.kafka_offset",
-                (job_id,),
-            ).fetchall()
-        finally:
-            store.close()
-        return [(row[0], row[1], row[2]) for row in rows]
+        return [(kind, at, rejection) for kind, _, at, rejection in stored_events(self.settings, job_id)]
 
 
 @contextmanager
@@ -188,19 +176,8 @@ def time_limit(settings: Settings, workdir: Path, clip: Path) -> StoppedEncodeFi
             limit_logged = count_events(services.encoder_logs[0], "ffmpeg_stopped", reason="timeout") >= 1
     started_at = next(at for kind, at, rejection in events if kind == "JobStarted" and rejection is None)
     limit_at = started_at.timestamp() + TIME_LIMIT_S
-    ended_at = next(at for kind, at, rejection in events if kind in ENDINGS and rejection is None)
-    return StoppedEncodeFigures(
-        cause=f"hard time limit {TIME_LIMIT_S:g} s",
-        final_status=job.status.value,
-        error_type=job.error_type,
-        error_message=job.error_message,
-        unexplained_s=max(0.0, ended_at.timestamp() - limit_at),
-        explained=job.error_message is not None,
-        endings_recorded=sum(1 for kind, _, rejection in events if kind in ENDINGS and rejection is None),
-        ffmpeg_left=ffmpeg_left,
-        cause_logged=limit_logged,
-        duration_s=time.monotonic() - began,
-    )
+    cause = f"hard time limit {TIME_LIMIT_S:g} s"
+    return _stopped_figures(cause, job, events, limit_at, ffmpeg_left, limit_logged, began)
 
 
 def worker_killed(settings: Settings, workdir: Path, clip: Path) -> StoppedEncodeFigures:
@@ -235,15 +212,29 @@ def worker_killed(settings: Settings, workdir: Path, clip: Path) -> StoppedEncod
             _clean_up_after_the_dead_encoder(job_id)
         verdict = f"verdict JobStalled for job {job_id}"
         cause_logged = verdict in (workdir / "watchdog.log").read_text(errors="replace")
-    ended_at = next(at for kind, at, rejection in events if kind in ENDINGS and rejection is None)
+    cause = "kill -9 of the process running the encode"
+    return _stopped_figures(cause, job, events, killed_at, ffmpeg_left, cause_logged, began)
+
+
+def _stopped_figures(
+    cause: str,
+    job: JobState,
+    events: list[tuple[str, datetime, str | None]],
+    stopped_at: float,
+    ffmpeg_left: int,
+    cause_logged: bool,
+    began: float,
+) -> StoppedEncodeFigures:
+    """The figures of a stopped encode from the job's row and its stored events (`stopped_at`: epoch s)."""
+    endings = [at for kind, at, rejection in events if kind in ENDINGS and rejection is None]
     return StoppedEncodeFigures(
-        cause="kill -9 of the process running the encode",
+        cause=cause,
         final_status=job.status.value,
         error_type=job.error_type,
         error_message=job.error_message,
-        unexplained_s=max(0.0, ended_at.timestamp() - killed_at),
+        unexplained_s=max(0.0, endings[0].timestamp() - stopped_at),
         explained=job.error_message is not None,
-        endings_recorded=sum(1 for kind, _, rejection in events if kind in ENDINGS and rejection is None),
+        endings_recorded=len(endings),
         ffmpeg_left=ffmpeg_left,
         cause_logged=cause_logged,
         duration_s=time.monotonic() - began,

@@ -205,18 +205,9 @@ def time_limit(
         row, unexplained_s = _watch(replica, job, limit_at, observe_s)
         endings = [line for line in replica.app_lines(job) if line.get("event") in ENDINGS]
         worker_log = replica.worker_log.read_text(errors="replace")
-    return StoppedEncodeFigures(
-        cause=f"hard time limit {TIME_LIMIT_S:g} s",
-        final_status=row["status"],
-        error_type=None,
-        error_message=row["error_message"],
-        unexplained_s=unexplained_s,
-        explained=row["error_message"] is not None,
-        endings_recorded=len(endings),
-        ffmpeg_left=ffmpeg_left,
-        cause_logged=f"Hard time limit ({TIME_LIMIT_S}s) exceeded for {TASK}[{job}]" in worker_log,
-        duration_s=time.monotonic() - started,
-    )
+    logged = f"Hard time limit ({TIME_LIMIT_S}s) exceeded for {TASK}[{job}]" in worker_log
+    cause = f"hard time limit {TIME_LIMIT_S:g} s"
+    return _stopped_figures(cause, row, unexplained_s, len(endings), ffmpeg_left, logged, started)
 
 
 def worker_killed(
@@ -245,16 +236,31 @@ def worker_killed(
         row, unexplained_s = _watch(replica, job, killed_at, observe_s)
         endings = [line for line in replica.app_lines(job) if line.get("event") in ENDINGS]
         worker_lines = replica.worker_log.read_text(errors="replace").splitlines()
+    logged = any(str(job) in line and "ERROR" in line for line in worker_lines)
+    cause = "kill -9 of the process running the encode"
+    return _stopped_figures(cause, row, unexplained_s, len(endings), ffmpeg_left, logged, started)
+
+
+def _stopped_figures(
+    cause: str,
+    row: dict[str, Any],
+    unexplained_s: float,
+    endings: int,
+    ffmpeg_left: int,
+    cause_logged: bool,
+    started: float,
+) -> StoppedEncodeFigures:
+    """The figures of a stopped encode from the replica's job row (it records no error type)."""
     return StoppedEncodeFigures(
-        cause="kill -9 of the process running the encode",
+        cause=cause,
         final_status=row["status"],
         error_type=None,
         error_message=row["error_message"],
         unexplained_s=unexplained_s,
         explained=row["error_message"] is not None,
-        endings_recorded=len(endings),
+        endings_recorded=endings,
         ffmpeg_left=ffmpeg_left,
-        cause_logged=any(str(job) in line and "ERROR" in line for line in worker_lines),
+        cause_logged=cause_logged,
         duration_s=time.monotonic() - started,
     )
 

@@ -52,14 +52,18 @@ class Encoded:
     stitch_s: float
 
 
-def _run(argv: list[str]) -> bytes:
-    done = subprocess.run(
+def _ffmpeg(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
         mediaprobe.die_with_parent(argv),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=300,
         check=False,
     )
+
+
+def _run(argv: list[str]) -> bytes:
+    done = _ffmpeg(argv)
     assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
     return done.stdout
 
@@ -325,13 +329,7 @@ def test_ffmpeg_reads_the_stitched_lecture_straight_through_without_a_complaint(
     for name, value in mediaprobe.input_options(PLAYLIST_DEMUXERS).items():
         argv += [f"-{name}", str(value)]
     argv += ["-i", mediaprobe.local_input(encoded.master), "-map", "0", "-c", "copy", "-f", "null", "-"]
-    done = subprocess.run(
-        mediaprobe.die_with_parent(argv),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
+    done = _ffmpeg(argv)
     log = done.stderr.decode("utf-8", "replace").splitlines()
     assert done.returncode == 0, log[-20:]
     complaints = [

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -94,18 +95,24 @@ def wait_for(
     raise AssertionError(f"job {job_id} not in {statuses} within {timeout_s} s; last row: {last}")
 
 
-def job_events(settings: Settings, job_id: UUID) -> list[tuple[str, int, str | None]]:
-    """(type, attempt, rejection or None) of every event of the job, in log order."""
+def stored_events(settings: Settings, job_id: UUID) -> list[tuple[str, int, datetime, str | None]]:
+    """(type, attempt, occurred_at, rejection or None) of every event of the job the projector
+    stored, in log order."""
     store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
     try:
         rows = store.connection.execute(
-            "SELECT e.type, e.attempt, r.rejection FROM job_events e"
+            "SELECT e.type, e.attempt, e.occurred_at, r.rejection FROM job_events e"
             " LEFT JOIN rejected_events r USING (event_id) WHERE e.job_id = %s ORDER BY e.kafka_offset",
             (job_id,),
         ).fetchall()
     finally:
         store.close()
-    return [(row[0], row[1], row[2]) for row in rows]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+
+def job_events(settings: Settings, job_id: UUID) -> list[tuple[str, int, str | None]]:
+    """(type, attempt, rejection or None) of every event of the job, in log order."""
+    return [(kind, attempt, rejection) for kind, attempt, _, rejection in stored_events(settings, job_id)]
 
 
 def longest_silence_s(settings: Settings, job_id: UUID, attempt: int) -> float:
