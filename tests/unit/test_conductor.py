@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from services.conductor.book import Book, slot_of, task_id_for
 from services.conductor.rules import Decision, Stitch, decide, lecture_published
 from services.core.jobs import JobStatus
-from services.core.messages import Envelope, MessageType, Payload, new_message
+from services.core.messages import Envelope, MessageType, Payload, carries, new_message
 from services.core.payloads import (
     CancelJob,
     CoursePlanned,
@@ -127,7 +127,7 @@ class World:
         return self.book.courses[self.course].state.status
 
     def encode_commands(self) -> list[Envelope[EncodeTask]]:
-        return [c for c in self.commands if isinstance(c.data, EncodeTask)]
+        return [c for c in self.commands if carries(c, EncodeTask)]
 
 
 def done() -> TaskCompleted:
@@ -200,7 +200,7 @@ def test_a_tasks_permanent_failure_fails_the_course_with_that_lectures_reason_an
     course = world.book.courses[world.course].state
     assert course.error_type == "invalid_media"
     assert course.error_message == 'Lecture 2 "Lecture 1" (part 1 of 3) failed: The video is damaged.'
-    failed = [e for e in world.log if isinstance(e.data, JobFailed) and e.job_id == world.course]
+    failed = [e for e in world.log if carries(e, JobFailed) and e.job_id == world.course]
     assert len(failed) == 1
     assert failed[0].data.retryable is False
     canceled = {c.job_id for c in world.commands if isinstance(c.data, CancelJob)}
