@@ -11,32 +11,12 @@ from the log on every assignment (G4), so the conductor keeps no state of its ow
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
-from uuid import UUID, uuid5
+from uuid import UUID
 
+from services.core.course_plan import Slot, slot_of
 from services.core.jobs import JobState, Rejection, apply
 from services.core.messages import Envelope
-from services.core.payloads import CoursePlanned, TaskSpec
-
-# A slot is one piece of a lecture's work as planned: which lecture, which media, which span. The task
-# that stands for it may change (a canceled task is replaced by a new one), the slot does not.
-Slot = tuple[int, str, int, float, float]
-# The namespace of task ids: a task's id is a function of its course, its slot and its generation,
-# so the planner and the conductor name the same task without asking anyone (and a replay too).
-TASK_NAMESPACE: Final = UUID("8f0e6a0c-4d1b-5b9e-a3c4-2f6d7e8a9b10")
-
-
-def slot_of(task: TaskSpec) -> Slot:
-    """The slot a task stands for."""
-    return (task.lecture_index, task.media, task.chunk_index, task.start_s, task.end_s)
-
-
-def task_id_for(course_job_id: UUID, slot: Slot, generation: int = 0) -> UUID:
-    """The id of the `generation`-th task of `slot` in a course (0: the one the plan names)."""
-    lecture, media, chunk, start, end = slot
-    return uuid5(
-        TASK_NAMESPACE, f"{course_job_id}/{lecture}/{media}/{chunk}/{start:.6f}/{end:.6f}/{generation}"
-    )
+from services.core.payloads import CoursePlanned
 
 
 @dataclass(slots=True)

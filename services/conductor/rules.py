@@ -23,7 +23,8 @@ from uuid import UUID
 
 import msgspec
 
-from services.conductor.book import Change, Course, slot_of, task_id_for
+from services.conductor.book import Change, Course
+from services.core.course_plan import slot_of, task_id_for
 from services.core.jobs import JobState, JobStatus
 from services.core.messages import Envelope, Payload, new_message
 from services.core.payloads import (
@@ -77,7 +78,7 @@ def decide(change: Change, *, producer: str = PRODUCER) -> Decision:
     task = change.after
     became = task.status if (change.before is None or change.before.status != task.status) else None
     if became == JobStatus.COMPLETED and task.task is not None:
-        return Decision(stitch=_lecture_if_whole(course, task.task.lecture_index))
+        return _lecture_if_whole(course, task.task.lecture_index, producer)
     if became == JobStatus.FAILED and task.task is not None:
         return Decision(messages=(_course_failed(course, task, change.event, producer),))
     return NOTHING
@@ -116,27 +117,55 @@ def _run_plan(course: Course, plan: CoursePlanned, producer: str) -> Decision:
     stitches: list[Stitch] = []
     for lecture in plan.lectures:
         if lecture.index not in {v.video_index for v in course.state.published}:
-            stitches += _lecture_if_whole(course, lecture.index)
+            ready = _lecture_if_whole(course, lecture.index, producer)
+            messages += ready.messages
+            stitches += ready.stitch
     return Decision(messages=tuple(messages), stitch=tuple(stitches))
 
 
-def _lecture_if_whole(course: Course, lecture_index: int) -> tuple[Stitch, ...]:
-    """The lecture's stitch when every slot of it has a completed task, else nothing."""
+def _lecture_if_whole(course: Course, lecture_index: int, producer: str) -> Decision:
+    """What publishes the lecture when every slot of it has a completed task, else nothing: a whole
+    lecture's task already wrote its master playlist (LecturePublished at once); chunks are stitched."""
     if course.plan is None:
-        return ()
+        return NOTHING
     tasks = [course.current_task(slot) for slot in course.lecture_slots(lecture_index)]
-    done = [t for t in tasks if t is not None and t.status == JobStatus.COMPLETED]
+    done = [t for t in tasks if t is not None and t.status == JobStatus.COMPLETED and t.task is not None]
     if not tasks or len(done) != len(tasks):
-        return ()
+        return NOTHING
     lecture = next(lecture for lecture in course.plan.lectures if lecture.index == lecture_index)
+    whole = [t for t in done if t.task is not None and t.task.media == "lecture"]
+    if whole:
+        video = _whole_lecture(lecture, whole[0])
+        if video is None:  # never from our encoder; a course must end rather than wait for ever
+            message = f'Lecture {lecture.index + 1} "{lecture.title}" was reported without its playlist.'
+            failed = JobFailed(error_type="incomplete_output", message=message, retryable=True)
+            return Decision(messages=(_course_message(course, failed, producer),))
+        stitch = Stitch(course.course_job_id, course.state.attempt, lecture, None, (whole[0],))
+        return Decision(messages=(lecture_published(stitch, video, producer),))
     audio = next((t for t in done if t.task is not None and t.task.media == "audio"), None)
-    video = tuple(
-        sorted(
-            (t for t in done if t.task is not None and t.task.media == "video"),
-            key=lambda t: t.task.chunk_index if t.task is not None else 0,
-        )
+    video_tasks = tuple(
+        sorted((t for t in done if t.task is not None and t.task.media == "video"), key=_chunk)
     )
-    return (Stitch(course.course_job_id, course.state.attempt, lecture, audio, video),)
+    return Decision(stitch=(Stitch(course.course_job_id, course.state.attempt, lecture, audio, video_tasks),))
+
+
+def _chunk(task: JobState) -> int:
+    return task.task.chunk_index if task.task is not None else 0
+
+
+def _whole_lecture(lecture: PlannedLecture, task: JobState) -> PublishedVideo | None:
+    """The published lecture a whole lecture's task reported, or None if its result lacks it."""
+    result = task.task_result
+    if result is None or result.master_playlist_url is None or result.thumbnail_url is None:
+        return None
+    return PublishedVideo(
+        video_index=lecture.index,
+        master_playlist_url=result.master_playlist_url,
+        renditions=result.renditions,
+        duration_s=result.duration_s,
+        thumbnail_url=result.thumbnail_url,
+        poster_url=result.poster_url,
+    )
 
 
 def _course_failed(course: Course, task: JobState, event: Envelope, producer: str) -> Envelope:

@@ -95,15 +95,18 @@ class PublishedVideo(msgspec.Struct, frozen=True, kw_only=True):
     poster_url: str | None
 
 
-TaskMedia = Literal["video", "audio"]
-"""What a task encodes: one chunk of a lecture's video ladder, or the lecture's whole audio."""
+TaskMedia = Literal["lecture", "video", "audio"]
+"""What a task encodes: a whole lecture (up to the chunk length: its ladder with its audio, thumbnail
+and poster, as one encode), or for a longer lecture one chunk of its video ladder, or its whole audio
+(with its thumbnail and poster)."""
 
 
 class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One piece of a course's work (docs/fan-out.md): what an encoder needs to run it, and nothing else.
 
-    A lecture is one audio task (it also takes the lecture's thumbnail and poster) and one video task
-    per chunk; a chunk is [start_s, end_s) of the lecture's timeline, cut on a segment boundary.
+    A lecture up to the chunk length is one "lecture" task. A longer one is one "audio" task (which
+    also takes the lecture's thumbnail and poster) and one "video" task per chunk; a chunk is
+    [start_s, end_s) of the lecture's timeline, cut on a segment boundary.
     """
 
     task_id: UUID
@@ -357,6 +360,8 @@ class TaskCompleted(Payload, frozen=True, kw_only=True):
     renditions: tuple[Rendition, ...]
     duration_s: float
     segment_count: int
+    # A "lecture" task's output is the published lecture itself: its master playlist.
+    master_playlist_url: str | None = None
     thumbnail_url: str | None = None
     poster_url: str | None = None
 

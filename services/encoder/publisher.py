@@ -18,12 +18,15 @@ from confluent_kafka import Producer
 
 from services.core import bus, codec
 from services.core.messages import Envelope, Payload, new_message
-from services.core.payloads import JobStalled, PublishCourse
+from services.core.payloads import EncodeTask, JobStalled, PublishCourse
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
 
 # A retry command is not run before this epoch time (seconds, as text); the consumer parks it until then.
 NOT_BEFORE_HEADER = "coursecast.not_before"
+
+# The commands that start an attempt: a course's (its planning, docs/fan-out.md) or a task's.
+WorkCommand = PublishCourse | EncodeTask
 
 
 class Publisher:
@@ -37,9 +40,11 @@ class Publisher:
         # A transactional id unique to this process (claims, not Kafka fencing, exclude zombies).
         self._atomic = AtomicPublisher(settings, "encoder", f"coursecast-encoder-{name}")
 
-    def event(self, data: Payload, job_id: UUID, attempt: int) -> None:
-        """Publish one event and wait for its acknowledgement."""
-        message = new_message(data, job_id=job_id, attempt=attempt, producer=self.name)
+    def event(self, data: Payload, job_id: UUID, attempt: int, course_job_id: UUID | None = None) -> None:
+        """Publish one event and wait for its acknowledgement (a task's names its course)."""
+        message = new_message(
+            data, job_id=job_id, attempt=attempt, producer=self.name, course_job_id=course_job_id
+        )
         with self._lock:
             bus.publish(self._producer, self._settings.events_topic, [message])
 
@@ -47,8 +52,8 @@ class Publisher:
         """Publish (topic, message) pairs in one Kafka transaction: all of them or none."""
         self._atomic.publish(batch)
 
-    def retry_command(self, command: Envelope[PublishCourse], next_attempt: int, not_before: float) -> None:
-        """Put the next attempt's PublishCourse on the retry topic, due at `not_before` (epoch s)."""
+    def retry_command(self, command: Envelope[WorkCommand], next_attempt: int, not_before: float) -> None:
+        """Put the next attempt's command on the retry topic, due at `not_before` (epoch s)."""
         message = next_command(command, next_attempt, self.name)
         record = bus.Record(
             self._settings.commands_retry_topic,
@@ -67,10 +72,12 @@ class AttemptEvents:
     publisher: Publisher
     job_id: UUID
     attempt: int
+    # The course a task's attempt belongs to; None for a course's own attempt.
+    course_job_id: UUID | None = None
 
     def publish(self, data: Payload) -> None:
         """Publish one event of this attempt and wait for its acknowledgement."""
-        self.publisher.event(data, self.job_id, self.attempt)
+        self.publisher.event(data, self.job_id, self.attempt, self.course_job_id)
 
     @property
     def log_extra(self) -> dict[str, Any]:
@@ -78,15 +85,24 @@ class AttemptEvents:
         return {"job_id": str(self.job_id), "attempt": self.attempt}
 
 
-def next_command(
-    command: Envelope[PublishCourse], next_attempt: int, producer: str
-) -> Envelope[PublishCourse]:
-    """The PublishCourse that runs `command`'s job again, as attempt `next_attempt` (pure)."""
-    return new_message(command.data, job_id=command.job_id, attempt=next_attempt, producer=producer)
+def next_command(command: Envelope[WorkCommand], next_attempt: int, producer: str) -> Envelope[WorkCommand]:
+    """The command that runs `command`'s job again, as attempt `next_attempt` (pure)."""
+    return new_message(
+        command.data,
+        job_id=command.job_id,
+        attempt=next_attempt,
+        producer=producer,
+        course_job_id=command.course_job_id,
+    )
 
 
 def stalled_event(
-    settings: Settings, job_id: UUID, stalled: int, next_attempt: int | None, producer: str
+    settings: Settings,
+    job_id: UUID,
+    stalled: int,
+    next_attempt: int | None,
+    producer: str,
+    course_job_id: UUID | None = None,
 ) -> Envelope[JobStalled]:
     """JobStalled for a dead worker's attempt `stalled`, saying whether the job runs again (pure)."""
     if next_attempt is not None:
@@ -102,4 +118,4 @@ def stalled_event(
             f"{settings.encoder_lease_s} s expired)." + outcome
         ),
     )
-    return new_message(data, job_id=job_id, attempt=stalled, producer=producer)
+    return new_message(data, job_id=job_id, attempt=stalled, producer=producer, course_job_id=course_job_id)

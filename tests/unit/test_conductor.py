@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.conductor.book import Book, slot_of, task_id_for
+from services.conductor.book import Book
 from services.conductor.rules import Decision, Stitch, decide, lecture_published
+from services.core.course_plan import LectureSource, plan_course, slot_of, task_id_for
 from services.core.jobs import JobStatus
 from services.core.messages import Envelope, MessageType, Payload, carries, new_message
 from services.core.payloads import (
@@ -26,44 +27,25 @@ from services.core.payloads import (
     JobRetryRequested,
     JobStalled,
     JobStarted,
-    PlannedLecture,
     PublishedVideo,
     Rendition,
     TaskCompleted,
     TaskQueued,
-    TaskSpec,
 )
 
 M = MessageType
 RENDITION = Rendition(name="360p", width=640, height=360, bandwidth=900_000, codecs="avc1.640028,mp4a.40.2")
 
 
-def plan_for(course: UUID, durations: list[float], chunk_s: float = 300) -> CoursePlanned:
-    """A plan as the planner makes it: per lecture, its audio task, then one video task per chunk."""
-    tasks: list[TaskSpec] = []
-    for index, duration in enumerate(durations):
-        spans = [(s, min(s + chunk_s, duration)) for s in range(0, int(duration), int(chunk_s))]
-        media_spans = [("audio", 0, 0.0, duration)] + [
-            ("video", i, float(a), b) for i, (a, b) in enumerate(spans)
-        ]
-        for media, chunk, start, end in media_spans:
-            slot = (index, media, chunk, start, end)
-            tasks.append(
-                TaskSpec(
-                    task_id=task_id_for(course, slot),
-                    lecture_index=index,
-                    media=media,  # type: ignore[arg-type]
-                    chunk_index=chunk,
-                    chunk_count=len(spans),
-                    start_s=start,
-                    end_s=end,
-                    source_key=f"staging/{course}/videos/{index}.mp4",
-                )
-            )
-    lectures = tuple(
-        PlannedLecture(index=i, title=f"Lecture {i}", duration_s=d) for i, d in enumerate(durations)
-    )
-    return CoursePlanned(lectures=lectures, tasks=tuple(tasks), chunk_s=int(chunk_s), segment_s=6)
+def plan_for(course: UUID, durations: list[float], chunk_s: int = 300) -> CoursePlanned:
+    """The planner's plan: a lecture up to 300 s is one task, a longer one audio + a task per chunk."""
+    lectures = [
+        LectureSource(
+            index=i, title=f"Lecture {i}", duration_s=d, source_key=f"staging/{course}/videos/{i}.mp4"
+        )
+        for i, d in enumerate(durations)
+    ]
+    return plan_course(course, lectures, chunk_s, 6)
 
 
 @dataclass
@@ -120,7 +102,21 @@ class World:
 
     def run_task(self, task_id: UUID, attempt: int = 1) -> None:
         self.task_event(task_id, JobStarted(worker="encoder-b"), attempt)
-        self.task_event(task_id, done(), attempt)
+        self.task_event(task_id, self.done(task_id), attempt)
+
+    def done(self, task_id: UUID) -> TaskCompleted:
+        """What an encoder reports for the task: a whole lecture's task names its master playlist."""
+        task = self.book.courses[self.course].tasks[task_id].task
+        assert task is not None
+        if task.media != "lecture":
+            return done()
+        prefix = f"hls/{task_id}/1/{task.lecture_index}/"
+        return msgspec.structs.replace(
+            done(),
+            output_prefix=prefix,
+            master_playlist_url=f"http://cdn.test/{prefix}master.m3u8",
+            thumbnail_url=f"http://cdn.test/{prefix}thumbnail.webp",
+        )
 
     @property
     def state(self) -> JobStatus:
@@ -147,14 +143,19 @@ def published(stitch: Stitch) -> PublishedVideo:
     )
 
 
-def test_a_plan_queues_every_task_with_its_command_keyed_to_spread_and_its_events_keyed_by_the_course() -> (
-    None
-):
+def test_a_plan_queues_every_task_with_a_command_keyed_to_spread_and_events_keyed_by_the_course() -> None:
     world = World()
     plan = world.start([60.0, 720.0])
     queued = [e for e in world.log if isinstance(e.data, TaskQueued)]
     assert [e.job_id for e in queued] == [t.task_id for t in plan.tasks]
-    assert len(plan.tasks) == 2 + 4  # lecture 0: audio + 1 chunk; lecture 1: audio + 3 chunks
+    # Lecture 0 (60 s) is one task; lecture 1 (720 s) is its audio and 3 chunks of 300, 300, 120 s.
+    assert [(t.lecture_index, t.media, t.start_s, t.end_s) for t in plan.tasks] == [
+        (0, "lecture", 0, 60),
+        (1, "audio", 0, 720),
+        (1, "video", 0, 300),
+        (1, "video", 300, 600),
+        (1, "video", 600, 720),
+    ]
     assert all(e.kafka_key() == str(world.course).encode() for e in queued)
     commands = world.encode_commands()
     assert [c.job_id for c in commands] == [t.task_id for t in plan.tasks]
@@ -170,7 +171,8 @@ def test_a_lecture_is_stitched_once_its_last_task_completes_and_the_course_compl
     random.Random(7).shuffle(order)
     for task in order:
         world.run_task(task.task_id)
-    assert sorted(s.lecture.index for s in world.stitches) == [0, 1]
+    # The whole lecture needs no stitch: its task wrote the master playlist; lecture 1 is stitched.
+    assert [s.lecture.index for s in world.stitches] == [1]
     lecture_1 = next(s for s in world.stitches if s.lecture.index == 1)
     assert lecture_1.audio is not None
     assert [t.task.chunk_index for t in lecture_1.video if t.task] == [
@@ -189,7 +191,7 @@ def test_a_tasks_permanent_failure_fails_the_course_with_that_lectures_reason_an
 ):
     world = World()
     plan = world.start([60.0, 720.0])
-    bad = plan.tasks[3]  # lecture 1, chunk 0
+    bad = plan.tasks[2]  # lecture 1, chunk 0
     world.run_task(plan.tasks[0].task_id)
     world.task_event(plan.tasks[2].task_id, JobStarted(worker="encoder-c"))
     world.task_event(bad.task_id, JobStarted(worker="encoder-b"))
@@ -250,11 +252,12 @@ def test_canceling_the_course_cancels_every_open_task() -> None:
     world.course_event(JobCanceled(requested_by="instructor-1"))
     canceled = {c.job_id for c in world.commands if isinstance(c.data, CancelJob)}
     assert canceled == {t.task_id for t in plan.tasks} - {plan.tasks[1].task_id}
+    assert world.state == JobStatus.CANCELED
 
 
 def test_events_the_state_machine_rejects_decide_nothing() -> None:
     world = World()
-    plan = world.start([60.0])
+    plan = world.start([60.0, 720.0])
     task = plan.tasks[1]
     world.run_task(task.task_id)
     count = (len(world.log), len(world.commands), len(world.stitches))
@@ -268,7 +271,7 @@ def test_events_the_state_machine_rejects_decide_nothing() -> None:
 def test_a_stalled_task_on_its_last_attempt_fails_the_course_like_a_failed_one() -> None:
     world = World()
     plan = world.start([60.0])
-    task = plan.tasks[1]
+    task = plan.tasks[0]
     world.task_event(task.task_id, JobStarted(worker="encoder-b"))
     stalled = JobStalled(
         last_heartbeat_at=None, stall_timeout_s=60, will_retry=False, message="The encoder went silent."
@@ -316,7 +319,7 @@ def test_any_order_of_task_ends_ends_the_course_once_and_every_lecture_is_stitch
                 task.task_id, JobFailed(error_type="encode_failed", message="boom", retryable=True)
             )
         else:
-            world.task_event(task.task_id, done())
+            world.task_event(task.task_id, world.done(task.task_id))
     ends = [e for e in world.log if e.job_id == world.course and e.type in (M.JOB_COMPLETED, M.JOB_FAILED)]
     accepted_end = world.state
     assert accepted_end == (JobStatus.FAILED if failing < len(order) else JobStatus.COMPLETED)
