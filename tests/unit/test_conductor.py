@@ -27,6 +27,7 @@ from services.core.payloads import (
     JobRetryRequested,
     JobStalled,
     JobStarted,
+    LecturePublished,
     PublishedVideo,
     Rendition,
     TaskCompleted,
@@ -324,10 +325,13 @@ def test_any_order_of_task_ends_ends_the_course_once_and_every_lecture_is_stitch
     accepted_end = world.state
     assert accepted_end == (JobStatus.FAILED if failing < len(order) else JobStatus.COMPLETED)
     assert len(ends) == 1
-    lectures = [s.lecture.index for s in world.stitches]
-    assert len(lectures) == len(set(lectures))
+    stitched = [s.lecture.index for s in world.stitches]
+    assert len(stitched) == len(set(stitched))
+    assert all(durations[index] > 300 for index in stitched)  # only chunked lectures need a stitch
+    published = [e.data.video.video_index for e in world.log if isinstance(e.data, LecturePublished)]
+    assert len(published) == len(set(published))
     if accepted_end == JobStatus.COMPLETED:
-        assert sorted(lectures) == list(range(len(durations)))
+        assert sorted(published) == list(range(len(durations)))
     course = world.book.courses[world.course].state
     assert (course.completed_at is not None) == (course.status == JobStatus.COMPLETED)
 
