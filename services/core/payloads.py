@@ -359,7 +359,6 @@ class TaskCompleted(Payload, frozen=True, kw_only=True):
     output_prefix: str
     renditions: tuple[Rendition, ...]
     duration_s: float
-    segment_count: int
     # A "lecture" task's output is the published lecture itself: its master playlist.
     master_playlist_url: str | None = None
     thumbnail_url: str | None = None

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     # long as the video and a long encode needs no CPU-heavy clip. Never set in production.
     encoder_realtime_input: bool = False
     encoder_upload_concurrency: int = Field(default=8, ge=1)
+    # Fan-out (docs/fan-out.md): a lecture longer than this is cut into chunks of about this length,
+    # each a task of its own that any encoder may run; the time limit is per task, so no course is
+    # too long for it. Rounded down to a multiple of the HLS segment length (6 s), at least one.
+    chunk_s: int = Field(default=300, ge=6)
     # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
     # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
     staging_cleanup_wait_s: float = Field(default=600.0, gt=0)

@@ -31,22 +31,19 @@ from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
 from services.core import faults
-from services.core.manifest import StagingManifest
-from services.core.messages import Envelope, Payload
+from services.core.manifest import MANIFEST_NAME, StagingManifest
+from services.core.messages import Envelope, Payload, carries
 from services.core.payloads import (
+    EncodeTask,
     JobCanceled,
-    JobCompleted,
     JobFailed,
-    JobOutputs,
     JobRetryScheduled,
     JobStarted,
-    PublishCourse,
 )
 from services.core.settings import Settings
 from services.core.storage import is_missing_object
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import ClaimStore, Decision
-from services.encoder.encode import Encode
 from services.encoder.errors import (
     AttemptError,
     CanceledError,
@@ -57,7 +54,8 @@ from services.encoder.errors import (
     missing_input,
 )
 from services.encoder.heartbeat import Heartbeat, Progress
-from services.encoder.publisher import AttemptEvents, Publisher, next_command, stalled_event
+from services.encoder.publisher import AttemptEvents, Publisher, WorkCommand, next_command, stalled_event
+from services.encoder.tasks import Planning, Steps, TaskWork
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -75,6 +73,7 @@ class Outcome(StrEnum):
     """How an attempt ended, for the consumer loop."""
 
     COMPLETED = "completed"
+    PLANNED = "planned"  # a course's attempt cut it into tasks: the conductor runs them now
     FAILED = "failed"
     RETRY_SCHEDULED = "retry_scheduled"
     CANCELED = "canceled"
@@ -103,7 +102,7 @@ class JobRunner:
     def __init__(
         self,
         settings: Settings,
-        command: Envelope[PublishCourse],
+        command: Envelope[WorkCommand],
         decision: Decision,
         claims: ClaimStore,
         publisher: Publisher,
@@ -115,6 +114,8 @@ class JobRunner:
         self.command = command
         self.decision = decision
         self.job_id = command.job_id
+        # The course a task belongs to (its events are keyed by it); None for a course's attempt.
+        self.course_job_id = command.course_job_id
         self.attempt = decision.attempt
         self.claims = claims
         self.publisher = publisher
@@ -148,31 +149,32 @@ class JobRunner:
             self.watcher.wait_caught_up(CANCEL_CATCH_UP_S)
             if (canceled := self.watcher.canceled(self.job_id)) is not None:
                 raise canceled
-            self.publisher.event(JobStarted(worker=self.publisher.name), self.job_id, self.attempt)
+            started = JobStarted(worker=self.publisher.name)
+            self.publisher.event(started, self.job_id, self.attempt, self.course_job_id)
             if not self.claims.mark_started(self.job_id, self.attempt):
                 raise ClaimLostError("claim taken over before the start")
             faults.reach("encoder.after_started")
-            events = AttemptEvents(self.publisher, self.job_id, self.attempt)
+            events = AttemptEvents(self.publisher, self.job_id, self.attempt, self.course_job_id)
             progress = Progress()
             heartbeat = Heartbeat(
                 self.settings, events, progress, self.claims, self._open_claims, self._fenced
             )
-            work = Encode(
-                self.settings,
-                self.s3,
-                events,
-                progress,
-                deadline=self._deadline,
-                should_stop=self._should_stop,
-            )
+            steps = Steps(self.settings, self.s3, progress, self._deadline, self._should_stop)
+            command = self.command
             with heartbeat.beating():
-                videos = work.all(self._load_manifest())
+                manifest = self._load_manifest()
+                if carries(command, EncodeTask):
+                    result: Payload = TaskWork(steps, events).run(command, manifest)
+                else:
+                    result = Planning(steps).plan(self.job_id, manifest)
             faults.reach("encoder.after_upload")
-            completed = JobCompleted(outputs=JobOutputs(videos=tuple(videos)))
-            return self._finish(Outcome.COMPLETED, [completed], delete_staging=True)
+            if carries(command, EncodeTask):
+                return self._finish(Outcome.COMPLETED, [result])
+            return self._finish(Outcome.PLANNED, [result])
         except CanceledError as exc:
             ended = JobCanceled(requested_by=exc.requested_by, reason=exc.reason or None)
-            return self._finish(Outcome.CANCELED, [ended], delete_staging=True)
+            # A course's staging goes once the course has ended; a task's end is not the course's.
+            return self._finish(Outcome.CANCELED, [ended], delete_staging=self.course_job_id is None)
         except ClaimLostError as exc:
             if self._abandon.is_set():
                 # The next owner of the partition takes over at once instead of waiting for the lease.
@@ -242,7 +244,7 @@ class JobRunner:
                         return RunResult(Outcome.FENCED)
                     for data in events:
                         published = True
-                        self.publisher.event(data, self.job_id, self.attempt)
+                        self.publisher.event(data, self.job_id, self.attempt, self.course_job_id)
                     if retry_after is not None:
                         published = True
                         # A crash here leaves the job queued as the next attempt with no command yet:
@@ -293,7 +295,9 @@ class JobRunner:
         next_attempt = self.decision.next_attempt
         batch: list[tuple[str, Envelope]] = []
         if self.decision.stalled_attempt is not None:
-            stalled = stalled_event(self.settings, self.job_id, dead, next_attempt, self.publisher.name)
+            stalled = stalled_event(
+                self.settings, self.job_id, dead, next_attempt, self.publisher.name, self.course_job_id
+            )
             batch.append((self.settings.events_topic, stalled))
         if next_attempt is not None:
             command = next_command(self.command, next_attempt, self.publisher.name)
@@ -318,7 +322,7 @@ class JobRunner:
     # --- the input -------------------------------------------------------------------------------
 
     def _load_manifest(self) -> StagingManifest:
-        key = self.command.data.manifest_key
+        key = f"{self.command.data.staging_prefix}{MANIFEST_NAME}"
         try:
             body = self.s3.get_object(Bucket=self.settings.s3_bucket, Key=key)["Body"].read()
         except ClientError as exc:

@@ -312,8 +312,9 @@ class ClaimStore:
                 attempt = GREATEST(c.attempt, EXCLUDED.attempt),
                 origin_attempt = GREATEST(c.origin_attempt, EXCLUDED.attempt),
                 worker = EXCLUDED.worker, updated_at = now()
-            -- Only a job waiting for its next attempt, or one whose worker is dead, is ours to end.
-            WHERE (c.state = 'done' AND c.outcome = 'retry_scheduled')
+            -- Only a job waiting for its next attempt, a course whose work is now its tasks' (planned),
+            -- or one whose worker is dead, is ours to end.
+            WHERE (c.state = 'done' AND c.outcome IN ('retry_scheduled', 'planned'))
                OR (c.state = 'running' AND c.lease_expires_at < now())
             RETURNING job_id
             """,

@@ -37,13 +37,13 @@ from services.core.jobs import JobStatus
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, carries
-from services.core.payloads import CancelJob, JobCanceled, PublishCourse
+from services.core.payloads import CancelJob, EncodeTask, JobCanceled, PublishCourse
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.attempt import JobRunner, Outcome
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import ClaimStore, Verdict, decide
-from services.encoder.publisher import NOT_BEFORE_HEADER, Publisher
+from services.encoder.publisher import NOT_BEFORE_HEADER, Publisher, WorkCommand
 from services.encoder.staging import StagingJanitor
 
 log = logging.getLogger("coursecast.encoder")
@@ -193,7 +193,7 @@ class Encoder:
             self._cancel_idle_job(envelope)
             self._commit(message)
             return
-        if not carries(envelope, PublishCourse):
+        if not (carries(envelope, PublishCourse) or carries(envelope, EncodeTask)):
             log.warning(
                 "ignored %s on the commands topic", envelope.type, extra={"job_id": str(envelope.job_id)}
             )
@@ -205,7 +205,7 @@ class Encoder:
             return
         self._start_or_skip(message, envelope)
 
-    def _start_or_skip(self, message: Message, envelope: Envelope[PublishCourse]) -> None:
+    def _start_or_skip(self, message: Message, envelope: Envelope[WorkCommand]) -> None:
         extra = {"job_id": str(envelope.job_id), "attempt": envelope.attempt, "delivery": _where(message)}
         claim = self._claims.claim(envelope.job_id)
         job = self._claims.job(envelope.job_id)
@@ -213,7 +213,8 @@ class Encoder:
         if decision.verdict is Verdict.SKIP:
             # G1: a redelivered command for a running, completed, failed or canceled job.
             log.info("command skipped: %s", decision.reason, extra={**extra, "event": "command_skipped"})
-            if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
+            is_course = envelope.course_job_id is None
+            if is_course and job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
                 # The encoder that ended it may have died before deleting staging: same rule here.
                 self._janitor.after_end(
                     envelope.job_id, job.attempt, job.status, envelope.data.staging_prefix
@@ -288,7 +289,7 @@ class Encoder:
         job = self._claims.job(envelope.job_id)
         if job is None or job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
             log.info("cancel skipped: job is %s", job.status if job else "unknown", extra=extra)
-            if job is not None and job.status == JobStatus.CANCELED:
+            if envelope.course_job_id is None and job is not None and job.status == JobStatus.CANCELED:
                 # A redelivered cancel (its first reader may have died before deleting staging).
                 self._janitor.after_end(
                     envelope.job_id, job.attempt, job.status, staging_prefix(envelope.job_id)
@@ -302,9 +303,11 @@ class Encoder:
             if not ours:
                 log.info("cancel left to the encoder running the job", extra=extra)
                 return
-            self._publisher.event(data, envelope.job_id, job.attempt)
+            self._publisher.event(data, envelope.job_id, job.attempt, envelope.course_job_id)
             faults.reach("encoder.cancel_acked")
         log.info("queued job canceled", extra={**extra, "event": "job_canceled"})
+        if envelope.course_job_id is not None:
+            return  # a task's end is not its course's: the course's staging stays
         self._janitor.after_end(
             envelope.job_id, job.attempt, JobStatus.CANCELED, staging_prefix(envelope.job_id)
         )

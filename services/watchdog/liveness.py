@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
 from services.core.messages import Envelope, MessageType
-from services.core.payloads import JobQueued, JobStalled, JobTimedOut, PublishCourse
+from services.core.payloads import EncodeTask, JobQueued, JobStalled, JobTimedOut, PublishCourse, TaskQueued
 
 M = MessageType
 
@@ -36,10 +37,14 @@ _ENDINGS = frozenset(
         M.JOB_RETRY_SCHEDULED,
         M.JOB_STALLED,
         M.JOB_TIMED_OUT,
+        # A course's attempt that planned it handed its work to its tasks, each watched on its own.
+        M.COURSE_PLANNED,
     }
 )
 # Events after which the job never runs again: the watchdog forgets it.
-_TERMINAL = frozenset({M.JOB_COMPLETED, M.JOB_CANCELED})
+_TERMINAL = frozenset({M.JOB_COMPLETED, M.JOB_CANCELED, M.TASK_COMPLETED})
+# The command that starts an attempt: a course's PublishCourse or a task's EncodeTask.
+Command = PublishCourse | EncodeTask
 # The watchdog's own name on the envelopes it produces.
 WATCHDOG = "watchdog"
 
@@ -74,26 +79,33 @@ class Running:
 class Tracked:
     """What the watchdog knows of one job that has not ended for good."""
 
-    # Every attempt's PublishCourse data, from JobQueued; None if never seen.
-    command: PublishCourse | None
+    # Every attempt's command data, from JobQueued or TaskQueued; None if never seen.
+    command: Command | None
     running: Running | None
+    # The course a task belongs to: its verdicts and its next command name it (and are keyed by it).
+    course_job_id: UUID | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe form for the watchdog's table."""
-        return {
+        value: dict[str, Any] = {
             "command": msgspec.to_builtins(self.command) if self.command is not None else None,
             "running": self.running.to_json() if self.running is not None else None,
         }
+        if self.course_job_id is not None:
+            value["course_job_id"] = str(self.course_job_id)
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Tracked:
         """The inverse of to_json; also reads a table row written before commands were kept."""
         if "attempt" in value:
             return cls(None, Running.from_json(value))
-        running, command = value.get("running"), value.get("command")
+        running, command, course = value.get("running"), value.get("command"), value.get("course_job_id")
+        kind: type[Command] = EncodeTask if course is not None else PublishCourse
         return cls(
-            msgspec.convert(command, PublishCourse) if command is not None else None,
+            msgspec.convert(command, kind) if command is not None else None,
             Running.from_json(running) if running else None,
+            UUID(course) if course is not None else None,
         )
 
 
@@ -118,7 +130,8 @@ class Verdict:
 
     attempt: int
     data: JobStalled | JobTimedOut
-    retry: PublishCourse | None = None
+    retry: Command | None = None
+    course_job_id: UUID | None = None
 
     @property
     def type(self) -> MessageType:
@@ -128,17 +141,22 @@ class Verdict:
 
 def observe(current: Tracked | None, event: Envelope) -> Tracked | None:
     """The job's liveness after `event` (None: the job has ended for good, forget it)."""
-    if isinstance(event.data, JobQueued):
-        return Tracked(event.data.publish_command(), current.running if current is not None else None)
+    if isinstance(event.data, JobQueued | TaskQueued):
+        command = (
+            event.data.publish_command() if isinstance(event.data, JobQueued) else event.data.encode_command()
+        )
+        return Tracked(command, current.running if current is not None else None, event.course_job_id)
     if current is None:
         if event.type == M.JOB_STARTED:
-            return Tracked(None, Running(event.attempt, event.occurred_at, event.occurred_at))
+            started = Running(event.attempt, event.occurred_at, event.occurred_at)
+            return Tracked(None, started, event.course_job_id)
         return None  # a job the watchdog never saw queued nor started: nothing to follow
     running = current.running
     if event.type == M.JOB_STARTED:
         if running is not None and running.attempt >= event.attempt:
             return current  # a redelivered or competing start of an attempt already running
-        return Tracked(current.command, Running(event.attempt, event.occurred_at, event.occurred_at))
+        started = Running(event.attempt, event.occurred_at, event.occurred_at)
+        return Tracked(current.command, started, current.course_job_id)
     if event.producer == WATCHDOG:
         # Our own verdict, possibly of a transaction that was aborted (this consumer reads
         # uncommitted records): it must not end the attempt, or an aborted verdict would leave the
@@ -150,9 +168,11 @@ def observe(current: Tracked | None, event: Envelope) -> Tracked | None:
         return current  # events of other attempts say nothing about this one's worker
     if event.type in _SIGNS_OF_LIFE:
         seen = max(running.last_seen_at, event.occurred_at)
-        return Tracked(current.command, Running(running.attempt, running.started_at, seen))
+        return Tracked(
+            current.command, Running(running.attempt, running.started_at, seen), current.course_job_id
+        )
     if event.type in _ENDINGS:
-        return Tracked(current.command, None)
+        return Tracked(current.command, None, current.course_job_id)
     return current
 
 
@@ -193,6 +213,7 @@ def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
                 ),
             ),
             retry,
+            tracked.course_job_id,
         )
     if running_s > policy.time_limit_s + policy.grace_s + policy.clock_skew_s:
         return Verdict(
@@ -206,5 +227,6 @@ def judge(tracked: Tracked, now: datetime, policy: Policy) -> Verdict | None:
                 ),
             ),
             retry,
+            tracked.course_job_id,
         )
     return None

@@ -30,11 +30,10 @@ import faust
 from services.core import bus, codec
 from services.core.kafka_config import watchdog_app_config
 from services.core.messages import Envelope, new_message
-from services.core.payloads import PublishCourse
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
 from services.watchdog.catchup import CatchUpProbe
-from services.watchdog.liveness import WATCHDOG, Policy, Tracked, Verdict, judge, observe
+from services.watchdog.liveness import WATCHDOG, Command, Policy, Tracked, Verdict, judge, observe
 
 log = logging.getLogger("coursecast.watchdog")
 
@@ -159,20 +158,22 @@ def create_app(settings: Settings) -> faust.App:
 
 def verdict_messages(settings: Settings, job_id: UUID, verdict: Verdict) -> list[tuple[str, Envelope]]:
     """The verdict event and, when it requeues the job, the next attempt's command (one transaction)."""
-    batch: list[tuple[str, Envelope]] = [
-        (
-            settings.events_topic,
-            new_message(verdict.data, job_id=job_id, attempt=verdict.attempt, producer=WATCHDOG),
-        )
-    ]
+    course = verdict.course_job_id
+    event = new_message(
+        verdict.data, job_id=job_id, attempt=verdict.attempt, producer=WATCHDOG, course_job_id=course
+    )
+    batch: list[tuple[str, Envelope]] = [(settings.events_topic, event)]
     if verdict.retry is not None:
-        batch.append((settings.commands_topic, next_command(job_id, verdict.attempt + 1, verdict.retry)))
+        command = next_command(job_id, verdict.attempt + 1, verdict.retry, course)
+        batch.append((settings.commands_topic, command))
     return batch
 
 
-def next_command(job_id: UUID, attempt: int, data: PublishCourse) -> Envelope[PublishCourse]:
-    """PublishCourse of `attempt`, with the job's command data."""
-    return new_message(data, job_id=job_id, attempt=attempt, producer=WATCHDOG)
+def next_command(
+    job_id: UUID, attempt: int, data: Command, course_job_id: UUID | None = None
+) -> Envelope[Command]:
+    """The command of `attempt` (a course's PublishCourse or a task's EncodeTask), with the job's data."""
+    return new_message(data, job_id=job_id, attempt=attempt, producer=WATCHDOG, course_job_id=course_job_id)
 
 
 def run_watchdog(settings: Settings) -> None:

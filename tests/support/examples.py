@@ -144,7 +144,6 @@ EXAMPLES: dict[MessageType, dict[str, Any]] = {
         "output_prefix": f"hls/{JOB_ID}/tasks/{TASK['task_id']}/1/",
         "renditions": RENDITIONS[:2],
         "duration_s": 120.5,
-        "segment_count": 21,
     },
     MessageType.LECTURE_PUBLISHED: {
         "video": {

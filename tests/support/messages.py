@@ -139,7 +139,6 @@ def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
                 output_prefix=f"hls/{job_id}/tasks/{job_id}/{attempt}/",
                 renditions=video.renditions,
                 duration_s=60.0,
-                segment_count=10,
             )
         case MessageType.LECTURE_PUBLISHED:
             return LecturePublished(video=outputs().videos[0])

@@ -128,9 +128,7 @@ class World:
 
 
 def done() -> TaskCompleted:
-    return TaskCompleted(
-        output_prefix="hls/x/tasks/y/1/", renditions=(RENDITION,), duration_s=60.0, segment_count=10
-    )
+    return TaskCompleted(output_prefix="hls/x/tasks/y/1/", renditions=(RENDITION,), duration_s=60.0)
 
 
 def published(stitch: Stitch) -> PublishedVideo:
