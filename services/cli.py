@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from services.api import cli as api_cli
+from services.conductor import cli as conductor_cli
 from services.core.settings import get_settings
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("projector")(projector_cli.projector)
 app.command("encoder")(encoder_cli.encoder)
 app.command("watchdog")(watchdog_cli.watchdog)
+app.command("conductor")(conductor_cli.conductor)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)
 app.command("job")(projector_cli.job)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     # --- Projector ---------------------------------------------------------------------------
     projector_group_id: str = "projector"
+    # The conductor (docs/fan-out.md): the consumer group that runs courses' tasks from the log.
+    conductor_group_id: str = "conductor"
     # Events applied per Postgres transaction: larger batches amortise the commit, smaller ones
     # shorten the event-to-API lag.
     projector_batch_size: int = Field(default=10_000, ge=1)

@@ -21,6 +21,15 @@ from services.core.chunking import Chunk
 from services.core.payloads import Rendition
 
 HLS_VERSION: Final = 6
+# The layout of HLS output, shared by the encoder that writes it and the conductor that stitches it:
+#   master.m3u8, <v>/index.m3u8          a lecture's master and rendition playlists
+#   <v>/chunk_<k>.m3u8, <v>/c<k>_<n>.ts  rendition v of video chunk k
+#   audio/chunk.m3u8, audio/a_<n>.ts     a chunked lecture's audio, one encode
+SEGMENT_S: Final = 6
+MASTER_NAME: Final = "master.m3u8"
+PLAYLIST_NAME: Final = "index.m3u8"
+AUDIO_DIR: Final = "audio"
+AUDIO_CHUNK_NAME: Final = "chunk.m3u8"
 AUDIO_GROUP: Final = "audio"
 # RFC 6381's AAC family: a variant whose CODECS holds it plays the lecture's audio group.
 AUDIO_CODEC_PREFIX: Final = "mp4a."
@@ -38,6 +47,11 @@ _HEADER_TAGS: Final = frozenset(
         "#EXT-X-INDEPENDENT-SEGMENTS",
     }
 )
+
+
+def chunk_playlist_name(index: int) -> str:
+    """The name of video chunk `index`'s playlist in a rendition's folder."""
+    return f"chunk_{index:05d}.m3u8"
 
 
 class StitchError(ValueError):

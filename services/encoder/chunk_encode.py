@@ -32,7 +32,15 @@ from typing import Final
 
 from services.core import mediaprobe, ts_continuity
 from services.core.chunking import Chunk
-from services.core.stitch import ChunkPlaylist, master_playlist, parse_media_playlist, stitch
+from services.core.stitch import AUDIO_CHUNK_NAME as AUDIO_CHUNK_NAME
+from services.core.stitch import AUDIO_DIR as AUDIO_DIR
+from services.core.stitch import (
+    ChunkPlaylist,
+    master_playlist,
+    parse_media_playlist,
+    stitch,
+)
+from services.core.stitch import chunk_playlist_name as chunk_playlist_name
 from services.encoder.errors import AttemptError
 from services.encoder.ladder import (
     AUDIO_BITRATE,
@@ -47,12 +55,6 @@ from services.encoder.progress import ProgressParser
 
 # Added to every timestamp of a chunked lecture, video and audio alike (see the module docstring).
 TIMELINE_OFFSET_S: Final = 10
-AUDIO_DIR: Final = "audio"
-AUDIO_CHUNK_NAME: Final = "chunk.m3u8"
-
-
-def chunk_playlist_name(index: int) -> str:
-    return f"chunk_{index:05d}.m3u8"
 
 
 def _segment_pattern(index: int) -> str:

@@ -17,9 +17,11 @@ import ffmpeg
 
 from services.core import mediaprobe, payloads
 
-SEGMENT_S: Final = 6
-MASTER_NAME: Final = "master.m3u8"
-PLAYLIST_NAME: Final = "index.m3u8"
+# The output layout is core's (the conductor stitches what the encoder writes); re-exported here.
+from services.core.stitch import MASTER_NAME as MASTER_NAME
+from services.core.stitch import PLAYLIST_NAME as PLAYLIST_NAME
+from services.core.stitch import SEGMENT_S as SEGMENT_S
+
 AUDIO_BITRATE: Final = 128_000
 # H.264 High profile, level 4.0 and AAC-LC: what ffmpeg's hls muxer announces for these encodes.
 AUDIO_CODEC: Final = "mp4a.40.2"

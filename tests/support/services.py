@@ -59,6 +59,11 @@ def start_encoder(settings: Settings, log_path: Path, **env: str) -> Process:
     return start_service("encoder", settings, log_path, **env)
 
 
+def start_conductor(settings: Settings, log_path: Path, **env: str) -> Process:
+    """A `coursecast conductor` process for these settings; its JSON log lines go to `log_path`."""
+    return start_service("conductor", settings, log_path, **env)
+
+
 def start_watchdog(settings: Settings, log_path: Path, **env: str) -> Process:
     """A `coursecast watchdog` process for these settings; stdout and stderr go to `log_path`."""
     return start_service("watchdog", settings, log_path, **env)
@@ -112,6 +117,9 @@ class Services:
         self.log_dir = log_dir
         self.processes: list[Process] = []  # started and not yet stopped by the test, in start order
         self.codes: list[int] = []  # exit codes of `processes` once the block has ended
+        # The conductor the encoders need to finish a course (docs/fan-out.md), started with the
+        # first encoder unless the test starts its own; stopped last.
+        self.background: Process | None = None
 
     def log(self, name: str) -> Path:
         """The log file of the service started under `name`."""
@@ -126,8 +134,14 @@ class Services:
         return self._keep(start_projector(self.settings, **env))
 
     def encoder(self, name: str = "encoder", **env: str) -> Process:
-        """Start an encoder logging to `log(name)`."""
+        """Start an encoder logging to `log(name)` (and the conductor, if none runs yet)."""
+        if self.background is None or self.background.poll() is not None:
+            self.background = start_conductor(self.settings, self.log("conductor"))
         return self._keep(start_encoder(self.settings, self.log(name), **env))
+
+    def conductor(self, name: str = "conductor", **env: str) -> Process:
+        """Start a conductor of the test's own, logging to `log(name)`."""
+        return self._keep(start_conductor(self.settings, self.log(name), **env))
 
     def watchdog(self, name: str = "watchdog", **env: str) -> Process:
         """Start a watchdog logging to `log(name)`."""
@@ -154,6 +168,9 @@ class Services:
         """Stop every process still running, in start order; returns (and keeps) their exit codes."""
         self.codes = [stop(process) for process in self.processes]
         self.processes = []
+        if self.background is not None:
+            stop(self.background)
+            self.background = None
         return self.codes
 
 
