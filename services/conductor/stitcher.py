@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from services.conductor.rules import Stitch
 from services.core import ts_continuity
 from services.core.chunking import Chunk
 from services.core.jobs import JobState
+from services.core.object_headers import cache_control, content_type
 from services.core.payloads import PublishedVideo, TaskCompleted
 from services.core.settings import Settings
 from services.core.stitch import (
@@ -41,9 +43,6 @@ from services.core.storage import public_url
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-SEGMENT_TYPE = "video/mp2t"
 
 
 def lecture_prefix(job: Stitch) -> str:
@@ -120,7 +119,7 @@ class Stitcher:
         for source, target, shifts in zip(sources, targets, plan, strict=True):
             if shifts:
                 data = ts_continuity.shift_counters(self._get(source), shifts)
-                self.s3.put_object(Bucket=self._bucket, Key=target, Body=data, ContentType=SEGMENT_TYPE)
+                self._put(target, data)
             else:
                 self._copy(source, target)
 
@@ -140,8 +139,17 @@ class Stitcher:
             raise StitchError(f"{key} is not a text playlist") from None
 
     def _put_text(self, key: str, text: str) -> None:
-        body = text.encode("utf-8")
-        self.s3.put_object(Bucket=self._bucket, Key=key, Body=body, ContentType=PLAYLIST_TYPE)
+        self._put(key, text.encode("utf-8"))
+
+    def _put(self, key: str, body: bytes) -> None:
+        path = PurePosixPath(key)
+        self.s3.put_object(
+            Bucket=self._bucket,
+            Key=key,
+            Body=body,
+            ContentType=content_type(path),
+            CacheControl=cache_control(path),
+        )
 
     def _copy(self, source: str, target: str) -> None:
         origin = {"Bucket": self._bucket, "Key": source}

@@ -2,41 +2,16 @@
 
 from __future__ import annotations
 
-import mimetypes
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
+
+from services.core.object_headers import cache_control, content_type
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-CONTENT_TYPES: Final = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-    ".mp4": "video/mp4",
-    ".m4s": "video/mp4",
-    ".webp": "image/webp",
-}
-# Every output lives under a prefix unique to its job and attempt and is never rewritten, so a CDN
-# may keep it forever; playlists get a shorter life only to let an operator fix one by hand.
-IMMUTABLE: Final = "public, max-age=31536000, immutable"
-PLAYLIST: Final = "public, max-age=300"
-
-
-def content_type(path: Path) -> str:
-    """The Content-Type a player expects for `path` (pure)."""
-    return (
-        CONTENT_TYPES.get(path.suffix.lower())
-        or mimetypes.guess_type(path.name)[0]
-        or "application/octet-stream"
-    )
-
-
-def cache_control(path: Path) -> str:
-    """The Cache-Control of `path` (pure)."""
-    return PLAYLIST if path.suffix.lower() == ".m3u8" else IMMUTABLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, KafkaException
 from services.core import mediaprobe
 from services.core.bus import DeliveryFailedError
 from services.core.jobs import JobStatus
+from services.core.object_headers import cache_control, content_type
 from services.encoder.attempt import retry_delay
 from services.encoder.claims import Claim, JobView, Verdict, decide
 from services.encoder.errors import (
@@ -32,7 +33,6 @@ from services.encoder.ladder import Source, choose_ladder, hls_command, parse_ma
 from services.encoder.probe import check_limits, describe
 from services.encoder.progress import ProgressParser, Step, overall_percent
 from services.encoder.thumbnails import frame_images_command, frame_offset, normalise_command
-from services.encoder.upload import cache_control, content_type
 
 # --- ladder ------------------------------------------------------------------------------------
 
