@@ -12,6 +12,20 @@ from services.api.text import Line, Text
 from services.core.jobs import JobStatus
 
 
+class LecturePublic(BaseModel):
+    """One lecture of a course job: its state, its progress, and once published its playlist."""
+
+    index: int = Field(description="position in the course, from 0")
+    title: str
+    duration_s: float
+    status: str = Field(description="queued, processing, published, failed or canceled")
+    progress_percent: float
+    tasks: int = Field(description="how many tasks encode it (1, or its audio + one per chunk)")
+    tasks_completed: int
+    error_message: str | None = None
+    master_playlist_url: str | None = None
+
+
 class JobPublic(BaseModel):
     """A publish job as its owner (or an admin) sees it."""
 
@@ -35,6 +49,10 @@ class JobPublic(BaseModel):
     outputs: dict[str, Any] | None = Field(
         default=None,
         description="master playlist URL, renditions and thumbnails of each video, once completed",
+    )
+    lectures: list[LecturePublic] = Field(
+        default_factory=list,
+        description="each lecture's state once the course is planned (GET /v1/jobs/{id} and its stream)",
     )
 
 

@@ -9,8 +9,14 @@ sentence when the text is a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
+
+import msgspec
+
+from services.core.course_progress import TaskRow, course_percent, lecture_progress
+from services.core.payloads import PlannedLecture, PublishedVideo, TaskSpec
 
 # Event data keys that identify machines or processes: never shown.
 INTERNAL_KEYS = frozenset(
@@ -68,8 +74,24 @@ def public_producer(producer: str) -> str:
 
 
 def public_job_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A job row (JobPublic's columns) with the pipeline's free text masked."""
+    """A job row (JobPublic's columns) with the pipeline's free text masked, and a planned course's
+    lectures (from its plan, its published lectures and its tasks' rows) with their progress."""
     for column in ("error_message", "current_step"):
         if row.get(column):
             row[column] = public_text(row[column])
+    plan = msgspec.convert(row.pop("lectures", None) or [], tuple[PlannedLecture, ...])
+    published = msgspec.convert(row.pop("published", None) or [], tuple[PublishedVideo, ...])
+    tasks = [
+        TaskRow(
+            task=msgspec.convert(t["task"], TaskSpec),
+            status=t["status"],
+            progress_percent=t["progress_percent"],
+            error_message=public_text(t["error_message"]) if t.get("error_message") else None,
+        )
+        for t in row.pop("tasks", None) or []
+    ]
+    lectures = lecture_progress(plan, published, tasks)
+    row["lectures"] = [dataclasses.asdict(lecture) for lecture in lectures]
+    if lectures and row["status"] == "processing":
+        row["progress_percent"] = course_percent(lectures)
     return row

@@ -19,8 +19,16 @@ from services.api.redact import public_data, public_job_row, public_producer, pu
 _PUBLIC = (
     "job_id, owner, course_name, curriculum, video_count, status, attempt, progress_percent, current_step,"
     " error_type, error_message, created_at, updated_at, started_at, completed_at, failed_at, canceled_at,"
-    " outputs"
+    " outputs, lectures, published"
 )
+# A course's tasks, for its lectures' progress (one round trip with the course's row; indexed).
+_TASKS = (
+    "(SELECT coalesce(jsonb_agg(jsonb_build_object('task', t.task, 'status', t.status,"
+    " 'progress_percent', t.progress_percent, 'error_message', t.error_message)), '[]'::jsonb)"
+    " FROM publish_jobs t WHERE t.course_job_id = publish_jobs.job_id) AS tasks"
+)
+# Lists and reads show course jobs; a course's tasks are its lectures' detail.
+_COURSES = "course_job_id IS NULL"
 # A job whose JobQueued is committed on the log but not yet projected: shown as queued, from the api's
 # own record of the accepted submission (read-your-writes; see handlers/courses.py).
 _ACCEPTED = (
@@ -28,7 +36,8 @@ _ACCEPTED = (
     " 0.0::float8 AS progress_percent, NULL::text AS current_step, NULL::text AS error_type,"
     " NULL::text AS error_message, s.created_at, s.created_at AS updated_at,"
     " NULL::timestamptz AS started_at, NULL::timestamptz AS completed_at, NULL::timestamptz AS failed_at,"
-    " NULL::timestamptz AS canceled_at, NULL::jsonb AS outputs"
+    " NULL::timestamptz AS canceled_at, NULL::jsonb AS outputs, '[]'::jsonb AS lectures,"
+    " '[]'::jsonb AS published"
     " FROM api_submissions s WHERE s.published_at IS NOT NULL"
 )
 
@@ -46,7 +55,9 @@ async def get_job(db: AsyncConn, user: User, job_id: UUID) -> JobPublic:
 async def get_job_row(db: AsyncConn, user: User, job_id: UUID) -> dict[str, Any]:
     """The job's columns as JobPublic has them, if the user may see it; 404 otherwise."""
     async with db.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {_PUBLIC} FROM publish_jobs WHERE job_id = %s", (job_id,))
+        await cur.execute(
+            f"SELECT {_PUBLIC}, {_TASKS} FROM publish_jobs WHERE job_id = %s AND {_COURSES}", (job_id,)
+        )
         row = await cur.fetchone()
         if row is None:
             await cur.execute(f"{_ACCEPTED} AND s.job_id = %s", (job_id,))
@@ -61,7 +72,7 @@ async def get_job_row(db: AsyncConn, user: User, job_id: UUID) -> dict[str, Any]
 _AUTHENTICATED_JOB = (
     "SELECT u.user_id AS auth_user_id, u.name AS auth_name, u.role AS auth_role, j.*"
     " FROM api_tokens t JOIN api_users u USING (user_id)"
-    f" LEFT JOIN (SELECT {_PUBLIC} FROM publish_jobs WHERE job_id = %s) j ON TRUE"
+    f" LEFT JOIN (SELECT {_PUBLIC}, {_TASKS} FROM publish_jobs WHERE job_id = %s AND {_COURSES}) j ON TRUE"
     " WHERE t.token_hash = %s AND t.revoked_at IS NULL"
 )
 
@@ -107,6 +118,7 @@ async def list_jobs(
     """One page of the jobs the user may see, newest first (created_at, then job_id, descending)."""
     where = ["TRUE"]
     params: dict[str, Any] = {"limit": limit + 1}
+    courses = f" AND {_COURSES}"
     if not user.is_admin:
         where.append("owner = %(owner)s")
         params["owner"] = user.name
@@ -118,10 +130,10 @@ async def list_jobs(
         where.append("(created_at, job_id) < (%(c_at)s, %(c_id)s)")
     condition = " AND ".join(where)
     query = (
-        f"SELECT {_PUBLIC} FROM ("
-        f" SELECT {_PUBLIC} FROM publish_jobs WHERE {condition}"
+        f"SELECT {_PUBLIC}, tasks FROM ("
+        f" SELECT {_PUBLIC}, {_TASKS} FROM publish_jobs WHERE {condition}{courses}"
         f" UNION ALL"
-        f" SELECT * FROM ({_ACCEPTED}"
+        f" SELECT *, '[]'::jsonb AS tasks FROM ({_ACCEPTED}"
         f"  AND NOT EXISTS (SELECT 1 FROM publish_jobs j WHERE j.job_id = s.job_id)) a WHERE {condition}"
         f") page ORDER BY created_at DESC, job_id DESC LIMIT %(limit)s"
     )

@@ -176,11 +176,14 @@ class BatchOutcome(EventCounts):
 
     already_applied: int = 0
     changed_jobs: set[UUID] = field(default_factory=set)
+    # The courses whose tasks changed: their lectures' progress did.
+    changed_courses: set[UUID] = field(default_factory=set)
 
     def add(self, other: BatchOutcome) -> None:
         """Count `other` (a part of this batch) in this outcome."""
         self.count(other)
         self.changed_jobs |= other.changed_jobs
+        self.changed_courses |= other.changed_courses
 
 
 @dataclass
@@ -351,7 +354,7 @@ class JobStore:
             self._apply_records(fresh, work)
         advanced = {p: max(o, stored.get(p, 0)) for p, o in next_offsets.items()}
         self._store_offsets(advanced)
-        self._notify(outcome.changed_jobs)
+        self._notify(outcome.changed_jobs | outcome.changed_courses)
         self._cache.remember(states, partition_of, advanced)
 
     def _apply_records(self, records: Sequence[LogRecord], work: _BatchWork) -> None:
@@ -374,6 +377,9 @@ class JobStore:
                 continue
             states[envelope.job_id] = result
             changed.add(envelope.job_id)
+            if result.course_job_id is not None:
+                # A task's progress is its course's: whoever watches the course hears of it.
+                outcome.changed_courses.add(result.course_job_id)
 
         self._append_events(new_events)
         faults.reach("projector.mid_batch")
