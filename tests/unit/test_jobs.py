@@ -292,3 +292,77 @@ def test_rejection_names_are_the_ones_the_projector_stores() -> None:
         "IllegalTransition",
     }
     assert issubclass(TerminalState, Rejection)
+
+
+# --- tasks (docs/fan-out.md) --------------------------------------------------------------------
+
+
+def task_event(kind: MessageType, task_id: UUID, course: UUID | None, attempt: int = 1) -> Envelope:
+    base = event(kind, task_id, attempt)
+    return Envelope(
+        event_id=base.event_id,
+        job_id=task_id,
+        attempt=attempt,
+        occurred_at=base.occurred_at,
+        producer="test",
+        data=base.data,
+        course_job_id=course,
+    )
+
+
+def test_a_task_is_born_by_task_queued_naming_its_course_and_completes_with_its_result() -> None:
+    task, course = uuid4(), uuid4()
+    queued = apply(None, task_event(M.TASK_QUEUED, task, course))
+    assert isinstance(queued, JobState)
+    assert (queued.status, queued.attempt, queued.course_job_id, queued.is_task) == (
+        JobStatus.QUEUED,
+        1,
+        course,
+        True,
+    )
+    running = apply(queued, task_event(M.JOB_STARTED, task, course))
+    assert isinstance(running, JobState)
+    # A task completes with TaskCompleted, never with a course's JobCompleted.
+    assert isinstance(apply(running, task_event(M.JOB_COMPLETED, task, course)), IllegalTransition)
+    done = apply(running, task_event(M.TASK_COMPLETED, task, course))
+    assert isinstance(done, JobState)
+    assert done.status == JobStatus.COMPLETED
+    assert done.completed_at is not None
+    assert done.task_result is not None
+    # Ended: a redelivered run's events, and a stale attempt's, change nothing.
+    assert isinstance(apply(done, task_event(M.JOB_FAILED, task, course)), TerminalState)
+
+
+def test_a_task_without_its_course_or_sent_under_another_id_is_refused() -> None:
+    task = uuid4()
+    assert isinstance(apply(None, task_event(M.TASK_QUEUED, task, None)), IllegalTransition)
+    assert isinstance(apply(None, task_event(M.TASK_QUEUED, task, task)), IllegalTransition)
+    other = task_event(M.TASK_QUEUED, uuid4(), uuid4())
+    moved = Envelope(other.event_id, task, 1, other.occurred_at, "test", other.data, other.course_job_id)
+    assert isinstance(apply(None, moved), IllegalTransition)
+
+
+def test_a_task_of_a_stale_attempt_is_rejected_like_a_jobs() -> None:
+    task, course = uuid4(), uuid4()
+    state = run(
+        task_event(M.TASK_QUEUED, task, course),
+        task_event(M.JOB_STARTED, task, course),
+        task_event(M.JOB_STALLED, task, course),  # will_retry: the task is queued as attempt 2
+    ).jobs[task]
+    assert (state.status, state.attempt) == (JobStatus.QUEUED, 2)
+    assert isinstance(apply(state, task_event(M.TASK_COMPLETED, task, course, attempt=1)), StaleAttempt)
+
+
+def test_a_course_is_planned_and_publishes_each_lecture_once_but_a_task_has_no_plan() -> None:
+    course = uuid4()
+    state = run(*timeline(course, M.JOB_QUEUED, M.JOB_STARTED, M.COURSE_PLANNED)).jobs[course]
+    assert [lecture.title for lecture in state.lectures] == ["Limit"]
+    published = apply(state, event(M.LECTURE_PUBLISHED, course))
+    assert isinstance(published, JobState)
+    again = apply(published, event(M.LECTURE_PUBLISHED, course))
+    assert isinstance(again, JobState)
+    assert [v.video_index for v in again.published] == [0]  # replaced, not added
+    task = uuid4()
+    running = run(task_event(M.TASK_QUEUED, task, course), task_event(M.JOB_STARTED, task, course)).jobs[task]
+    assert isinstance(apply(running, task_event(M.COURSE_PLANNED, task, course)), IllegalTransition)
+    assert isinstance(apply(running, task_event(M.LECTURE_PUBLISHED, task, course)), IllegalTransition)
