@@ -1,10 +1,11 @@
 """`python -m devtools demo`: publish a sample course through the whole pipeline and show it ending.
 
-Starts a projector, an encoder, the watchdog and the api against the running local stack, creates an
-instructor, uploads a generated lecture (testsrc2 + sine) with a Korean course name, follows the job
-over Server-Sent Events until it ends, proves the master playlist plays (ffprobe reads it over HTTP),
-checks that `replay --rebuild` finds no difference, and stops what it started. The steps are also the
-building blocks of the end-to-end test.
+Starts a projector, an encoder, the conductor, the watchdog and the api against the running local
+stack, creates an instructor, uploads a course of two generated lectures (testsrc2 + sine) with a Korean
+course name — the second one long enough to be cut into chunks (docs/fan-out.md) — follows the job over
+Server-Sent Events until it ends, lecture by lecture, proves every master playlist plays (ffprobe reads
+it over HTTP), checks that `replay --rebuild` finds no difference, and stops what it started. The steps
+are also the building blocks of the end-to-end test.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from rich.console import Console
 from services.core.settings import PROJECT_ROOT, Settings, environment
 
 console = Console()
-SERVICES = ("projector", "encoder", "watchdog", "api")
+SERVICES = ("projector", "encoder", "conductor", "watchdog", "api")
+# The demo's chunk length: its 60 s lecture becomes 3 chunks (24 + 24 + 12 s) and an audio task.
+DEMO_CHUNK_S = 24
 READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 600.0
 
@@ -135,10 +138,20 @@ def follow(client: httpx.Client, job_id: str, echo: bool = True) -> list[dict[st
                     console.print(
                         f"  {datetime.now():%H:%M:%S}  {update['status']:<10} attempt {update['attempt']}  "
                         f"{float(update['progress_percent']):5.1f}%  {update.get('current_step') or ''}"
+                        f"  {lectures_line(update)}"
                     )
             elif line.startswith("data:") and kind == "end":
                 break
     return updates
+
+
+def lectures_line(update: dict[str, Any]) -> str:
+    """Each lecture's state in a few characters: `1 published 100% | 2 processing 41% (1/4 tasks)`."""
+    return " | ".join(
+        f"{lecture['index'] + 1} {lecture['status']} {float(lecture['progress_percent']):.0f}%"
+        f" ({lecture['tasks_completed']}/{lecture['tasks']} tasks)"
+        for lecture in update.get("lectures") or []
+    )
 
 
 def playable(url: str) -> bool:
@@ -152,20 +165,30 @@ def playable(url: str) -> bool:
 
 def run_demo(settings: Settings) -> int:
     """The whole demo; returns the process exit status."""
+    settings = settings.model_copy(update={"chunk_s": DEMO_CHUNK_S})
     logs = PROJECT_ROOT / ".cache" / "demo"
-    console.print("[bold]1. starting projector, encoder, watchdog and api[/bold] (logs in .cache/demo/)")
+    console.print(
+        "[bold]1. starting projector, encoder, conductor, watchdog and api[/bold] (logs in .cache/demo/)"
+    )
     with running_services(settings, logs):
         user, token = create_instructor(settings)
         console.print(f"[bold]2. created instructor[/bold] {user} (token shown once, stored as a hash)")
-        lecture = make_lecture(logs / "lecture-01.mp4")
+        lectures = [
+            ("1강 배열.mp4", make_lecture(logs / "lecture-01.mp4", seconds=20)),
+            ("2강 연결 리스트.mp4", make_lecture(logs / "lecture-02.mp4", seconds=60, size="854x480")),
+        ]
         client = httpx.Client(
             base_url=api_base(settings), headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
-        with lecture.open("rb") as video:
+        with ExitStack() as files:
+            videos = [
+                ("videos", (name, files.enter_context(path.open("rb")), "video/mp4"))
+                for name, path in lectures
+            ]
             response = client.post(
                 "/v1/courses",
                 data={"name": "자료구조 입문 (demo)", "curriculum": "CS-101"},
-                files={"videos": ("1강 배열.mp4", video, "video/mp4")},
+                files=videos,
                 headers={"Idempotency-Key": f"demo-{user}"},
             )
         if response.status_code != 202:
@@ -173,10 +196,13 @@ def run_demo(settings: Settings) -> int:
             return 1
         job_id = str(response.json()["job_id"])
         console.print(
-            f"[bold]3. uploaded[/bold] a 20 s 720p lecture → 202 Accepted, {response.headers['location']}"
+            "[bold]3. uploaded[/bold] a course of 2 lectures (20 s 720p; 60 s 480p, cut into "
+            f"{DEMO_CHUNK_S} s chunks) → 202 Accepted, {response.headers['location']}"
         )
 
-        console.print("[bold]4. following the job[/bold] (Server-Sent Events)")
+        console.print(
+            "[bold]4. following the job[/bold] (Server-Sent Events; lectures: state, percent, tasks)"
+        )
         follow(client, job_id)
         job = client.get(f"/v1/jobs/{job_id}").json()
         if job["status"] != "completed":
@@ -184,14 +210,19 @@ def run_demo(settings: Settings) -> int:
                 f"[red]job ended {job['status']}: {job.get('error_type')}: {job.get('error_message')}[/red]"
             )
             return 1
-        video = job["outputs"]["videos"][0]
-        master = video["master_playlist_url"]
-        plays = playable(master)
         console.print(f"[bold green]5. completed[/bold green] at {job['completed_at']}")
-        console.print(f"   master playlist: {master}")
-        console.print(f"   ffprobe over HTTP: {'playable' if plays else 'NOT playable'}")
-        console.print(f"   renditions: {', '.join(r['name'] for r in video['renditions'])}")
-        console.print(f"   thumbnail: {video['thumbnail_url']}")
+        plays = True
+        for video, lecture in zip(job["outputs"]["videos"], job["lectures"], strict=True):
+            master = video["master_playlist_url"]
+            playing = playable(master)
+            plays = plays and playing
+            console.print(
+                f"   lecture {lecture['index'] + 1} {lecture['title']!r}: {video['duration_s']:.1f} s, "
+                f"{lecture['tasks']} task(s), {'playable' if playing else 'NOT playable'} (ffprobe over HTTP)"
+            )
+            console.print(f"     master playlist: {master}")
+            console.print(f"     renditions: {', '.join(r['name'] for r in video['renditions'])}")
+            console.print(f"     thumbnail: {video['thumbnail_url']}")
 
     console.print("[bold]6. checking the status table against the log[/bold]")
     rebuild = coursecast(settings, "replay", "--rebuild", check=False)
