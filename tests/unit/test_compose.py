@@ -9,6 +9,7 @@ watchdog's state on named volumes. When `docker compose` is installed, it parses
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -35,6 +36,25 @@ KAFKA_POM = PROJECT_ROOT / "devtools" / "stack" / "kafka" / "pom.xml"
 # `service_started`) only waits for a container to exist.
 WAITING_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 KAFKA_NODES = ["kafka-1", "kafka-2", "kafka-3"]
+# What the apache/kafka image's start script (docker/resources/common-scripts/configureDefaults)
+# fills in for a single-node sandbox when unset: listeners on localhost, a one-node quorum, RF 1 for
+# the offsets and transaction logs. A node of a three-node cluster must set every one of them.
+KAFKA_IMAGE_SANDBOX_DEFAULTS = {
+    "CLUSTER_ID",
+    "KAFKA_NODE_ID",
+    "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+    "KAFKA_LISTENERS",
+    "KAFKA_ADVERTISED_LISTENERS",
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS",
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+    "KAFKA_PROCESS_ROLES",
+    "KAFKA_CONTROLLER_QUORUM_VOTERS",
+    "KAFKA_INTER_BROKER_LISTENER_NAME",
+    "KAFKA_CONTROLLER_LISTENER_NAMES",
+    "KAFKA_LOG_DIRS",
+}
 
 _VARIABLE = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])|(?=\}))|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -243,8 +263,15 @@ def test_kafka_is_three_kraft_nodes_of_the_local_stacks_version_with_logs_on_nam
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
         assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 3
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-        # A KRaft cluster id is a base64 UUID: 22 characters of the URL-safe alphabet.
+        assert KAFKA_IMAGE_SANDBOX_DEFAULTS - set(env) == set()
+        assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
+        assert (
+            env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"],
+            env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"],
+        ) == ("3", "2")
+        # A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters, 16 bytes.
         assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"])
+        assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16
         mounts = [volume.split(":") for volume in service["volumes"]]
         assert [source for source, target in mounts if target == env["KAFKA_LOG_DIRS"]] == [name]
         assert name in named_volumes
