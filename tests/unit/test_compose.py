@@ -272,6 +272,8 @@ def test_kafka_is_three_kraft_nodes_of_the_local_stacks_version_with_logs_on_nam
         # A KRaft cluster id is a UUID in URL-safe base64 without padding: 22 characters, 16 bytes.
         assert re.fullmatch(r"[A-Za-z0-9_-]{22}", env["CLUSTER_ID"])
         assert len(base64.urlsafe_b64decode(env["CLUSTER_ID"] + "==")) == 16
+        # The image passes it as `--cluster-id=…`; Kafka never issues one that reads as a flag.
+        assert not env["CLUSTER_ID"].startswith("-")
         mounts = [volume.split(":") for volume in service["volumes"]]
         assert [source for source, target in mounts if target == env["KAFKA_LOG_DIRS"]] == [name]
         assert name in named_volumes
