@@ -6,7 +6,9 @@ import typer
 from rich.console import Console
 
 from services.api import cli as api_cli
+from services.core.membership import Worker, is_member_here
 from services.core.settings import get_settings
+from services.core.storage import prepare_bucket
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
 from services.projector import cli as projector_cli
@@ -38,6 +40,28 @@ def topics() -> None:
     """Create the project's Kafka topics if any is missing."""
     created = ensure_topics(get_settings())
     console.print(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@app.command()
+def init() -> None:
+    """Prepare a deployment once (idempotent): the topics, and the bucket with its policy (anyone may
+    read published hls/, everything else stays private). Run by docker-compose.yml's init service."""
+    settings = get_settings()
+    created = ensure_topics(settings)
+    console.print(f"topics created: {', '.join(created)}" if created else "all topics exist")
+    bucket_created = prepare_bucket(settings)
+    console.print(
+        f"bucket {settings.s3_bucket}: {'created' if bucket_created else 'exists'}; hls/ readable by anyone"
+    )
+
+
+@app.command()
+def healthcheck(worker: Worker) -> None:
+    """Exit 0 when a WORKER process of this host is a member of its consumer group, else 1
+    (the container healthcheck of the encoder, projector and watchdog)."""
+    if not is_member_here(get_settings(), worker):
+        console.print(f"no {worker} of this host is a member of its consumer group")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from services.api.routes import courses, health, jobs, uploads
 from services.api.runtime import Services, StreamSlots
 from services.core.kafka_config import admin_config
 from services.core.settings import Settings, get_settings
-from services.core.storage import s3_client
+from services.core.storage import presigning_client, s3_client
 
 DESCRIPTION = """\
 CourseCast's HTTP API: upload a course, follow its publish job, read its history, retry or cancel it.
@@ -45,6 +45,7 @@ def bootstrap(settings: Settings) -> Services:
         s3=s3_client(settings),
         admin=AdminClient(admin_config(settings)),
         streams=StreamSlots(settings.api_max_streams_per_user),
+        presigner=presigning_client(settings),
     )
 
 

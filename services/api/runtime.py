@@ -60,3 +60,5 @@ class Services:
     # One Kafka admin client for the process (/readyz), not one per request.
     admin: AdminClient
     streams: StreamSlots
+    # Signs the presigned upload URLs for the endpoint clients reach (settings.s3_public_url).
+    presigner: S3Client

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str = "coursecast"
     s3_secret_access_key: str = "coursecast-local-secret"
     cdn_base_url: str = "http://127.0.0.1:9000/coursecast"
+    # The S3 endpoint as clients outside the deployment reach it: presigned upload URLs are signed for
+    # this host (SigV4 signs the Host header), so a browser or `curl` can PUT to them. Unset: the
+    # endpoint itself, which is right whenever clients and services reach S3 at the same address.
+    s3_public_url: str | None = None
 
     # --- Job lifecycle (G2, G5) --------------------------------------------------------------
     encode_time_limit_s: int = Field(default=14_400, ge=1)

@@ -43,6 +43,24 @@ def s3_client(settings: Settings, config: Config | None = None) -> S3Client:
     )
 
 
+def presigning_client(settings: Settings) -> S3Client:
+    """A client that only signs URLs handed to clients: for the public endpoint (s3_public_url).
+
+    A URL signed for the services' own address (a container name, say) is unreachable from outside
+    the deployment, and SigV4 signs the Host header, so the host cannot be rewritten afterwards.
+    botocore presigns with the legacy SigV2 unless told otherwise: SigV2 leaves the query unsigned
+    (a holder could alter it) and S3-compatible servers such as Versity's gateway refuse it, hence
+    s3v4. Signing needs no request: this client never talks to the endpoint itself."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_public_url or settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=_CLIENT_CONFIG.merge(Config(signature_version="s3v4")),
+    )
+
+
 # Published HLS and images live under this prefix; it is what the CDN serves.
 PUBLISHED_PREFIX = "hls/"
 
@@ -80,6 +98,15 @@ def allow_public_read(client: S3Client, bucket: str, prefix: str) -> None:
         ],
     }
     client.put_bucket_policy(Bucket=bucket, Policy=orjson.dumps(policy).decode())
+
+
+def prepare_bucket(settings: Settings) -> bool:
+    """Create the bucket if missing and let anyone read what is published under hls/; everything
+    else (staging/, uploads/) stays private. Idempotent; True when the bucket was created now."""
+    client = s3_client(settings)
+    created = ensure_bucket(client, settings.s3_bucket, settings.s3_region)
+    allow_public_read(client, settings.s3_bucket, PUBLISHED_PREFIX)
+    return created
 
 
 def public_url(settings: Settings, key: str) -> str:
