@@ -9,6 +9,7 @@ from services.api import cli as api_cli
 from services.core.settings import get_settings
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
+from services.notifier import cli as notifier_cli
 from services.projector import cli as projector_cli
 from services.watchdog import cli as watchdog_cli
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("projector")(projector_cli.projector)
 app.command("encoder")(encoder_cli.encoder)
 app.command("watchdog")(watchdog_cli.watchdog)
+app.command("notifier")(notifier_cli.notifier)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)
 app.command("job")(projector_cli.job)
