@@ -117,10 +117,8 @@ class Notifier:
         self._dispatcher = Dispatcher(self.settings, self._store, self._sender)
 
     async def _close(self) -> None:
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        # The notifications' tasks were cancelled before this was submitted: let them unwind first.
+        await asyncio.sleep(0.1)
         if self._sender is not None:
             await self._sender.close()
         await self._store.close()

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from services.core.messages import Envelope
@@ -167,7 +168,7 @@ class Dispatcher:
                     kind.value,
                     attempts,
                     result.error,
-                    extra={**where, "url": current.url},
+                    extra={**where, "host": urlsplit(current.url).hostname},
                 )
                 return
             await self._store.attempted(
