@@ -121,7 +121,11 @@ class Dispatcher:
         if not endpoints:
             return
         body = notification_body(envelope, kind, verdict.job)
-        await asyncio.gather(*(self._deliver(envelope, kind, verdict.job, e, body) for e in endpoints))
+        # A task group: if one delivery's bookkeeping fails, the others are cancelled too before the
+        # whole notification is tried again, so no endpoint ever has two deliveries of it running.
+        async with asyncio.TaskGroup() as group:
+            for endpoint in endpoints:
+                group.create_task(self._deliver(envelope, kind, verdict.job, endpoint, body))
 
     async def _deliver(
         self, envelope: Envelope, kind: NotificationType, job: Job, endpoint: Endpoint, body: bytes

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import orjson
@@ -16,6 +19,7 @@ from services.api.handlers.webhooks import check_endpoint_url, chosen_events, ne
 from services.api.problems import ProblemError
 from services.core.messages import MessageType
 from services.core.payloads import JobFailed, JobStalled
+from services.core.settings import PROJECT_ROOT
 from services.notifier.notifications import Job, NotificationType, notification_body, notification_type
 from services.notifier.offsets import OffsetBook
 from services.notifier.retry import gives_up, retry_delay
@@ -202,3 +206,19 @@ def test_a_failed_notification_carries_the_error_and_the_same_bytes_every_time()
     body = notification_body(failed, NotificationType.FAILED, JOB)
     assert orjson.loads(body)["data"]["error"] == {"type": "invalid_media", "message": "no video"}
     assert notification_body(failed, NotificationType.FAILED, JOB) == body
+
+
+def test_the_verification_snippet_of_the_api_docs_accepts_exactly_what_the_notifier_signs() -> None:
+    docs = (PROJECT_ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```python\n(import hashlib.*?)```", docs, re.DOTALL)
+    assert snippet is not None
+    namespace: dict[str, Any] = {}
+    exec(snippet.group(1), namespace)  # our own documentation
+    receiver_verify = namespace["verify"]
+    body, now = b'{"id":"x","type":"course.completed"}', int(time.time())
+    header = signature_header(["whsec_new", "whsec_old"], now, body)
+    assert receiver_verify("whsec_new", header, body)
+    assert receiver_verify("whsec_old", header, body)
+    assert not receiver_verify("whsec_other", header, body)
+    assert not receiver_verify("whsec_new", header, body + b" ")
+    assert not receiver_verify("whsec_new", signature_header(["whsec_new"], now - 600, body), body)
