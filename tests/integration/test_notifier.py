@@ -25,7 +25,7 @@ from tests.support.messages import course_data, event, job_queued
 from tests.support.observe import log_lines
 from tests.support.projector import end_offsets, produce
 from tests.support.services import running, wait_until
-from tests.support.webhooks import committed_offsets, deliveries, receiver, register, unregister
+from tests.support.webhooks import TRICKLE, committed_offsets, deliveries, receiver, register, unregister
 
 pytestmark = pytest.mark.own(
     partitions=2, webhook_retry_base_s=0.4, webhook_retry_max_s=1.0, webhook_timeout_s=5.0, **QUICK_LIVENESS
@@ -226,3 +226,34 @@ def test_a_delivery_failing_past_its_retry_age_is_given_up_recorded_and_the_log_
         gave_up = [line for line in log_lines(services.log("notifier")) if "gave up" in line["message"]]
         assert [line["level"] for line in gave_up] == ["ERROR"]
         assert gave_up[0]["event_id"] == str(events[-1].event_id)
+
+
+@pytest.mark.own(partitions=1, webhook_timeout_s=1.5, webhook_retry_base_s=0.3, webhook_retry_max_s=0.6)
+def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline_and_holds_up_no_other_owner(
+    own: Settings, tmp_path: Path
+) -> None:
+    migrate_schema(own.database_url, own.database_schema)
+    slow_job, next_job = uuid4(), uuid4()
+    # Each byte comes well within the read timeout; the whole answer never within the deadline.
+    with receiver([TRICKLE, TRICKLE]) as slow, receiver() as working, running(own, tmp_path) as services:
+        register(own, "kim", slow.url)
+        register(own, "lee", working.url)
+        produce(own, ended(slow_job, "kim"))
+        services.projector()
+        notifier = services.notifier()
+        wait_until("kim's first try", lambda: len(slow.requests()) >= 1, 30, [notifier])
+        # One partition: lee's job is behind kim's on the log.
+        produce(own, ended(next_job, "lee"))
+        wait_until("lee's notification", lambda: len(working.requests()) == 1, 30, [notifier])
+        wait_until("kim's, on the third try", lambda: len(slow.requests()) == 3, 30, [notifier])
+        wait_until("everything committed", lambda: all_committed(own), 30, [notifier])
+
+        assert working.requests()[0].at < slow.requests()[-1].at, "lee waited for kim's receiver"
+        (record,) = [r for r in deliveries(own) if r["owner"] == "kim"]
+        assert (record["state"], record["attempts"], record["last_status"]) == ("delivered", 3, 200)
+        cut_off = [
+            line
+            for line in log_lines(services.log("notifier"))
+            if "no complete answer within 1.5 s" in line["message"]
+        ]
+        assert len(cut_off) == 2

@@ -3,7 +3,9 @@ readers of what the notifier did (its group's committed offsets, its delivery re
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +23,10 @@ from services.core.kafka_config import consumer_config
 from services.core.settings import Settings
 from services.notifier.signing import EVENT_ID_HEADER, SIGNATURE_HEADER
 
+# A status in a receiver's script that answers 200 one byte at a time, slower than any deadline.
+TRICKLE = -1
+TRICKLE_GAP_S = 0.25
+
 
 @dataclass(frozen=True)
 class Received:
@@ -30,6 +36,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    at: float  # time.monotonic() when it arrived
 
     @property
     def event_id(self) -> str:
@@ -61,13 +68,32 @@ class Receiver:
                 with receiver._lock:
                     status = receiver.script.pop(0) if receiver.script else receiver.after
                     receiver.received.append(
-                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status)
+                        Received(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            body,
+                            status,
+                            time.monotonic(),
+                        )
                     )
+                if status == TRICKLE:
+                    self._trickle()
+                    return
                 answer = b'{"ok": true}' if status < 300 else b"receiver says no"
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 self.wfile.write(answer)
+
+            def _trickle(self) -> None:
+                # A hostile receiver: a valid answer, one byte every TRICKLE_GAP_S, for a minute.
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 60\r\n\r\n" + b"x" * 60
+                with contextlib.suppress(OSError):
+                    for byte in answer:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(TRICKLE_GAP_S)
+                self.close_connection = True
 
             def log_message(self, *_: Any) -> None:
                 return
