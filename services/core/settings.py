@@ -173,9 +173,19 @@ class Settings(BaseSettings):
     webhook_max_endpoints_per_user: int = Field(default=10, ge=1)
     # After a secret rotation the previous secret also signs for this long.
     webhook_secret_overlap_s: float = Field(default=86_400.0, ge=0)
+    # May webhooks go to loopback, private, link-local addresses (SSRF)? Unset: yes, except under
+    # COURSECAST_ENV=production (see webhook_private_addresses_allowed).
+    webhook_allow_private_addresses: bool | None = None
 
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = _state_root() / "stack"
+
+    @property
+    def webhook_private_addresses_allowed(self) -> bool:
+        """Whether the notifier may deliver to non-public addresses: as set, or outside production."""
+        if self.webhook_allow_private_addresses is None:
+            return self.env != "production"
+        return self.webhook_allow_private_addresses
 
     @model_validator(mode="after")
     def _guarantees_hold(self) -> Settings:

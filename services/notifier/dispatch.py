@@ -163,7 +163,9 @@ class Dispatcher:
                 return
             delay = retry_delay(attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s)
             next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
-            if gives_up(record.first_attempt_at, next_attempt_at, settings.webhook_max_retry_age_s):
+            if result.final or gives_up(
+                record.first_attempt_at, next_attempt_at, settings.webhook_max_retry_age_s
+            ):
                 await self._store.attempted(
                     event_id, endpoint_id, state="given_up", status=result.status, error=result.error
                 )

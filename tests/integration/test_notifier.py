@@ -257,3 +257,21 @@ def test_a_receiver_trickling_its_answer_is_cut_off_at_the_deadline_and_holds_up
             if "no complete answer within 1.5 s" in line["message"]
         ]
         assert len(cut_off) == 2
+
+
+@pytest.mark.own(partitions=1, webhook_allow_private_addresses=False)
+def test_without_private_addresses_a_loopback_endpoint_is_given_up_at_once_unreached(
+    own: Settings, tmp_path: Path
+) -> None:
+    migrate_schema(own.database_url, own.database_schema)
+    with receiver() as hook, running(own, tmp_path) as services:
+        register(own, "kim", hook.url)  # http://127.0.0.1:…
+        register(own, "kim", hook.url.replace("127.0.0.1", "localhost"))  # a name that resolves to it
+        produce(own, ended(uuid4(), "kim"))
+        services.projector()
+        notifier = services.notifier()
+        wait_until("given up and committed", lambda: all_committed(own), 30, [notifier])
+        records = deliveries(own)
+        assert [(r["state"], r["attempts"]) for r in records] == [("given_up", 1), ("given_up", 1)]
+        assert all("which webhooks may not reach" in r["last_error"] for r in records)
+        assert hook.requests() == []

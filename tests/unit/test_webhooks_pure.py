@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,8 @@ from services.api.handlers.webhooks import check_endpoint_url, chosen_events, ne
 from services.api.problems import ProblemError
 from services.core.messages import MessageType
 from services.core.payloads import JobFailed, JobStalled
-from services.core.settings import PROJECT_ROOT
+from services.core.settings import PROJECT_ROOT, Settings
+from services.notifier.addresses import first_refused, is_public
 from services.notifier.notifications import Job, NotificationType, notification_body, notification_type
 from services.notifier.offsets import OffsetBook
 from services.notifier.retry import gives_up, retry_delay
@@ -222,3 +224,33 @@ def test_the_verification_snippet_of_the_api_docs_accepts_exactly_what_the_notif
     assert not receiver_verify("whsec_other", header, body)
     assert not receiver_verify("whsec_new", header, body + b" ")
     assert not receiver_verify("whsec_new", signature_header(["whsec_new"], now - 600, body), body)
+
+
+NOT_PUBLIC = ("127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1")
+NOT_PUBLIC_EITHER = (
+    "0.0.0.0",
+    "::1",
+    "fd00::1",
+    "fe80::1",
+    "::ffff:127.0.0.1",
+    "224.0.1.1",
+    "ff02::1",
+    "240.0.0.1",
+)
+
+
+@pytest.mark.parametrize("address", [*NOT_PUBLIC, *NOT_PUBLIC_EITHER])
+def test_webhooks_never_reach_private_loopback_link_local_or_multicast_addresses(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+    assert first_refused(["93.184.215.14", address]) == address
+
+
+def test_global_unicast_addresses_are_public() -> None:
+    assert first_refused(["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "8.8.8.8"]) is None
+
+
+def test_private_addresses_are_allowed_by_default_except_in_production() -> None:
+    assert Settings().webhook_private_addresses_allowed
+    production = Settings().model_copy(update={"env": "production"})  # its built-in secrets aside
+    assert not production.webhook_private_addresses_allowed
+    assert Settings(webhook_allow_private_addresses=False).webhook_private_addresses_allowed is False
