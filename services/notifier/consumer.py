@@ -97,7 +97,9 @@ class Notifier:
         )
         try:
             while not stop.is_set():
-                for message in self._consumer.consume(BATCH, POLL_TIMEOUT_S):
+                # Never more at once than the room left under webhook_max_pending.
+                room = self.settings.webhook_max_pending - len(self._in_flight)
+                for message in self._consumer.consume(max(1, min(BATCH, room)), POLL_TIMEOUT_S):
                     self._take(message)
                 self._reap()
                 self._commit()

@@ -275,3 +275,20 @@ def test_without_private_addresses_a_loopback_endpoint_is_given_up_at_once_unrea
         assert [(r["state"], r["attempts"]) for r in records] == [("given_up", 1), ("given_up", 1)]
         assert all("which webhooks may not reach" in r["last_error"] for r in records)
         assert hook.requests() == []
+
+
+@pytest.mark.own(partitions=1, webhook_max_pending=1, webhook_retry_base_s=0.2, webhook_retry_max_s=0.4)
+def test_with_one_notification_in_progress_at_most_reading_pauses_and_resumes_until_all_are_delivered(
+    own: Settings, tmp_path: Path
+) -> None:
+    migrate_schema(own.database_url, own.database_schema)
+    jobs = [uuid4() for _ in range(4)]
+    with receiver([500, 500, 500]) as hook, running(own, tmp_path) as services:
+        register(own, "kim", hook.url)
+        produce(own, [e for job in jobs for e in ended(job, "kim")])
+        services.projector()
+        notifier = services.notifier()
+        wait_until("every job notified and committed", lambda: all_committed(own), 60, [notifier])
+        delivered = [r.json()["data"]["job_id"] for r in hook.requests() if r.answered == 200]
+        assert delivered == [str(job) for job in jobs], "one at a time, in log order"
+        assert any("pausing reads" in line["message"] for line in log_lines(services.log("notifier")))
