@@ -32,6 +32,9 @@ app.add_typer(staging_app, name="staging")
 app.command("api")(api_cli.api)
 app.add_typer(api_cli.users_app, name="users")
 app.add_typer(api_cli.tokens_app, name="tokens")
+webhooks_app = typer.Typer(help="Webhook deliveries (the notifier's record).", no_args_is_help=True)
+webhooks_app.command("deliveries")(notifier_cli.deliveries)
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 
 

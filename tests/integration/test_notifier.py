@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from devtools.demo import coursecast
 from services.core.messages import Envelope, MessageType, new_message
 from services.core.payloads import JobCanceled, JobFailed
 from services.core.settings import Settings
@@ -226,6 +227,11 @@ def test_a_delivery_failing_past_its_retry_age_is_given_up_recorded_and_the_log_
         gave_up = [line for line in log_lines(services.log("notifier")) if "gave up" in line["message"]]
         assert [line["level"] for line in gave_up] == ["ERROR"]
         assert gave_up[0]["event_id"] == str(events[-1].event_id)
+        # What an operator reads: `coursecast webhooks deliveries --state given_up`.
+        shown = coursecast(own, "webhooks", "deliveries", "--state", "given_up").stdout
+        assert str(events[-1].event_id) in shown
+        assert "given_up" in shown
+        assert "HTTP 500" in shown
 
 
 @pytest.mark.own(partitions=1, webhook_timeout_s=1.5, webhook_retry_base_s=0.3, webhook_retry_max_s=0.6)
