@@ -22,7 +22,7 @@ from pathlib import Path
 
 from services.core import mediaprobe
 from services.encoder import chunk_encode, ladder
-from services.encoder.chunking import plan_chunks
+from services.core.chunking import plan_chunks
 
 
 def _children_cpu() -> float:

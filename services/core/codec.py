@@ -283,6 +283,8 @@ class Codec:
             "producer": envelope.producer,
             "data": envelope.data,  # a payload struct, turned into JSON by _to_json
         }
+        if envelope.course_job_id is not None:
+            document["course_job_id"] = envelope.course_job_id
         try:
             raw = orjson.dumps(document, default=_to_json, option=orjson.OPT_UTC_Z)
         except orjson.JSONEncodeError as exc:
@@ -313,6 +315,7 @@ class Codec:
                 # Valid against the schema already: the class only gives the fields their Python types
                 # (non-strict, so an integral 1.0 the schema counts as an integer becomes a real int).
                 data=msgspec.convert(data, self._payloads[(type_, latest)], strict=False),
+                course_job_id=uuid.UUID(document["course_job_id"]) if "course_job_id" in document else None,
             )
         # Unreachable while the schema checks formats and each class matches its schema (a unit test
         # holds them together); kept as a safety net so that only a CodecError leaves `decode`.

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from services.core.messages import Envelope, MessageType
 from services.core.payloads import (
+    CoursePlanned,
     JobCanceled,
     JobCompleted,
     JobFailed,
@@ -32,6 +33,12 @@ from services.core.payloads import (
     JobStalled,
     JobStarted,
     JobTimedOut,
+    LecturePublished,
+    PlannedLecture,
+    PublishedVideo,
+    TaskCompleted,
+    TaskQueued,
+    TaskSpec,
     ThumbnailSaved,
     VideoEncoded,
 )
@@ -78,11 +85,24 @@ class JobState:
     failed_at: datetime | None = None
     canceled_at: datetime | None = None
     outputs: JobOutputs | None = None
+    # A task (one piece of a course's work, docs/fan-out.md) is a job of its own with these set: the
+    # course it belongs to, what it encodes, and, once completed, what it wrote.
+    course_job_id: UUID | None = None
+    task: TaskSpec | None = None
+    task_result: TaskCompleted | None = None
+    # A course once planned: its lectures, and each lecture as it is published (by video_index).
+    lectures: tuple[PlannedLecture, ...] = ()
+    published: tuple[PublishedVideo, ...] = ()
 
     @property
     def has_ended(self) -> bool:
         """True when no delivery of a command may change this job any more."""
         return self.status in ENDED_STATUSES
+
+    @property
+    def is_task(self) -> bool:
+        """True for a task of a course, false for a course job."""
+        return self.task is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +149,7 @@ def apply(state: JobState | None, event: Envelope) -> Outcome:
             f"job is {state.status}; {event.type} of attempt {event.attempt} "
             "cannot change a job that has ended"
         )
-    if event.type == MessageType.JOB_QUEUED:
+    if event.type in (MessageType.JOB_QUEUED, MessageType.TASK_QUEUED):
         return IllegalTransition(f"job already exists (status {state.status}); it cannot be queued again")
     if event.attempt != state.attempt:
         return StaleAttempt(
@@ -143,6 +163,8 @@ def apply(state: JobState | None, event: Envelope) -> Outcome:
 
 def _birth(event: Envelope) -> Outcome:
     data = event.data
+    if isinstance(data, TaskQueued):
+        return _task_birth(event, data)
     if not isinstance(data, JobQueued):
         return UnknownJob(f"{event.type} names job {event.job_id}, which was never queued")
     if event.attempt != 1:
@@ -160,6 +182,32 @@ def _birth(event: Envelope) -> Outcome:
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         last_event_id=event.event_id,
+    )
+
+
+def _task_birth(event: Envelope, data: TaskQueued) -> Outcome:
+    """A task's row: its course's names, its own source, and the task it runs."""
+    if event.attempt != 1:
+        return IllegalTransition(f"a task is queued at attempt 1, not attempt {event.attempt}")
+    if event.course_job_id is None or event.course_job_id == event.job_id:
+        return IllegalTransition("a task must name the course it belongs to, other than itself")
+    if data.task.task_id != event.job_id:
+        return IllegalTransition(f"TaskQueued for task {data.task.task_id} was sent as job {event.job_id}")
+    return JobState(
+        job_id=event.job_id,
+        status=JobStatus.QUEUED,
+        attempt=1,
+        owner=data.owner,
+        course_name=data.course_name,
+        curriculum=data.curriculum,
+        staging_prefix=data.staging_prefix,
+        manifest_key=data.task.source_key,
+        video_count=1,
+        created_at=event.occurred_at,
+        updated_at=event.occurred_at,
+        last_event_id=event.event_id,
+        course_job_id=event.course_job_id,
+        task=data.task,
     )
 
 
@@ -205,7 +253,21 @@ def _changes(state: JobState, event: Envelope) -> dict[str, Any] | None:
             return {"progress_percent": float(percent), "current_step": step}
         case VideoEncoded() | ThumbnailSaved() if status == JobStatus.PROCESSING:
             return {}
-        case JobCompleted(outputs=outputs) if status == JobStatus.PROCESSING:
+        case TaskCompleted() as result if status == JobStatus.PROCESSING and state.is_task:
+            return {
+                "status": JobStatus.COMPLETED,
+                "completed_at": at,
+                "progress_percent": 100.0,
+                "current_step": None,
+                "task_result": result,
+            }
+        case CoursePlanned(lectures=lectures) if status == JobStatus.PROCESSING and not state.is_task:
+            return {"lectures": lectures}
+        case LecturePublished(video=video) if status == JobStatus.PROCESSING and state.lectures:
+            # One entry per lecture: publishing a lecture again (after a retry) replaces its entry.
+            kept = tuple(v for v in state.published if v.video_index != video.video_index)
+            return {"published": tuple(sorted((*kept, video), key=lambda v: v.video_index))}
+        case JobCompleted(outputs=outputs) if status == JobStatus.PROCESSING and not state.is_task:
             return {
                 "status": JobStatus.COMPLETED,
                 "completed_at": at,

@@ -35,6 +35,7 @@ class MessageType(StrEnum):
     # Commands (publish.commands)
     PUBLISH_COURSE = "PublishCourse"
     CANCEL_JOB = "CancelJob"
+    ENCODE_TASK = "EncodeTask"
     # Events (publish.job-events)
     JOB_QUEUED = "JobQueued"
     JOB_STARTED = "JobStarted"
@@ -48,9 +49,16 @@ class MessageType(StrEnum):
     JOB_STALLED = "JobStalled"
     JOB_TIMED_OUT = "JobTimedOut"
     JOB_CANCELED = "JobCanceled"
+    # The fan-out of a course into tasks (docs/fan-out.md)
+    COURSE_PLANNED = "CoursePlanned"
+    TASK_QUEUED = "TaskQueued"
+    TASK_COMPLETED = "TaskCompleted"
+    LECTURE_PUBLISHED = "LecturePublished"
 
 
-COMMAND_TYPES: Final[frozenset[str]] = frozenset({MessageType.PUBLISH_COURSE, MessageType.CANCEL_JOB})
+COMMAND_TYPES: Final[frozenset[str]] = frozenset(
+    {MessageType.PUBLISH_COURSE, MessageType.CANCEL_JOB, MessageType.ENCODE_TASK}
+)
 EVENT_TYPES: Final[frozenset[str]] = frozenset(MessageType) - COMMAND_TYPES
 
 # The one definition of what the contract (schemas' `pattern`s), the codec and the api refuse in a
@@ -109,6 +117,11 @@ class Envelope(Generic[P_co]):
     occurred_at: datetime
     producer: str
     data: P_co
+    # Set on every message about a task (a piece of a course's work, docs/fan-out.md): the course job
+    # it belongs to. A task's events are keyed by it, so a course's whole history, its tasks' included,
+    # shares one partition and keeps its order; a task's commands are keyed by the task, so tasks
+    # spread over the encoder group.
+    course_job_id: uuid.UUID | None = None
 
     def __post_init__(self) -> None:
         # Every timestamp on the log is an instant in UTC, so ordering and replay never depend on a
@@ -143,7 +156,9 @@ class Envelope(Generic[P_co]):
         return int(self.occurred_at.timestamp() * 1000)
 
     def kafka_key(self) -> bytes:
-        """The Kafka key of this message: its job id, so the job's messages keep their order."""
+        """The Kafka key of this message: its job, or for a task's event its course (see course_job_id)."""
+        if self.course_job_id is not None and not self.is_command:
+            return job_key(self.course_job_id)
         return job_key(self.job_id)
 
 
@@ -162,6 +177,7 @@ def new_message(
     attempt: int,
     producer: str,
     occurred_at: datetime | None = None,
+    course_job_id: uuid.UUID | None = None,
 ) -> Envelope[P]:
     """A new message carrying `data`, with a fresh event id, stamped now (UTC).
 
@@ -174,4 +190,5 @@ def new_message(
         occurred_at=datetime.now(UTC) if occurred_at is None else occurred_at,
         producer=producer,
         data=data,
+        course_job_id=course_job_id,
     )

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
+from uuid import UUID
 
 import msgspec
 
@@ -28,6 +29,8 @@ __all__ = [
     "LATEST_VERSION",
     "PAYLOAD_CLASSES",
     "CancelJob",
+    "CoursePlanned",
+    "EncodeTask",
     "ImageKind",
     "ImageSource",
     "JobCanceled",
@@ -41,10 +44,16 @@ __all__ = [
     "JobStalled",
     "JobStarted",
     "JobTimedOut",
+    "LecturePublished",
+    "PlannedLecture",
     "ProgressStep",
     "PublishCourse",
     "PublishedVideo",
     "Rendition",
+    "TaskCompleted",
+    "TaskMedia",
+    "TaskQueued",
+    "TaskSpec",
     "ThumbnailSaved",
     "VideoEncoded",
 ]
@@ -86,6 +95,36 @@ class PublishedVideo(msgspec.Struct, frozen=True, kw_only=True):
     poster_url: str | None
 
 
+TaskMedia = Literal["video", "audio"]
+"""What a task encodes: one chunk of a lecture's video ladder, or the lecture's whole audio."""
+
+
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One piece of a course's work (docs/fan-out.md): what an encoder needs to run it, and nothing else.
+
+    A lecture is one audio task (it also takes the lecture's thumbnail and poster) and one video task
+    per chunk; a chunk is [start_s, end_s) of the lecture's timeline, cut on a segment boundary.
+    """
+
+    task_id: UUID
+    lecture_index: int
+    media: TaskMedia
+    chunk_index: int
+    chunk_count: int
+    start_s: float
+    end_s: float
+    source_key: str
+    thumbnail_key: str | None = None
+
+
+class PlannedLecture(msgspec.Struct, frozen=True, kw_only=True):
+    """One lecture of a planned course: its title and its duration as the probe measured it."""
+
+    index: int
+    title: str
+    duration_s: float
+
+
 class JobOutputs(msgspec.Struct, frozen=True, kw_only=True):
     """What a completed job published: one entry per video."""
 
@@ -117,6 +156,18 @@ class CancelJob(Payload, frozen=True, kw_only=True):
 
     requested_by: str
     reason: str | None = None
+
+
+class EncodeTask(Payload, frozen=True, kw_only=True):
+    """Command to the encoder group: run one task of a course (its envelope: the task's id and attempt,
+    and the course in `course_job_id`)."""
+
+    message_type = MessageType.ENCODE_TASK
+    version = 1
+
+    owner: str
+    staging_prefix: str
+    task: TaskSpec
 
 
 # --- events (publish.job-events) -------------------------------------------------------------------
@@ -267,6 +318,58 @@ class JobCanceled(Payload, frozen=True, kw_only=True):
     reason: str | None = None
 
 
+class CoursePlanned(Payload, frozen=True, kw_only=True):
+    """The course's attempt measured its lectures and cut them into tasks; the conductor runs them."""
+
+    message_type = MessageType.COURSE_PLANNED
+    version = 1
+
+    lectures: tuple[PlannedLecture, ...]
+    tasks: tuple[TaskSpec, ...]
+    chunk_s: int
+    segment_s: int
+
+
+class TaskQueued(Payload, frozen=True, kw_only=True):
+    """A task of a course was queued; it starts the task's own history (attempt 1), like JobQueued."""
+
+    message_type = MessageType.TASK_QUEUED
+    version = 1
+
+    owner: str
+    course_name: str
+    curriculum: str
+    staging_prefix: str
+    task: TaskSpec
+
+    def encode_command(self) -> EncodeTask:
+        """The data of every attempt's EncodeTask: the task as it was queued."""
+        return EncodeTask(owner=self.owner, staging_prefix=self.staging_prefix, task=self.task)
+
+
+class TaskCompleted(Payload, frozen=True, kw_only=True):
+    """A task's output is in object storage under `output_prefix`, ready to be stitched (terminal)."""
+
+    message_type = MessageType.TASK_COMPLETED
+    version = 1
+
+    output_prefix: str
+    renditions: tuple[Rendition, ...]
+    duration_s: float
+    segment_count: int
+    thumbnail_url: str | None = None
+    poster_url: str | None = None
+
+
+class LecturePublished(Payload, frozen=True, kw_only=True):
+    """Every task of one lecture completed and its playlists were stitched and published."""
+
+    message_type = MessageType.LECTURE_PUBLISHED
+    version = 1
+
+    video: PublishedVideo
+
+
 PAYLOAD_CLASSES: Final[Mapping[tuple[str, int], type[Payload]]] = {
     (cls.message_type.value, cls.version): cls
     for cls in (
@@ -284,6 +387,11 @@ PAYLOAD_CLASSES: Final[Mapping[tuple[str, int], type[Payload]]] = {
         JobStalled,
         JobTimedOut,
         JobCanceled,
+        EncodeTask,
+        CoursePlanned,
+        TaskQueued,
+        TaskCompleted,
+        LecturePublished,
     )
 }
 """Every payload class by (type, version): the codec pairs each schema file with its class here."""

@@ -30,14 +30,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from services.core import mediaprobe
-from services.encoder import ts_continuity
-from services.encoder.chunking import Chunk
+from services.core import mediaprobe, ts_continuity
+from services.core.chunking import Chunk
+from services.core.stitch import ChunkPlaylist, master_playlist, parse_media_playlist, stitch
 from services.encoder.errors import AttemptError
-from services.encoder.ladder import AUDIO_BITRATE, MASTER_NAME, PLAYLIST_NAME, SEGMENT_S, Rendition
+from services.encoder.ladder import (
+    AUDIO_BITRATE,
+    MASTER_NAME,
+    PLAYLIST_NAME,
+    SEGMENT_S,
+    Rendition,
+    as_reported,
+)
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser
-from services.encoder.stitch import ChunkPlaylist, master_playlist, parse_media_playlist, stitch
 
 # Added to every timestamp of a chunked lecture, video and audio alike (see the module docstring).
 TIMELINE_OFFSET_S: Final = 10
@@ -222,7 +228,7 @@ def write_stitched(
         (out_dir / AUDIO_DIR / PLAYLIST_NAME).write_text(stitch([ChunkPlaylist(whole, text)]))
         audio_uri = f"{AUDIO_DIR}/{PLAYLIST_NAME}"
     master = out_dir / MASTER_NAME
-    master.write_text(master_playlist(ladder, video_uris, audio_uri))
+    master.write_text(master_playlist([as_reported(r) for r in ladder], video_uris, audio_uri))
     return master
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import ffmpeg
 
-from services.core import mediaprobe
+from services.core import mediaprobe, payloads
 
 SEGMENT_S: Final = 6
 MASTER_NAME: Final = "master.m3u8"
@@ -103,6 +103,18 @@ def choose_ladder(source: Source) -> list[Rendition]:
         width, height = (side, other) if portrait else (other, side)
         renditions.append(Rendition(rung.name, width, height, rung.video_bitrate, audio))
     return renditions
+
+
+def as_reported(rendition: Rendition) -> payloads.Rendition:
+    """A rung as the events report it and the master playlist names it: bandwidth and codecs count
+    the audio that plays along with the rung."""
+    return payloads.Rendition(
+        name=rendition.name,
+        width=rendition.width,
+        height=rendition.height,
+        bandwidth=rendition.bandwidth,
+        codecs=codecs_string(rendition),
+    )
 
 
 def codecs_string(rendition: Rendition) -> str:

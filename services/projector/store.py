@@ -42,7 +42,13 @@ from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.jobs import JobState, JobStatus, Rejection, apply
 from services.core.messages import Envelope, printable
 from services.core.migrations import migrate
-from services.core.payloads import JobOutputs
+from services.core.payloads import (
+    JobOutputs,
+    PlannedLecture,
+    PublishedVideo,
+    TaskCompleted,
+    TaskSpec,
+)
 
 log = logging.getLogger("coursecast.projector")
 
@@ -84,7 +90,18 @@ COLUMN_TYPES = {
     "occurred_at": "timestamptz", "created_at": "timestamptz", "updated_at": "timestamptz",
     "started_at": "timestamptz", "completed_at": "timestamptz", "failed_at": "timestamptz",
     "canceled_at": "timestamptz", "data": "jsonb", "outputs": "jsonb",
+    "course_job_id": "uuid", "task": "jsonb", "task_result": "jsonb", "lectures": "jsonb",
+    "published": "jsonb",
 }  # fmt: skip
+
+# The JobState fields stored as jsonb, and the type each is read back as.
+JSON_FIELDS: Final[Mapping[str, Any]] = {
+    "outputs": JobOutputs,
+    "task": TaskSpec,
+    "task_result": TaskCompleted,
+    "lectures": tuple[PlannedLecture, ...],
+    "published": tuple[PublishedVideo, ...],
+}
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
@@ -637,7 +654,7 @@ def state_to_row(state: JobState) -> tuple[Any, ...]:
         value = getattr(state, name)
         if name == "status":
             value = value.value
-        elif name == "outputs" and value is not None:
+        elif name in JSON_FIELDS and value is not None:
             value = Jsonb(value)
         values.append(value)
     return tuple(values)
@@ -647,6 +664,7 @@ def row_to_state(row: Mapping[str, Any]) -> JobState:
     """A publish_jobs row as the JobState the state machine works on."""
     values = {name: row[name] for name in JOB_COLUMNS}
     values["status"] = JobStatus(values["status"])
-    if values["outputs"] is not None:
-        values["outputs"] = msgspec.convert(values["outputs"], JobOutputs)
+    for name, kind in JSON_FIELDS.items():
+        if values[name] is not None:
+            values[name] = msgspec.convert(values[name], kind)
     return JobState(**values)

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from services.core import mediaprobe
+from services.core.chunking import Chunk, plan_chunks
+from services.core.stitch import parse_media_playlist
 from services.encoder import chunk_encode, ladder
-from services.encoder.chunking import Chunk, plan_chunks
-from services.encoder.stitch import parse_media_playlist
 
 pytestmark = pytest.mark.integration
 

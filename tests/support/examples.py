@@ -34,6 +34,17 @@ COURSE: dict[str, Any] = {
     "video_count": 2,
 }
 
+TASK: dict[str, Any] = {
+    "task_id": "5d2f0c1e-8a7b-4e6d-9c3f-1b0a2e4d6f80",
+    "lecture_index": 1,
+    "media": "video",
+    "chunk_index": 2,
+    "chunk_count": 3,
+    "start_s": 600,
+    "end_s": 720.5,
+    "source_key": f"{STAGING_PREFIX}videos/1-graphs.mp4",
+}
+
 EXAMPLES: dict[MessageType, dict[str, Any]] = {
     MessageType.PUBLISH_COURSE: COURSE,
     MessageType.CANCEL_JOB: {"requested_by": "instructor-42", "reason": "wrong video uploaded"},
@@ -98,6 +109,53 @@ EXAMPLES: dict[MessageType, dict[str, Any]] = {
         "message": "the encode ran past its 4 h time limit and was stopped",
     },
     MessageType.JOB_CANCELED: {"requested_by": "instructor-42"},
+    MessageType.ENCODE_TASK: {"owner": "instructor-42", "staging_prefix": STAGING_PREFIX, "task": TASK},
+    MessageType.COURSE_PLANNED: {
+        "lectures": [
+            {"index": 0, "title": "Sorting", "duration_s": 61.2},
+            {"index": 1, "title": "Graphs", "duration_s": 720.5},
+        ],
+        "tasks": [
+            {
+                **TASK,
+                "lecture_index": 0,
+                "media": "audio",
+                "chunk_index": 0,
+                "chunk_count": 1,
+                "start_s": 0,
+                "end_s": 61.2,
+                "task_id": "0c5a6f7e-1b2c-4d3e-8f9a-0b1c2d3e4f50",
+                "source_key": f"{STAGING_PREFIX}videos/0-sorting.mp4",
+                "thumbnail_key": f"{STAGING_PREFIX}thumbnails/0-sorting.jpg",
+            },
+            TASK,
+        ],
+        "chunk_s": 300,
+        "segment_s": 6,
+    },
+    MessageType.TASK_QUEUED: {
+        "owner": "instructor-42",
+        "course_name": "Introduction to Algorithms",
+        "curriculum": "Computer Science",
+        "staging_prefix": STAGING_PREFIX,
+        "task": TASK,
+    },
+    MessageType.TASK_COMPLETED: {
+        "output_prefix": f"hls/{JOB_ID}/tasks/{TASK['task_id']}/1/",
+        "renditions": RENDITIONS[:2],
+        "duration_s": 120.5,
+        "segment_count": 21,
+    },
+    MessageType.LECTURE_PUBLISHED: {
+        "video": {
+            "video_index": 1,
+            "master_playlist_url": f"{CDN}/1/master.m3u8",
+            "renditions": RENDITIONS,
+            "duration_s": 720.5,
+            "thumbnail_url": f"{CDN}/1/thumbnail.jpg",
+            "poster_url": None,
+        }
+    },
 }
 
 PRODUCERS: dict[MessageType, str] = {
@@ -107,6 +165,9 @@ PRODUCERS: dict[MessageType, str] = {
     MessageType.JOB_RETRY_REQUESTED: "api",
     MessageType.JOB_CANCELED: "api",
     MessageType.JOB_STALLED: "watchdog",
+    MessageType.ENCODE_TASK: "conductor",
+    MessageType.TASK_QUEUED: "conductor",
+    MessageType.LECTURE_PUBLISHED: "conductor",
 }
 
 

@@ -13,6 +13,7 @@ import msgspec
 from services.core.messages import Envelope, MessageType, Payload, new_message
 from services.core.payloads import (
     CancelJob,
+    CoursePlanned,
     JobCanceled,
     JobCompleted,
     JobFailed,
@@ -24,10 +25,15 @@ from services.core.payloads import (
     JobStalled,
     JobStarted,
     JobTimedOut,
+    LecturePublished,
+    PlannedLecture,
     ProgressStep,
     PublishCourse,
     PublishedVideo,
     Rendition,
+    TaskCompleted,
+    TaskQueued,
+    TaskSpec,
     ThumbnailSaved,
     VideoEncoded,
 )
@@ -111,8 +117,48 @@ def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
             return JobTimedOut(time_limit_s=14400, will_retry=False, message="encode passed its 4 h limit")
         case MessageType.JOB_CANCELED:
             return JobCanceled(requested_by="instructor-1")
+        case MessageType.COURSE_PLANNED:
+            spec = task_spec(job_id)
+            return CoursePlanned(
+                lectures=(PlannedLecture(index=0, title="Limit", duration_s=60.0),),
+                tasks=(spec,),
+                chunk_s=300,
+                segment_s=6,
+            )
+        case MessageType.TASK_QUEUED:
+            return TaskQueued(
+                owner="instructor-1",
+                course_name="Limit",
+                curriculum="SQL",
+                staging_prefix=f"staging/{job_id}/",
+                task=task_spec(job_id),
+            )
+        case MessageType.TASK_COMPLETED:
+            video = outputs().videos[0]
+            return TaskCompleted(
+                output_prefix=f"hls/{job_id}/tasks/{job_id}/{attempt}/",
+                renditions=video.renditions,
+                duration_s=60.0,
+                segment_count=10,
+            )
+        case MessageType.LECTURE_PUBLISHED:
+            return LecturePublished(video=outputs().videos[0])
         case _:
             raise ValueError(f"{kind} is not a job event")
+
+
+def task_spec(task_id: UUID, *, lecture_index: int = 0, chunk_index: int = 0) -> TaskSpec:
+    """A video task of one 60 s chunk; `task_id` is the id of the task's job."""
+    return TaskSpec(
+        task_id=task_id,
+        lecture_index=lecture_index,
+        media="video",
+        chunk_index=chunk_index,
+        chunk_count=1,
+        start_s=0.0,
+        end_s=60.0,
+        source_key=f"staging/{task_id}/videos/{lecture_index}-lecture.mp4",
+    )
 
 
 def event(

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.encoder import chunk_encode, ladder
-from services.encoder.chunking import TAIL_FRACTION, Chunk, plan_chunks
-from services.encoder.stitch import (
+from services.core.chunking import TAIL_FRACTION, Chunk, plan_chunks
+from services.core.stitch import (
     ChunkPlaylist,
     Segment,
     StitchError,
@@ -21,6 +20,7 @@ from services.encoder.stitch import (
     parse_media_playlist,
     stitch,
 )
+from services.encoder import chunk_encode, ladder
 
 # --- planning ---------------------------------------------------------------------------------
 
@@ -178,7 +178,8 @@ def test_two_chunks_naming_the_same_segment_are_refused() -> None:
 
 # --- master ------------------------------------------------------------------------------------
 
-_LADDER = ladder.choose_ladder(ladder.Source(1280, 720, 720.0))
+_RUNGS = ladder.choose_ladder(ladder.Source(1280, 720, 720.0))
+_LADDER = [ladder.as_reported(r) for r in _RUNGS]
 
 
 def test_the_master_names_one_audio_rendition_for_every_video_variant() -> None:
@@ -196,17 +197,19 @@ def test_the_master_names_one_audio_rendition_for_every_video_variant() -> None:
     assert [v.uri for v in variants] == uris
     assert [(v.width, v.height) for v in variants] == [(r.width, r.height) for r in _LADDER]
     assert [v.bandwidth for v in variants] == [r.bandwidth for r in _LADDER]
-    assert [v.codecs for v in variants] == [ladder.codecs_string(r) for r in _LADDER]
+    assert [v.codecs for v in variants] == [ladder.codecs_string(r) for r in _RUNGS]
 
 
 def test_a_silent_lecture_has_no_audio_group_and_an_audio_only_one_a_single_variant() -> None:
     silent = ladder.choose_ladder(ladder.Source(640, 360, 720.0, has_audio=False))
-    text = master_playlist(silent, ["0/index.m3u8", "1/index.m3u8"], None)
+    text = master_playlist([ladder.as_reported(r) for r in silent], ["0/index.m3u8", "1/index.m3u8"], None)
     assert "EXT-X-MEDIA" not in text
     assert "AUDIO=" not in text
     assert all(v.codecs == "avc1.640028" for v in ladder.parse_master(text))
     audio_only = ladder.choose_ladder(ladder.Source(0, 0, 720.0, has_video=False))
-    (variant,) = ladder.parse_master(master_playlist(audio_only, [], "audio/index.m3u8"))
+    (variant,) = ladder.parse_master(
+        master_playlist([ladder.as_reported(r) for r in audio_only], [], "audio/index.m3u8")
+    )
     assert (variant.uri, variant.codecs) == ("audio/index.m3u8", "mp4a.40.2")
     with pytest.raises(ValueError, match="disagree"):
         master_playlist(_LADDER, [f"{v}/index.m3u8" for v in range(4)], None)
@@ -223,7 +226,7 @@ def _option(argv: list[str], name: str) -> str:
 
 def test_a_chunk_command_seeks_accurately_and_offsets_its_output_to_its_start() -> None:
     chunk = Chunk(1, 300, 600)
-    argv = chunk_encode.video_chunk_command(Path("/in/lecture.mp4"), Path("/out"), chunk, _LADDER)
+    argv = chunk_encode.video_chunk_command(Path("/in/lecture.mp4"), Path("/out"), chunk, _RUNGS)
     source = argv.index("-i")
     # Input options (before -i): an accurate seek, and only the chunk's span is read.
     assert argv.index("-ss") < source
@@ -253,5 +256,5 @@ def test_the_audio_command_encodes_the_whole_lecture_once_on_the_same_timeline()
 
 
 def test_fractional_chunk_times_are_written_exactly() -> None:
-    argv = chunk_encode.video_chunk_command(Path("/in/a.mp4"), Path("/out"), Chunk(2, 600, 720.04), _LADDER)
+    argv = chunk_encode.video_chunk_command(Path("/in/a.mp4"), Path("/out"), Chunk(2, 600, 720.04), _RUNGS)
     assert _option(argv, "-t") == "120.04"

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.encoder import chunk_encode
-from services.encoder.ts_continuity import (
+from services.core.ts_continuity import (
     NULL_PID,
     PACKET_SIZE,
     Break,
@@ -20,6 +19,7 @@ from services.encoder.ts_continuity import (
     shift_counters,
     summarize,
 )
+from services.encoder import chunk_encode
 
 VIDEO, PAT, PMT = 0x100, 0x000, 0x1000
 PAYLOAD, ADAPTATION_ONLY, BOTH = 0b01, 0b10, 0b11

@@ -17,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from services.encoder.chunking import Chunk
-from services.encoder.ladder import Rendition, codecs_string
+from services.core.chunking import Chunk
+from services.core.payloads import Rendition
 
 HLS_VERSION: Final = 6
 AUDIO_GROUP: Final = "audio"
+# RFC 6381's AAC family: a variant whose CODECS holds it plays the lecture's audio group.
+AUDIO_CODEC_PREFIX: Final = "mp4a."
 # How far a chunk's segments may add up to more or less than its planned span: a frame or two of
 # rounding, and the lecture's end (the container may last longer than its video).
 DURATION_TOLERANCE_S: Final = 0.5
@@ -165,8 +167,8 @@ def master_playlist(
     audio_uri: str | None,
 ) -> str:
     """The master playlist: the ladder's video variants, each naming the lecture's one audio
-    rendition (`audio_uri`, or None for a silent lecture). BANDWIDTH and CODECS come from the ladder,
-    as for the muxed one-pass encode (a variant's CODECS lists its audio group's codec too).
+    rendition (`audio_uri`, or None for a silent lecture). BANDWIDTH and CODECS are the renditions'
+    own, as the encoder reports them: a variant's counts its audio group's bit rate and codec too.
 
     An audio-only ladder (no video rendition) has one variant: the audio playlist itself.
     """
@@ -176,13 +178,13 @@ def master_playlist(
         if audio_uri is None or len(ladder) != 1:
             raise ValueError("an audio-only ladder has exactly one rendition and an audio playlist")
         (audio,) = ladder
-        lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{codecs_string(audio)}"', audio_uri]
+        lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={audio.bandwidth},CODECS="{audio.codecs}"', audio_uri]
         return "\n".join(lines) + "\n"
     if len(video_uris) != len(videos):
         raise ValueError(f"{len(videos)} video renditions but {len(video_uris)} playlists")
     has_audio = audio_uri is not None
-    if has_audio != all(r.audio_bitrate for r in videos):
-        raise ValueError("the ladder's audio bit rate and the audio playlist disagree")
+    if has_audio != all(AUDIO_CODEC_PREFIX in r.codecs for r in videos):
+        raise ValueError("the ladder's audio codec and the audio playlist disagree")
     if audio_uri is not None:
         lines.append(
             f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{AUDIO_GROUP}",NAME="audio",DEFAULT=YES,'
@@ -192,7 +194,7 @@ def master_playlist(
         attributes = [
             f"BANDWIDTH={rendition.bandwidth}",
             f"RESOLUTION={rendition.width}x{rendition.height}",
-            f'CODECS="{codecs_string(rendition)}"',
+            f'CODECS="{rendition.codecs}"',
         ]
         if has_audio:
             attributes.append(f'AUDIO="{AUDIO_GROUP}"')
