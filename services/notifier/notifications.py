@@ -1,10 +1,11 @@
 """Which events of the log become a notification, and the notification's JSON (pure).
 
-A job's end is notified: JobCompleted (course.completed), JobFailed and a watchdog verdict that
-leaves no attempt (JobStalled / JobTimedOut with will_retry false: course.failed), JobCanceled
-(course.canceled). Only an event the state machine *accepted* is notified: the projector's verdict
-on it (services/core/jobs.py, applied in Postgres) is awaited first, so a redelivered JobFailed of a
-completed job (the seed incident) or an end of a stale attempt never reaches a receiver (G1, G4).
+A course job's end is notified (never a task's): JobCompleted (course.completed), JobFailed and a
+watchdog verdict that leaves no attempt (JobStalled / JobTimedOut with will_retry false:
+course.failed), JobCanceled (course.canceled). Only an event the state machine *accepted* is
+notified: the projector's verdict on it (services/core/jobs.py, applied in Postgres) is awaited
+first, so a redelivered JobFailed of a completed job (the seed incident) or an end of a stale
+attempt never reaches a receiver (G1, G4).
 
 The body is a function of the event and the job alone, so every attempt of a notification, before
 and after a restart, sends the same bytes under the same id (the event's id).
@@ -32,7 +33,13 @@ class NotificationType(StrEnum):
 
 
 def notification_type(envelope: Envelope) -> NotificationType | None:
-    """The notification `envelope` would make if the state machine accepts it; None for most events."""
+    """The notification `envelope` would make if the state machine accepts it; None for most events.
+
+    Only a course job's end is notified: a task's (a piece of a course's work, docs/fan-out.md, whose
+    events name their course in `course_job_id`) is the course's business, which ends on its own.
+    """
+    if envelope.course_job_id is not None:
+        return None
     match envelope.data:
         case JobCompleted():
             return NotificationType.COMPLETED

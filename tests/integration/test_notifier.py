@@ -8,6 +8,7 @@ event id, signed with the endpoint's secret, and a partition's offset is committ
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +18,14 @@ import pytest
 
 from devtools.demo import coursecast
 from services.core.messages import Envelope, MessageType, new_message
-from services.core.payloads import JobCanceled, JobFailed
+from services.core.payloads import JobCanceled, JobFailed, TaskQueued
 from services.core.settings import Settings
 from services.notifier.signing import verify
 from services.notifier.store import migrate_schema
 from tests.support.fixtures import QUICK_LIVENESS
-from tests.support.messages import course_data, event, job_queued
+from tests.support.messages import course_data, event, job_queued, task_spec
 from tests.support.observe import log_lines
+from tests.support.observe import wait_for as wait_for_job
 from tests.support.projector import end_offsets, produce
 from tests.support.services import running, wait_until
 from tests.support.webhooks import TRICKLE, committed_offsets, deliveries, receiver, register, unregister
@@ -122,6 +124,7 @@ def test_each_owner_gets_only_the_ends_of_their_jobs_it_asked_for_and_poison_sto
 ) -> None:
     migrate_schema(own.database_url, own.database_schema)
     kim_done, kim_canceled, lee_done = uuid4(), uuid4(), uuid4()
+    kim_course, kim_task = uuid4(), uuid4()
     with receiver() as kims, receiver() as lees, running(own, tmp_path) as services:
         register(own, "kim", kims.url)
         register(own, "kim", kims.url + "?only=canceled", ["course.canceled"])
@@ -141,6 +144,27 @@ def test_each_owner_gets_only_the_ends_of_their_jobs_it_asked_for_and_poison_sto
             attempt=1,
             producer="test",
         )
+        # A task of a running course fails: the task's end is the course's business, never a webhook.
+        task_failed = [
+            job_queued(kim_course, course_data(kim_course, owner="kim")),
+            new_message(
+                TaskQueued(
+                    owner="kim",
+                    course_name="Limit",
+                    curriculum="SQL",
+                    staging_prefix=f"staging/{kim_course}/",
+                    task=task_spec(kim_task),
+                ),
+                job_id=kim_task,
+                attempt=1,
+                producer="test",
+                course_job_id=kim_course,
+            ),
+            *(
+                dataclasses.replace(event(kind, kim_task, at=datetime.now(UTC)), course_job_id=kim_course)
+                for kind in (MessageType.JOB_STARTED, MessageType.JOB_FAILED)
+            ),
+        ]
         produce(
             own,
             [
@@ -150,6 +174,7 @@ def test_each_owner_gets_only_the_ends_of_their_jobs_it_asked_for_and_poison_sto
                 job_queued(kim_canceled, course_data(kim_canceled, owner="kim")),
                 canceled,
                 b'{"type": "JobCompleted"}',
+                *task_failed,
                 *ended(lee_done, "lee"),
             ],
         )
@@ -175,6 +200,8 @@ def test_each_owner_gets_only_the_ends_of_their_jobs_it_asked_for_and_poison_sto
             "kim",
             "wrong file",
         )
+        # The task's failure was applied (the state machine accepted it), and still not notified.
+        assert wait_for_job(own, kim_task, {"failed"}, 10).course_job_id == kim_course
         skipped = [line for line in log_lines(services.log("notifier")) if "undecodable" in line["message"]]
         assert len(skipped) == 2
         assert notifier.poll() is None

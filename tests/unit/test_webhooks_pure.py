@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -182,6 +183,13 @@ def test_only_ends_of_a_job_make_notifications() -> None:
     assert notification_type(event(MessageType.JOB_STALLED, job, data=retrying)) is None
     for kind in (MessageType.JOB_QUEUED, MessageType.JOB_STARTED, MessageType.JOB_PROGRESS):
         assert notification_type(event(kind, job)) is None
+
+
+def test_the_end_of_a_task_is_never_notified_only_its_course_s() -> None:
+    course, task = uuid4(), uuid4()
+    for kind in (MessageType.JOB_COMPLETED, MessageType.JOB_FAILED, MessageType.JOB_CANCELED):
+        assert notification_type(dataclasses.replace(event(kind, task), course_job_id=course)) is None
+        assert notification_type(event(kind, course)) is not None
 
 
 def test_a_completed_notification_carries_the_job_its_owner_and_its_outputs() -> None:
