@@ -119,8 +119,9 @@ class Notifier:
         self._dispatcher = Dispatcher(self.settings, self._store, self._sender)
 
     async def _close(self) -> None:
-        # The notifications' tasks were cancelled before this was submitted: let them unwind first.
-        await asyncio.sleep(0.1)
+        # The notifications were cancelled before this was submitted: let them unwind first.
+        if self._dispatcher is not None:
+            await self._dispatcher.settled(timeout_s=10)
         if self._sender is not None:
             await self._sender.close()
         await self._store.close()

@@ -84,6 +84,7 @@ class Dispatcher:
         self._store = store
         self._sender = sender
         self._verdicts = VerdictBoard(store)
+        self._running: set[asyncio.Task[object]] = set()
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
         self._endpoint_slots: defaultdict[UUID, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(settings.webhook_concurrency_per_endpoint)
@@ -95,15 +96,26 @@ class Dispatcher:
         Postgres failing the bookkeeping is retried here, forever: the record stays unfinished, so its
         offset is not committed, and nothing is lost if the process dies meanwhile.
         """
-        while True:
-            try:
-                await self._notify(envelope, kind)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notifying %s of job %s failed; trying again", kind.value, envelope.job_id)
-                await asyncio.sleep(STORE_RETRY_S)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            while True:
+                try:
+                    await self._notify(envelope, kind)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("notifying %s of job %s failed; trying again", kind.value, envelope.job_id)
+                    await asyncio.sleep(STORE_RETRY_S)
+        finally:
+            self._running.discard(task)
+
+    async def settled(self, timeout_s: float) -> None:
+        """Wait (at most `timeout_s`) until no notification is running, e.g. after cancelling them all."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=timeout_s)
 
     async def _notify(self, envelope: Envelope, kind: NotificationType) -> None:
         verdict = await self._verdicts.verdict(envelope.event_id)
