@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     # At most this much of a receiver's answer is read (kept for the delivery record), never more.
     webhook_max_response_bytes: int = Field(default=16 * 1024, ge=0)
-    # Failed attempts are retried after about base * 2^(attempts - 1) seconds (full jitter), capped.
+    # A failed attempt is retried after half to all of base * 2^(attempts - 1) seconds, capped.
     webhook_retry_base_s: float = Field(default=5.0, gt=0)
     webhook_retry_max_s: float = Field(default=3600.0, gt=0)
     # A notification still failing this long after its first attempt is given up: recorded as
