@@ -68,7 +68,8 @@ class VerdictBoard:
                 found = await self._store.verdicts(list(self._waiting))
             except Exception:
                 log.exception("reading the projector's verdicts failed; trying again")
-                found = {}
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
             for event_id, verdict in found.items():
                 for future in self._waiting.pop(event_id, []):
                     if not future.done():
