@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 
 from devtools.demo import coursecast
@@ -325,3 +326,35 @@ def test_with_one_notification_in_progress_at_most_reading_pauses_and_resumes_un
         delivered = [r.json()["data"]["job_id"] for r in hook.requests() if r.answered == 200]
         assert delivered == [str(job) for job in jobs], "one at a time, in log order"
         assert any("pausing reads" in line["message"] for line in log_lines(services.log("notifier")))
+
+
+@pytest.mark.own(partitions=1, webhook_retry_base_s=1.0, webhook_retry_max_s=1.0)
+def test_a_notifier_whose_postgres_connections_are_killed_mid_retry_still_delivers_once_committed(
+    own: Settings, tmp_path: Path
+) -> None:
+    migrate_schema(own.database_url, own.database_schema)
+    with receiver([500, 500]) as hook, running(own, tmp_path) as services:
+        _, secret = register(own, "kim", hook.url)
+        events = ended(uuid4(), "kim")
+        produce(own, events)
+        services.projector()
+        notifier = services.notifier()
+        wait_until("a failed try", lambda: len(hook.requests()) >= 1, 30, [notifier])
+        assert terminate_connections(own, f"coursecast-notifier:{notifier.pid}") >= 1
+        wait_until("delivered", lambda: hook.requests()[-1].answered == 200, 60, [notifier])
+        wait_until("committed", lambda: all_committed(own), 30, [notifier])
+        assert {t.event_id for t in hook.requests()} == {str(events[-1].event_id)}
+        assert all(verify(t.signature, t.body, secret, now=time.time()) for t in hook.requests())
+        (record,) = deliveries(own, events[-1].event_id)
+        assert record["state"] == "delivered"
+    assert services.codes == [0, 0]
+
+
+def terminate_connections(settings: Settings, application_name: str) -> int:
+    """pg_terminate_backend on every connection named `application_name`; how many there were."""
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return len(rows)
