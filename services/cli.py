@@ -11,6 +11,7 @@ from services.core.settings import get_settings
 from services.core.storage import prepare_bucket
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
+from services.notifier import cli as notifier_cli
 from services.projector import cli as projector_cli
 from services.watchdog import cli as watchdog_cli
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command("projector")(projector_cli.projector)
 app.command("encoder")(encoder_cli.encoder)
 app.command("watchdog")(watchdog_cli.watchdog)
+app.command("notifier")(notifier_cli.notifier)
 app.command("replay")(projector_cli.replay)
 app.command("jobs")(projector_cli.jobs)
 app.command("job")(projector_cli.job)
@@ -32,6 +34,9 @@ app.add_typer(staging_app, name="staging")
 app.command("api")(api_cli.api)
 app.add_typer(api_cli.users_app, name="users")
 app.add_typer(api_cli.tokens_app, name="tokens")
+webhooks_app = typer.Typer(help="Webhook deliveries (the notifier's record).", no_args_is_help=True)
+webhooks_app.command("deliveries")(notifier_cli.deliveries)
+app.add_typer(webhooks_app, name="webhooks")
 console = Console()
 
 

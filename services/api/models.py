@@ -138,3 +138,43 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+WebhookEvent = Literal["course.completed", "course.failed", "course.canceled"]
+
+
+class WebhookCreate(BaseModel):
+    """An endpoint to register: where to POST, and which notifications (all three by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="http:// or https:// URL, no user or password in it, no fragment, ASCII only",
+    )
+    events: list[WebhookEvent] | None = Field(default=None, min_length=1, max_length=3)
+
+
+class WebhookPublic(BaseModel):
+    """A registered endpoint; its secret is shown only when it is created or rotated."""
+
+    webhook_id: UUID
+    url: str
+    events: list[WebhookEvent]
+    created_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        default=None, description="while set, the previous secret also signs (after a rotation)"
+    )
+
+
+class WebhookWithSecret(WebhookPublic):
+    """A new endpoint, or one whose secret was just rotated: the signing secret, shown this once."""
+
+    secret: str = Field(description="verify CourseCast-Signature with it; it is never shown again")
+
+
+class WebhookList(BaseModel):
+    """The caller's endpoints, oldest first."""
+
+    items: list[WebhookPublic]

@@ -153,8 +153,43 @@ class Settings(BaseSettings):
     # after this long; a live request renews its reservation in the background every third of it.
     api_idempotency_lease_s: float = Field(default=60.0, ge=1)
 
+    # --- Webhooks (the api registers endpoints, `coursecast notifier` delivers) ----------------
+    webhook_group_id: str = "notifier"
+    # One delivery attempt: connecting may take this long...
+    webhook_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # ...and the whole attempt (connect, send, status line, capped body) at most this long, however
+    # slowly a receiver trickles bytes: a slow or hostile receiver holds a slot no longer than this.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # At most this much of a receiver's answer is read (kept for the delivery record), never more.
+    webhook_max_response_bytes: int = Field(default=16 * 1024, ge=0)
+    # A failed attempt is retried after half to all of base * 2^(attempts - 1) seconds, capped.
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    # A notification still failing this long after its first attempt is given up: recorded as
+    # `given_up` in webhook_deliveries and logged at ERROR; its partition's offset then moves on.
+    webhook_max_retry_age_s: float = Field(default=86_400.0, gt=0)
+    # Requests in flight at once, across all endpoints, and to one endpoint.
+    webhook_concurrency: int = Field(default=32, ge=1)
+    webhook_concurrency_per_endpoint: int = Field(default=2, ge=1)
+    # Notifications in progress (waiting, sending or retrying) before the notifier stops reading.
+    webhook_max_pending: int = Field(default=1000, ge=1)
+    # 422 past this many endpoints for one user.
+    webhook_max_endpoints_per_user: int = Field(default=10, ge=1)
+    # After a secret rotation the previous secret also signs for this long.
+    webhook_secret_overlap_s: float = Field(default=86_400.0, ge=0)
+    # May webhooks go to loopback, private, link-local addresses (SSRF)? Unset: yes, except under
+    # COURSECAST_ENV=production (see webhook_private_addresses_allowed).
+    webhook_allow_private_addresses: bool | None = None
+
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = _state_root() / "stack"
+
+    @property
+    def webhook_private_addresses_allowed(self) -> bool:
+        """Whether the notifier may deliver to non-public addresses: as set, or outside production."""
+        if self.webhook_allow_private_addresses is None:
+            return self.env != "production"
+        return self.webhook_allow_private_addresses
 
     @model_validator(mode="after")
     def _guarantees_hold(self) -> Settings:

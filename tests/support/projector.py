@@ -39,6 +39,7 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
             "watchdog_app_id": f"watchdog-{tag}",
             "commands_retry_topic": f"test-{tag}.commands.retry",
             "encoder_group_id": f"encoders-{tag}",
+            "webhook_group_id": f"notifier-{tag}",
         }
     )
     ensure_topics(own)

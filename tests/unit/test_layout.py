@@ -14,7 +14,7 @@ import pytest
 from services.core.settings import PROJECT_ROOT
 
 SERVICES = PROJECT_ROOT / "services"
-PROCESSES = ("api", "encoder", "projector", "watchdog")
+PROCESSES = ("api", "encoder", "projector", "watchdog", "notifier")
 
 
 def imported_modules(path: Path) -> set[str]:
