@@ -82,6 +82,30 @@ def allow_public_read(client: S3Client, bucket: str, prefix: str) -> None:
     client.put_bucket_policy(Bucket=bucket, Policy=orjson.dumps(policy).decode())
 
 
+def allow_cross_origin_reads(client: S3Client, bucket: str) -> None:
+    """A CORS rule letting web pages of any origin read the bucket with GET/HEAD (and Range).
+
+    The dashboard (served by the api) plays published HLS with hls.js, which fetches playlists and
+    segments with XHR from the CDN origin, another origin than the page's: without this rule the
+    browser would refuse to hand the responses to the script. CORS grants no access by itself: what a
+    page may read is still what the bucket policy makes public (hls/), and no write method is allowed.
+    """
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": ["*"],
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": ["Range"],
+                    "ExposeHeaders": ["Content-Length", "Content-Range", "ETag"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
+
+
 def public_url(settings: Settings, key: str) -> str:
     """The URL a player fetches `key` from, under the CDN base."""
     return f"{settings.cdn_base_url.rstrip('/')}/{key.lstrip('/')}"
