@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from services.api import cli as api_cli
+from services.client import cli as client_cli
 from services.core.settings import get_settings
 from services.core.topics import ensure_topics
 from services.encoder import cli as encoder_cli
@@ -30,6 +31,8 @@ app.add_typer(staging_app, name="staging")
 app.command("api")(api_cli.api)
 app.add_typer(api_cli.users_app, name="users")
 app.add_typer(api_cli.tokens_app, name="tokens")
+app.command("publish")(client_cli.publish)
+app.command("courses")(client_cli.courses)
 console = Console()
 
 

@@ -48,7 +48,7 @@ new MutationObserver((records) => {
 def browser() -> Iterator[Browser]:
     """Debian's chromium (apt, by devtools/stack/install.sh), headless, through executable_path."""
     chromium = shutil.which("chromium")
-    assert chromium is not None, "chromium is missing: `make install` apt-installs it (devtools/stack/install.sh)"
+    assert chromium is not None, "no chromium: `make install` apt-installs it (devtools/stack/install.sh)"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium, headless=True)
         yield launched
@@ -90,7 +90,8 @@ def test_the_dashboard_follows_a_job_live_and_plays_the_chosen_rendition(
         page.on("request", lambda request: requests.append(request))
         page.goto(base + "/")
         policy = page.evaluate("fetch('/').then(r => r.headers.get('content-security-policy'))")
-        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+        assert "default-src 'none'" in policy
+        assert "script-src 'self'" in policy
 
         # A wrong token is refused with the API's problem document, shown on the page.
         page.fill("#token", "cc_not-a-token")
@@ -112,7 +113,8 @@ def test_the_dashboard_follows_a_job_live_and_plays_the_chosen_rendition(
         services.encoder()
         page.wait_for_selector(f"{row}[data-status='completed']", timeout=STEP_TIMEOUT_MS)
         statuses = page.evaluate("window.__statuses")[job_id]
-        assert statuses[:1] == ["queued"] and statuses[-1] == "completed", statuses
+        assert statuses[0] == "queued", statuses
+        assert statuses[-1] == "completed", statuses
         assert "processing" in statuses, statuses
         assert page.inner_text(f"{row} td.progress").strip() == "100%"
 
