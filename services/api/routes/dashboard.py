@@ -80,7 +80,7 @@ def _settings(request: Request | Scope) -> Settings:
     return services.settings
 
 
-@router.get("/")
+@router.api_route("/", methods=["GET", "HEAD"])
 async def dashboard(request: Request) -> FileResponse:
     """The dashboard page."""
     return FileResponse(
