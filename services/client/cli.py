@@ -90,6 +90,7 @@ def publish(
         raise typer.BadParameter(f"give one --titles per file ({len(files)}), or none", param_hint="--titles")
     api = ApiClient(api_url or _default_api_url(), token)
     state = UploadState(state_file or default_state_path())
+    job_id: str | None = None
     try:
         uploaded = _upload_all(api, state, files)
         accepted = submit_course(api, name, curriculum, [u.upload_id for u in uploaded], titles)
@@ -100,6 +101,12 @@ def publish(
         job = _follow(api, job_id) if wait else None
     except (ApiError, UploadError) as exc:
         raise _fail(exc, as_json) from None
+    except KeyboardInterrupt:
+        if job_id is None:
+            err.print("interrupted: run the same command again to resume the uploads where they stopped")
+        else:
+            err.print(f"interrupted: job {job_id} goes on (coursecast job {job_id}, or the dashboard)")
+        raise typer.Exit(130) from None
     finally:
         api.close()
     if as_json:

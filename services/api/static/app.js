@@ -118,6 +118,7 @@ function followLiveJobs() {
 async function follow(jobId) {
   const controller = new AbortController();
   streams.set(jobId, controller);
+  let ended = false;
   try {
     const response = await api(`/v1/jobs/${jobId}/stream`, {
       signal: controller.signal,
@@ -136,6 +137,7 @@ async function follow(jobId) {
     }
     remember(await (await api(`/v1/jobs/${jobId}`)).json());
     render();
+    ended = true;
   } catch (error) {
     if (controller.signal.aborted) return;
     if (error instanceof Problem && error.status === 401) {
@@ -147,7 +149,8 @@ async function follow(jobId) {
   } finally {
     if (streams.get(jobId) === controller) streams.delete(jobId);
   }
-  followLiveJobs();
+  // A slot is free: the next live job's turn. After a failure, the next refresh tries again instead.
+  if (ended) followLiveJobs();
 }
 
 function render() {
