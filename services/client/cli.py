@@ -28,6 +28,7 @@ from rich.table import Table
 from services.client.http import ApiClient, ApiError
 from services.client.publish import UploadedFile, UploadError, follow_job, submit_course, upload_file
 from services.client.resume import UploadState, default_state_path
+from services.core import faults
 from services.core.settings import get_settings
 
 err = Console(stderr=True)
@@ -94,6 +95,7 @@ def publish(
     try:
         uploaded = _upload_all(api, state, files)
         accepted = submit_course(api, name, curriculum, [u.upload_id for u in uploaded], titles)
+        faults.reach("cli.after_submit")
         state.forget([u.key for u in uploaded])  # the uploads are the job's now
         job_id = str(accepted["job_id"])
         if not as_json:

@@ -40,6 +40,9 @@ POINTS: dict[str, str] = {
     "cli.after_part": (
         "`coursecast publish`: a part PUT to S3 and its ETag saved in the local state; the next not sent"
     ),
+    "cli.after_submit": (
+        "`coursecast publish`: the course accepted (202) by the api; the local state not yet cleared"
+    ),
 }
 _hits: dict[str, int] = {}
 
