@@ -102,7 +102,7 @@ async function refresh() {
 
 function remember(job) {
   const known = jobs.get(job.job_id);
-  if (!known || known.updated_at <= job.updated_at) jobs.set(job.job_id, job);
+  if (!known || Date.parse(known.updated_at) <= Date.parse(job.updated_at)) jobs.set(job.job_id, job);
 }
 
 function followLiveJobs() {
