@@ -108,7 +108,7 @@ function remember(job) {
 function followLiveJobs() {
   const live = [...jobs.values()]
     .filter((job) => !TERMINAL.has(job.status) && !streams.has(job.job_id))
-    .sort((a, b) => a.created_at.localeCompare(b.created_at));
+    .sort((a, b) => Date.parse(a.created_at) - Date.parse(b.created_at));
   for (const job of live) {
     if (streams.size >= MAX_STREAMS) return;
     follow(job.job_id);
@@ -155,7 +155,7 @@ async function follow(jobId) {
 
 function render() {
   const body = $("jobs").tBodies[0];
-  const ordered = [...jobs.values()].sort((a, b) => b.created_at.localeCompare(a.created_at));
+  const ordered = [...jobs.values()].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
   $("no-jobs").hidden = ordered.length > 0;
   for (const [index, job] of ordered.entries()) {
     let row = document.getElementById(`job-${job.job_id}`);
@@ -193,7 +193,7 @@ function render() {
 function coursesFromJobs() {
   return [...jobs.values()]
     .filter((job) => job.status === "completed" && job.outputs && Array.isArray(job.outputs.videos))
-    .sort((a, b) => b.created_at.localeCompare(a.created_at))
+    .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at))
     .map((job) => ({
       key: job.job_id,
       name: job.course_name,
