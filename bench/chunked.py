@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from services.core import mediaprobe
-from services.encoder import chunk_encode, ladder
 from services.core.chunking import plan_chunks
+from services.encoder import chunk_encode, ladder
 
 
 def _children_cpu() -> float:

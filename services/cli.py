@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from services.api import cli as api_cli
+from services.client import cli as client_cli
 from services.core.membership import Worker, is_member_here
 from services.core.settings import get_settings
 from services.core.storage import prepare_bucket
@@ -37,6 +38,8 @@ app.add_typer(api_cli.tokens_app, name="tokens")
 webhooks_app = typer.Typer(help="Webhook deliveries (the notifier's record).", no_args_is_help=True)
 webhooks_app.command("deliveries")(notifier_cli.deliveries)
 app.add_typer(webhooks_app, name="webhooks")
+app.command("publish")(client_cli.publish)
+app.command("courses")(client_cli.courses)
 console = Console()
 
 

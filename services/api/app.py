@@ -16,7 +16,7 @@ from services.api.guard import RequestGuard
 from services.api.handlers.uploads import start_sweeper
 from services.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.api.publisher import Publisher
-from services.api.routes import courses, health, jobs, uploads, webhooks
+from services.api.routes import courses, dashboard, health, jobs, uploads, webhooks
 from services.api.runtime import Services, StreamSlots
 from services.core.kafka_config import admin_config
 from services.core.settings import Settings, get_settings
@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard)
     for module in (health, courses, uploads, jobs, webhooks):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

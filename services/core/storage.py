@@ -102,11 +102,38 @@ def allow_public_read(client: S3Client, bucket: str, prefix: str) -> None:
 
 def prepare_bucket(settings: Settings) -> bool:
     """Create the bucket if missing and let anyone read what is published under hls/; everything
-    else (staging/, uploads/) stays private. Idempotent; True when the bucket was created now."""
+    else (staging/, uploads/) stays private; web pages of any origin may GET it (CORS). Idempotent;
+    True when the bucket was created now."""
     client = s3_client(settings)
     created = ensure_bucket(client, settings.s3_bucket, settings.s3_region)
     allow_public_read(client, settings.s3_bucket, PUBLISHED_PREFIX)
+    # The dashboard's player reads published HLS from the page's origin (see below).
+    allow_cross_origin_reads(client, settings.s3_bucket)
     return created
+
+
+def allow_cross_origin_reads(client: S3Client, bucket: str) -> None:
+    """A CORS rule letting web pages of any origin read the bucket with GET/HEAD (and Range).
+
+    The dashboard (served by the api) plays published HLS with hls.js, which fetches playlists and
+    segments with XHR from the CDN origin, another origin than the page's: without this rule the
+    browser would refuse to hand the responses to the script. CORS grants no access by itself: what a
+    page may read is still what the bucket policy makes public (hls/), and no write method is allowed.
+    """
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": ["*"],
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": ["Range"],
+                    "ExposeHeaders": ["Content-Length", "Content-Range", "ETag"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
 
 
 def public_url(settings: Settings, key: str) -> str:

@@ -103,6 +103,10 @@ def test_the_wheel_installs_plainly_into_a_fresh_venv_and_runs_without_the_check
         names = zipfile.ZipFile(wheel).namelist()
         assert "services/schemas/envelope.v1.json" in names
         assert "services/schemas/JobQueued.v1.json" in names
+        # The dashboard, served by the api at /, with the vendored hls.js: the wheel is self-contained.
+        for asset in ("index.html", "app.js", "style.css", "vendor/hls.min.mjs", "vendor/hls.js.LICENSE",
+                      "vendor/SHA256SUMS"):  # fmt: skip
+            assert f"services/api/static/{asset}" in names, asset
         # services/ (schemas included) and the metadata; no devtools/, tests/ or bench/.
         assert {top for top in {name.split("/")[0] for name in names} if not top.endswith(".dist-info")} == {
             "services"
