@@ -28,6 +28,7 @@ from services.core import bus, codec, faults
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
+from services.projector import metrics
 from services.projector.pipeline import OrderedBatchWriter
 from services.projector.store import BatchOutcome, EventCounts, JobStore, LogRecord
 
@@ -140,6 +141,7 @@ class Projector:
             log.info("kafka commit skipped (%s); postgres offsets remain authoritative", exc)
         self.stats.batches += 1
         self.stats.count(outcome)
+        metrics.count_batch(outcome)
         if self._on_batch is not None:
             self._on_batch(outcome)
 
