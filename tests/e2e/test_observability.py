@@ -97,27 +97,26 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "completed"
     assert open_streams == [1.0]
 
-    # Consumer lag, per partition of each group's topics, from each process's own port.
+    # Consumer lag, per partition of each group's topics, from each process's own port. Everything is
+    # consumed; a partition whose last record is a transaction's commit marker (the api's JobQueued +
+    # PublishCourse) keeps a lag of 1: lag counts offsets, and the marker takes one.
     every = {str(p) for p in range(own.topic_partitions)}
+
+    def settled(port: int, group: str, topic: str) -> bool:
+        seen = lag(own, port, group, topic)
+        return seen.keys() == every and sum(seen.values()) <= 1
+
     wait_until(
-        "the encoder reports its group's lag on every commands partition, all committed",
-        lambda: (
-            (seen := lag(own, own.encoder_metrics_port, own.encoder_group_id, own.commands_topic)).keys()
-            == every
-            and not any(seen.values())
-        ),
+        "the encoder reports its group's lag on every commands partition, all consumed",
+        lambda: settled(own.encoder_metrics_port, own.encoder_group_id, own.commands_topic),
         60,
         processes,
     )
     retry = lag(own, own.encoder_metrics_port, own.encoder_group_id, own.commands_retry_topic)
-    assert retry.keys() == every
+    assert retry == dict.fromkeys(every, 0.0)
     wait_until(
-        "the projector reports its group's lag on every event partition, all committed",
-        lambda: (
-            (seen := lag(own, own.projector_metrics_port, own.projector_group_id, own.events_topic)).keys()
-            == every
-            and not any(seen.values())
-        ),
+        "the projector reports its group's lag on every event partition, all consumed",
+        lambda: settled(own.projector_metrics_port, own.projector_group_id, own.events_topic),
         60,
         processes,
     )
