@@ -121,7 +121,14 @@ class Projector:
                 # G6: poison is set aside with its reason; the events behind it keep flowing.
                 bus.dead_letter(self._dlq_producer, self.settings.events_dlq_topic, message, exc)
                 self.stats.dead_lettered += 1
-                log.warning("dead-lettered %s[%d]@%d: %s", message.topic(), partition, offset, exc.reason)
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s",
+                    message.topic(),
+                    partition,
+                    offset,
+                    exc.reason,
+                    extra={"event": "dead_lettered", "code": exc.code},
+                )
                 continue
             records.append(LogRecord(envelope, partition, offset))
         if not next_offsets:
