@@ -73,9 +73,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="CourseCast API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.add_middleware(RequestGuard)
+    modules = (health, courses, uploads, jobs, metrics_route)
     # Added last, so outermost: every answer, RequestGuard's refusals included, is timed and named.
-    app.add_middleware(RequestContext)
-    for module in (health, courses, uploads, jobs, metrics_route):
+    app.add_middleware(RequestContext, routes=[route for m in modules for route in m.router.routes])
+    for module in modules:
         app.include_router(module.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -18,11 +18,12 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core import logs
@@ -54,27 +55,25 @@ def request_id_of(scope: Scope) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def route_template(scope: Scope) -> str:
-    """The path template of the route that handled (or would handle) the request, or `unmatched`."""
+def route_template(scope: Scope, routes: Sequence[BaseRoute] = ()) -> str:
+    """The path template of the route that handled the request, or, for a request refused before
+    routing (RequestGuard), of the first of `routes` that matches it; `unmatched` when none does."""
     route = scope.get("route")
     if route is None:
-        # Refused before routing (RequestGuard): find the route the router would have chosen.
-        app = scope.get("app")
-        router = getattr(app, "router", None)
-        for candidate in getattr(router, "routes", ()):
-            match, _ = candidate.matches(scope)
-            if match is not Match.NONE:
-                route = candidate
-                break
+        route = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) and path else "unmatched"
 
 
 class RequestContext:
-    """Request id, JSON log context and latency for every HTTP request (see the module docstring)."""
+    """Request id, JSON log context and latency for every HTTP request (see the module docstring).
 
-    def __init__(self, app: ASGIApp) -> None:
+    `routes` are the api's routes, for naming the template of a request refused before routing.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute] = ()) -> None:
         self.app = app
+        self.routes = list(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +94,7 @@ class RequestContext:
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("ascii")))
                 message = {**message, "headers": headers}
-                self._observe(scope, status, started)
+                self._observe(scope, status, started, self.routes)
             await send(message)
 
         try:
@@ -103,16 +102,16 @@ class RequestContext:
         finally:
             if not _observed(scope):
                 # No response was started (the app raised): the 500 comes from the server middleware.
-                self._observe(scope, status, started)
+                self._observe(scope, status, started, self.routes)
 
     @staticmethod
-    def _observe(scope: Scope, status: int, started: float) -> None:
+    def _observe(scope: Scope, status: int, started: float, routes: Sequence[BaseRoute]) -> None:
         state = scope.setdefault("state", {})
         if state.get("observed"):
             return
         state["observed"] = True
         seconds = time.perf_counter() - started
-        route = route_template(scope)
+        route = route_template(scope, routes)
         HTTP_LATENCY.labels(scope["method"], route, str(status)).observe(seconds)
         level = logging.DEBUG if scope.get("path") in _QUIET_PATHS else logging.INFO
         extra: dict[str, object] = {"event": "http_request", "status": status, "seconds": round(seconds, 4)}

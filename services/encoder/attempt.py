@@ -30,7 +30,7 @@ import psycopg
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from services.core import faults
+from services.core import faults, logs
 from services.core.manifest import StagingManifest
 from services.core.messages import Envelope, Payload
 from services.core.payloads import (
@@ -136,7 +136,9 @@ class JobRunner:
         metrics.ATTEMPTS_STARTED.inc()
         metrics.BUSY.set(1)
         try:
-            self.result = self._run()
+            # Every line the attempt logs names the job, a library's included (botocore, psycopg).
+            with logs.bound(**self._log_extra):
+                self.result = self._run()
         except Exception:
             log.exception("attempt could not publish its final event", extra=self._log_extra)
             self.result = RunResult(Outcome.UNPUBLISHED)

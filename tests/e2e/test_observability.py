@@ -192,6 +192,13 @@ def test_request_ids_reach_problem_documents_and_the_api_log(own: Settings, run:
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["request_id"] == unauthenticated.headers["x-request-id"]
 
+    # Paths no route matches share one label, however many a client makes up.
+    for _ in range(3):
+        assert client.get(f"/v1/nowhere/{uuid.uuid4()}").status_code == 404
+    scraped = scrape(f"{base}/metrics")
+    routes = {s.labels["route"] for s in samples(scraped, "coursecast_api_request_seconds_count")}
+    assert routes == {"/healthz", "/v1/jobs/{job_id}", "/v1/courses", "unmatched"}, routes
+
     log_path = API_LOG_DIR / f"api-{httpx.URL(base).port}.log"
 
     def request_lines() -> list[dict[str, object]]:
