@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 from rich.console import Console
 
@@ -70,6 +73,43 @@ def healthcheck(worker: Worker) -> None:
     if not is_member_here(get_settings(), worker):
         console.print(f"no {worker} of this host is a member of its consumer group")
         raise typer.Exit(1)
+
+
+dlq_app = typer.Typer(help="Dead letters (the .dlq topics).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+class DeadLetters(StrEnum):
+    """Which dead-letter topic: the commands' or the job events'."""
+
+    COMMANDS = "commands"
+    EVENTS = "events"
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    which: Annotated[DeadLetters, typer.Argument(help="the commands' or the events' dead letters")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="report only: produce and commit nothing")
+    ] = False,
+    group: Annotated[str, typer.Option(help="consumer group remembering how far replays got")] = "",
+) -> None:
+    """Re-produce dead letters that now pass validation to their source topic, with their original key;
+    ones that still fail are skipped and listed. Run after the fix is deployed."""
+    from services.core import dlq
+
+    settings = get_settings()
+    topic = settings.commands_dlq_topic if which is DeadLetters.COMMANDS else settings.events_dlq_topic
+
+    def report(where: str, skipped: dlq.Skipped | None) -> None:
+        if skipped is None:
+            console.print(f"{'would replay' if dry_run else 'replayed'} {where}")
+        else:
+            console.print(f"[yellow]skipped[/yellow] {where}: {skipped.reason}")
+
+    result = dlq.replay(settings, topic, group=group or dlq.DEFAULT_GROUP, dry_run=dry_run, on_record=report)
+    verb = "would replay" if dry_run else "replayed"
+    console.print(f"{verb} {result.replayed} dead letter(s) of {topic}; {len(result.skipped)} skipped")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def api(
     from services.core import logs
 
     settings = get_settings()
-    logs.configure()
+    logs.configure(settings.log_level)
     uvicorn.run(
         "services.api.app:create_app",
         factory=True,

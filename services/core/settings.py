@@ -191,6 +191,18 @@ class Settings(BaseSettings):
             return self.env != "production"
         return self.webhook_allow_private_addresses
 
+    # --- Observability -----------------------------------------------------------------------
+    # Level of every process's JSON log lines (stderr).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Address the encoder, projector and watchdog serve Prometheus metrics on (the api serves them
+    # at its own /metrics). Each process has its own port; 0 serves none (tests running several).
+    metrics_host: str = "127.0.0.1"
+    encoder_metrics_port: int = Field(default=9401, ge=0, le=65_535)
+    projector_metrics_port: int = Field(default=9402, ge=0, le=65_535)
+    watchdog_metrics_port: int = Field(default=9403, ge=0, le=65_535)
+    # A scrape waits at most this long for Kafka to report a consumer group's offsets (lag series).
+    metrics_kafka_timeout_s: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _guarantees_hold(self) -> Settings:
         # G2: a stall is only detectable if a live job speaks more often than the stall timeout.

@@ -9,10 +9,13 @@ from services.core.settings import get_settings
 
 def encoder() -> None:
     """Run an encoder process: turn PublishCourse commands into HLS, one job at a time, until SIGTERM."""
+    from services.encoder import metrics
     from services.encoder.consumer import run_encoder
 
-    logs.configure()
-    run_encoder(get_settings(), stop_on_signals())
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    metrics.serve(settings)
+    run_encoder(settings, stop_on_signals())
 
 
 def staging_sweep() -> None:
@@ -25,8 +28,8 @@ def staging_sweep() -> None:
     from services.encoder.claims import ClaimStore
     from services.encoder.staging import sweep
 
-    logs.configure()
     settings = get_settings()
+    logs.configure(settings.log_level)
     url = make_conninfo(settings.database_url, application_name=f"coursecast-staging-sweep:{os.getpid()}")
     store = ClaimStore.open(url, settings.database_schema, "staging-sweep", settings.encoder_lease_s)
     try:

@@ -186,7 +186,12 @@ class Encoder:
         except codec.CodecError as exc:
             # G6: poison goes aside with its reason; the commands behind it keep flowing.
             bus.dead_letter(self._producer, self.settings.commands_dlq_topic, message, exc)
-            log.warning("dead-lettered %s: %s", _where(message), exc.reason)
+            log.warning(
+                "dead-lettered %s: %s",
+                _where(message),
+                exc.reason,
+                extra={"event": "dead_lettered", "code": exc.code},
+            )
             self._commit(message)
             return
         if carries(envelope, CancelJob):

@@ -30,10 +30,13 @@ Timestamp = Annotated[
 
 def projector() -> None:
     """Run a projector process: apply job events to Postgres, exactly once, until SIGTERM."""
+    from services.projector import metrics
     from services.projector.consumer import run_projector
 
-    logs.configure()
-    run_projector(get_settings(), stop_on_signals())
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    metrics.serve(settings)
+    run_projector(settings, stop_on_signals())
 
 
 def replay(

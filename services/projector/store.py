@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
@@ -176,11 +177,14 @@ class BatchOutcome(EventCounts):
 
     already_applied: int = 0
     changed_jobs: set[UUID] = field(default_factory=set)
+    # Rejected events by kind of rejection (Rejection.name), for the metrics.
+    rejections: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: BatchOutcome) -> None:
         """Count `other` (a part of this batch) in this outcome."""
         self.count(other)
         self.changed_jobs |= other.changed_jobs
+        self.rejections.update(other.rejections)
 
 
 @dataclass
@@ -381,6 +385,7 @@ class JobStore:
         self._record_rejections(rejections)
         outcome.applied += len(new_events) - len(rejections)
         outcome.rejected += len(rejections)
+        outcome.rejections.update(rejection.name for _, rejection, _ in rejections)
         outcome.changed_jobs |= changed
 
     def _apply_isolating(self, records: Sequence[LogRecord], work: _BatchWork) -> None:
