@@ -48,6 +48,8 @@ class MessageType(StrEnum):
     JOB_STALLED = "JobStalled"
     JOB_TIMED_OUT = "JobTimedOut"
     JOB_CANCELED = "JobCanceled"
+    # Events of the published course (the catalogue), keyed by the course id, not a job's
+    COURSE_UNPUBLISHED = "CourseUnpublished"
 
 
 COMMAND_TYPES: Final[frozenset[str]] = frozenset({MessageType.PUBLISH_COURSE, MessageType.CANCEL_JOB})
