@@ -40,7 +40,7 @@ from services.api.staging import (
     sniff_media,
 )
 from services.api.text import refuse_control_characters
-from services.core.catalogue import default_title
+from services.core.catalogue import MAX_TITLE_CHARS, default_title
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import new_message
 from services.core.payloads import JobQueued, QueuedLecture
@@ -52,7 +52,6 @@ PRODUCER = "api"
 # A catalogue code: letters and digits of any script, spaces and . _ - / ( ) +, at most 200 characters.
 CURRICULUM_FORMAT = re.compile(r"^[\w][\w .\-/()+]{0,199}$")
 TEXT_FIELDS = frozenset({"name", "curriculum", "titles", "video_upload_ids", "thumbnail_upload_ids"})
-MAX_TITLE_CHARS = 200
 FILE_FIELDS = frozenset({"videos", "thumbnails"})
 
 

@@ -35,6 +35,7 @@ from services.core.payloads import CourseUnpublished, JobCompleted, JobQueued, Q
 __all__ = [
     "CATALOGUE_EVENTS",
     "CATALOGUE_INPUTS",
+    "MAX_TITLE_CHARS",
     "Course",
     "CourseJob",
     "InMemoryCatalogue",
@@ -60,10 +61,16 @@ def lecture_id(course_id: UUID, index: int) -> UUID:
     return uuid.uuid5(course_id, f"lecture/{index}")
 
 
+MAX_TITLE_CHARS: Final = 200
+"""The longest lecture title (JobQueued v2's schema)."""
+
+
 def default_title(filename: str) -> str:
-    """A lecture's title when none was given: the file's name without its extension (pure)."""
+    """A lecture's title when none was given: the file's name without its extension, cut to
+    MAX_TITLE_CHARS (pure)."""
     stem, dot, extension = filename.rpartition(".")
-    return stem.strip() if dot and stem.strip() and 0 < len(extension) <= 10 else filename
+    title = stem.strip() if dot and stem.strip() and 0 < len(extension) <= 10 else filename
+    return title if len(title) <= MAX_TITLE_CHARS else title[: MAX_TITLE_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)

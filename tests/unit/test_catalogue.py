@@ -35,6 +35,7 @@ def test_a_lecture_id_is_stable_per_course_and_index_and_distinct_otherwise() ->
         ("README", "README"),
         (".mp4", ".mp4"),
         ("notes.tar.gz-backup-very-long-extension", "notes.tar.gz-backup-very-long-extension"),
+        ("가" * 250 + ".mp4", "가" * 199 + "…"),
     ],
 )
 def test_the_default_title_is_the_file_name_without_its_extension(filename: str, title: str) -> None:
