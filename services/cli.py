@@ -30,6 +30,7 @@ app.add_typer(staging_app, name="staging")
 app.command("api")(api_cli.api)
 app.add_typer(api_cli.users_app, name="users")
 app.add_typer(api_cli.tokens_app, name="tokens")
+app.command("reencode")(api_cli.reencode)
 console = Console()
 
 
