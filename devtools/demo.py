@@ -192,6 +192,13 @@ def run_demo(settings: Settings) -> int:
         console.print(f"   ffprobe over HTTP: {'playable' if plays else 'NOT playable'}")
         console.print(f"   renditions: {', '.join(r['name'] for r in video['renditions'])}")
         console.print(f"   thumbnail: {video['thumbnail_url']}")
+        course = client.get(f"/v1/courses/{job_id}").json()
+        console.print(
+            f"   catalogue: {course['name']} ({course['curriculum']}), published {course['published_at']}"
+        )
+        for lecture in course["lectures"]:
+            number, title = lecture["index"] + 1, lecture["title"]
+            console.print(f"     {number}. {title}  {lecture['master_playlist_url']}")
 
     console.print("[bold]6. checking the status table against the log[/bold]")
     rebuild = coursecast(settings, "replay", "--rebuild", check=False)

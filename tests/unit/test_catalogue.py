@@ -11,9 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.api.problems import ProblemError
+from services.api.reencode import CatalogueCourse, plan
 from services.api.submissions import check_titles
 from services.core.catalogue import InMemoryCatalogue, default_title, lecture_id
+from services.core.manifest import StagedFile, StagedVideo, StagingManifest
 from services.core.messages import Envelope, MessageType
+from services.core.payloads import QueuedLecture
 from services.core.projection import Catalogued, InMemoryJobProjection
 from tests.support.messages import T0, course_job, course_unpublished, event
 
@@ -146,3 +149,59 @@ def test_titles_are_optional_cleaned_and_must_match_the_videos_one_for_one() -> 
             check_titles(values, videos)
         assert (refused.value.status, refused.value.kind) == (422, kind)
         assert "titles" in refused.value.detail
+
+
+# --- re-encoding: the new job over the retained sources ------------------------------------------------
+
+
+def test_a_re_encode_copies_every_source_into_its_own_staging_and_keeps_the_course_and_its_titles() -> None:
+    old, new = uuid4(), uuid4()
+    sources = StagingManifest(
+        job_id=old,
+        owner="kim",
+        course_name="데이터 과학 입문",
+        curriculum="DS-101",
+        videos=[
+            StagedVideo(
+                index=i,
+                key=f"staging/{old}/videos/00{i}-lecture.mp4",
+                filename=f"{i + 1}강.mp4",
+                size_bytes=10,
+                content_type="video/mp4",
+                thumbnail=StagedFile(
+                    key=f"staging/{old}/thumbnails/000-cover.jpg",
+                    filename="cover.jpg",
+                    size_bytes=5,
+                    content_type="image/jpeg",
+                )
+                if i == 0
+                else None,
+            )
+            for i in range(2)
+        ],
+    )
+    course = CatalogueCourse(
+        course_id=old,
+        owner="kim",
+        name="데이터 과학 입문",
+        curriculum="DS-101",
+        job_id=old,
+        lectures=(QueuedLecture(index=0, title="개요", filename="1강.mp4"),),
+    )
+    job = plan(course, sources, new)
+    assert job.copies == (
+        (f"staging/{old}/videos/000-lecture.mp4", f"staging/{new}/videos/000-lecture.mp4"),
+        (f"staging/{old}/thumbnails/000-cover.jpg", f"staging/{new}/thumbnails/000-cover.jpg"),
+        (f"staging/{old}/videos/001-lecture.mp4", f"staging/{new}/videos/001-lecture.mp4"),
+    )
+    assert [v.key for v in job.manifest.videos] == [
+        target for _, target in job.copies if "/videos/" in target
+    ]
+    assert job.manifest.videos[0].thumbnail is not None
+    assert job.manifest.videos[0].thumbnail.key == f"staging/{new}/thumbnails/000-cover.jpg"
+    assert (job.queued.course_id, job.queued.staging_prefix) == (old, f"staging/{new}/")
+    assert job.queued.manifest_key == f"staging/{new}/manifest.json"
+    assert [(lecture.title, lecture.filename) for lecture in job.queued.lectures] == [
+        ("개요", "1강.mp4"),
+        ("Lecture 2", "2강.mp4"),  # a lecture the catalogue has no title for
+    ]
