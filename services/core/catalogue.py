@@ -131,8 +131,10 @@ class Unpublished:
 def published(job: CourseJob, event: Envelope[JobCompleted]) -> Course:
     """The course as a completed job publishes it (pure)."""
     titles = {lecture.index: lecture for lecture in job.lectures}
+    # One lecture per video index (the first, should a malformed completion repeat one).
+    videos = {v.video_index: v for v in reversed(event.data.outputs.videos)}
     lectures = []
-    for video in sorted(event.data.outputs.videos, key=lambda v: v.video_index):
+    for video in sorted(videos.values(), key=lambda v: v.video_index):
         queued = titles.get(video.video_index)
         lectures.append(
             Lecture(

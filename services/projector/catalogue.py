@@ -44,8 +44,6 @@ CATALOGUE_TABLES: Final = {
     "unpublished_courses": UNPUBLISHED_COLUMNS,
 }
 
-_LECTURES = msgspec.json.Decoder(tuple[QueuedLecture, ...])
-
 
 def _columns(names: Sequence[str]) -> str:
     return ", ".join(f'"{name}"' for name in names)
@@ -167,7 +165,7 @@ def catalogue_of(conn: Any) -> InMemoryCatalogue:
 def _read_jobs(cur: Any, into: InMemoryCatalogue, where: str, params: list[Any]) -> None:
     cur.execute(f"SELECT {_columns(COURSE_JOB_COLUMNS)} FROM course_jobs {where}", params)
     for row in cur.fetchall():
-        lectures = _LECTURES.decode(msgspec.json.encode(row["lectures"]))
+        lectures = msgspec.convert(row["lectures"], tuple[QueuedLecture, ...])
         into.jobs[row["job_id"]] = CourseJob(**{**row, "lectures": lectures})
 
 
