@@ -24,6 +24,7 @@ import psycopg
 from botocore.exceptions import ClientError
 from psycopg import sql
 
+from services.api.db import migrate_api
 from services.api.publisher import KafkaUnavailableError, Publisher
 from services.core.manifest import StagedFile, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import new_message
@@ -108,6 +109,7 @@ def plan(course: CatalogueCourse, sources: StagingManifest, job_id: UUID) -> Ree
 
 def read_course(settings: Settings, course_id: UUID) -> CatalogueCourse:
     """The published course from the catalogue; ReencodeError when there is none."""
+    migrate_api(settings.database_url, settings.database_schema)  # as every api command: tables exist
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(settings.database_schema)))
         row = conn.execute(
