@@ -69,12 +69,16 @@ class CatalogueTables:
         loaded = dict(catalogue.courses)
         tombstones = set(catalogue.unpublished)
         changed = {course for course in map(catalogue.handle, rest) if course is not None}
-        for course_id in changed:
-            after = catalogue.courses.get(course_id)
-            if after is None:
-                self._conn.execute("DELETE FROM courses WHERE course_id = %s", (course_id,))
-            elif after != loaded.get(course_id):
-                self._write_course(after)
+        gone = [course_id for course_id in changed if course_id not in catalogue.courses]
+        if gone:
+            self._conn.execute("DELETE FROM courses WHERE course_id = ANY(%s)", (gone,))
+        self._write_courses(
+            [
+                catalogue.courses[course_id]
+                for course_id in changed
+                if course_id in catalogue.courses and catalogue.courses[course_id] != loaded.get(course_id)
+            ]
+        )
         for course_id, unpublished in catalogue.unpublished.items():
             if course_id not in tombstones:
                 self._insert_unpublished(unpublished)
@@ -115,17 +119,21 @@ class CatalogueTables:
                 rows,
             )
 
-    def _write_course(self, course: Course) -> None:
-        """The course row upserted and its lectures replaced, inside the batch's transaction."""
-        values = tuple(getattr(course, name) for name in COURSE_COLUMNS)
+    def _write_courses(self, courses: Sequence[Course]) -> None:
+        """The courses' rows upserted and their lectures replaced, inside the batch's transaction: a
+        reader sees a course's old lectures or its new ones, never a mix."""
+        if not courses:
+            return
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in COURSE_COLUMNS if c != "course_id")
         with self._conn.cursor() as cur:
-            cur.execute(
+            cur.executemany(
                 f"INSERT INTO courses ({_columns(COURSE_COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
                 f" ON CONFLICT (course_id) DO UPDATE SET {updates}",
-                values,
+                [tuple(getattr(course, name) for name in COURSE_COLUMNS) for course in courses],
             )
-            cur.execute("DELETE FROM lectures WHERE course_id = %s", (course.course_id,))
+            cur.execute(
+                "DELETE FROM lectures WHERE course_id = ANY(%s)", ([course.course_id for course in courses],)
+            )
             cur.executemany(
                 f"INSERT INTO lectures ({_columns(LECTURE_COLUMNS)})"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -141,6 +149,7 @@ class CatalogueTables:
                         lecture.thumbnail_url,
                         lecture.poster_url,
                     )
+                    for course in courses
                     for lecture in course.lectures
                 ],
             )
