@@ -49,6 +49,10 @@ def _columns(names: Sequence[str]) -> str:
     return ", ".join(f'"{name}"' for name in names)
 
 
+def _copy(table: str, columns: Sequence[str]) -> str:
+    return f"COPY {table} ({_columns(columns)}) FROM STDIN (FORMAT BINARY)"
+
+
 class CatalogueTables:
     """Applies one batch's catalogue events (in log order) to the catalogue's tables, on `conn`."""
 
@@ -104,55 +108,54 @@ class CatalogueTables:
     def _insert_course_jobs(self, queued: Sequence[Envelope]) -> None:
         if not queued:
             return
-        rows = []
-        for event in queued:
-            if not carries(event, JobQueued):
-                continue
-            job = CourseJob.of(event)
-            rows.append(
-                (job.job_id, job.course_id, job.owner, job.course_name, job.curriculum, Jsonb(job.lectures))
-            )
-        with self._conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO course_jobs ({_columns(COURSE_JOB_COLUMNS)})"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (job_id) DO NOTHING",
-                rows,
-            )
+        # Binary COPY, as for job_events: one JobQueued per job is ever accepted, and the batch's
+        # offsets make it apply once, so a job's row is never written twice.
+        with self._conn.cursor() as cur, cur.copy(_copy("course_jobs", COURSE_JOB_COLUMNS)) as copy:
+            copy.set_types(["uuid", "uuid", "text", "text", "text", "jsonb"])
+            for event in queued:
+                if carries(event, JobQueued):
+                    job = CourseJob.of(event)
+                    copy.write_row(
+                        (
+                            job.job_id,
+                            job.course_id,
+                            job.owner,
+                            job.course_name,
+                            job.curriculum,
+                            Jsonb(job.lectures),
+                        )
+                    )
 
     def _write_courses(self, courses: Sequence[Course]) -> None:
-        """The courses' rows upserted and their lectures replaced, inside the batch's transaction: a
-        reader sees a course's old lectures or its new ones, never a mix."""
+        """The courses' rows and lectures replaced, inside the batch's transaction: a reader sees a
+        course's old lectures or its new ones, never a mix. Deleted (their lectures with them) and
+        written again by binary COPY: one round trip per table, however many courses a batch completes."""
         if not courses:
             return
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in COURSE_COLUMNS if c != "course_id")
         with self._conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO courses ({_columns(COURSE_COLUMNS)}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                f" ON CONFLICT (course_id) DO UPDATE SET {updates}",
-                [tuple(getattr(course, name) for name in COURSE_COLUMNS) for course in courses],
-            )
-            cur.execute(
-                "DELETE FROM lectures WHERE course_id = ANY(%s)", ([course.course_id for course in courses],)
-            )
-            cur.executemany(
-                f"INSERT INTO lectures ({_columns(LECTURE_COLUMNS)})"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        lecture.lecture_id,
-                        course.course_id,
-                        lecture.index,
-                        lecture.title,
-                        lecture.filename,
-                        lecture.duration_s,
-                        lecture.master_playlist_url,
-                        lecture.thumbnail_url,
-                        lecture.poster_url,
-                    )
-                    for course in courses
-                    for lecture in course.lectures
-                ],
-            )
+            ids = [course.course_id for course in courses]
+            cur.execute("DELETE FROM courses WHERE course_id = ANY(%s)", (ids,))  # ON DELETE CASCADE
+            with cur.copy(_copy("courses", COURSE_COLUMNS)) as copy:
+                copy.set_types(["uuid", "text", "text", "text", "timestamptz", "timestamptz", "uuid"])
+                for course in courses:
+                    copy.write_row(tuple(getattr(course, name) for name in COURSE_COLUMNS))
+            with cur.copy(_copy("lectures", LECTURE_COLUMNS)) as copy:
+                copy.set_types(["uuid", "uuid", "int4", "text", "text", "float8", "text", "text", "text"])
+                for course in courses:
+                    for lecture in course.lectures:
+                        copy.write_row(
+                            (
+                                lecture.lecture_id,
+                                course.course_id,
+                                lecture.index,
+                                lecture.title,
+                                lecture.filename,
+                                lecture.duration_s,
+                                lecture.master_playlist_url,
+                                lecture.thumbnail_url,
+                                lecture.poster_url,
+                            )
+                        )
 
     def _insert_unpublished(self, unpublished: Unpublished) -> None:
         self._conn.execute(
