@@ -257,6 +257,13 @@ def run_demo(settings: Settings) -> int:
             f"[bold green]6. webhook[/bold green] {notification['type']} received, signature verified"
             f" (CourseCast-Event-Id {notification['event_id_header']})"
         )
+        course = client.get(f"/v1/courses/{job_id}").json()
+        console.print(
+            f"   catalogue: {course['name']} ({course['curriculum']}), published {course['published_at']}"
+        )
+        for lecture in course["lectures"]:
+            number, title = lecture["index"] + 1, lecture["title"]
+            console.print(f"     {number}. {title}  {lecture['master_playlist_url']}")
 
     console.print("[bold]7. checking the status table against the log[/bold]")
     rebuild = coursecast(settings, "replay", "--rebuild", check=False)

@@ -43,6 +43,7 @@ webhooks_app.command("deliveries")(notifier_cli.deliveries)
 app.add_typer(webhooks_app, name="webhooks")
 app.command("publish")(client_cli.publish)
 app.command("courses")(client_cli.courses)
+app.command("reencode")(api_cli.reencode)
 console = Console()
 
 

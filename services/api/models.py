@@ -75,6 +75,70 @@ class CourseAccepted(BaseModel):
     stream_url: str
 
 
+_EXAMPLE_HLS = "http://127.0.0.1:9000/coursecast/hls/0b7c5e2a-4f1d-4c3e-9a6b-2d8f1e0c7a51/1/0"
+
+
+class LecturePublic(BaseModel):
+    """One lecture of a published course: its title and where to play it."""
+
+    lecture_id: UUID = Field(description="stable: the same after a re-encode of the course")
+    index: int = Field(description="position in the course, from 0")
+    title: str
+    filename: str | None = Field(default=None, description="the video's original file name, if known")
+    duration_s: float
+    master_playlist_url: str = Field(description="the HLS master playlist")
+    thumbnail_url: str
+    poster_url: str | None = None
+
+
+class CoursePublic(BaseModel):
+    """A published course as its owner (or an admin) sees it: the catalogue entry for students."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "course_id": "0b7c5e2a-4f1d-4c3e-9a6b-2d8f1e0c7a51",
+                    "owner": "kim",
+                    "name": "데이터 과학 입문",
+                    "curriculum": "DS-101",
+                    "published_at": "2026-06-15T08:21:40.512Z",
+                    "updated_at": "2026-06-15T08:21:40.512Z",
+                    "job_id": "0b7c5e2a-4f1d-4c3e-9a6b-2d8f1e0c7a51",
+                    "lectures": [
+                        {
+                            "lecture_id": "5d0f3c8e-9a41-5b7e-8c55-0f4f1a6b2c11",
+                            "index": 0,
+                            "title": "1강 소개",
+                            "filename": "1강 소개.mp4",
+                            "duration_s": 1325.4,
+                            "master_playlist_url": f"{_EXAMPLE_HLS}/master.m3u8",
+                            "thumbnail_url": f"{_EXAMPLE_HLS}/thumbnail.webp",
+                            "poster_url": f"{_EXAMPLE_HLS}/poster.webp",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    course_id: UUID = Field(description="stable: the id of the job that first published the course")
+    owner: str
+    name: str
+    curriculum: str
+    published_at: datetime = Field(description="when the course was first published")
+    updated_at: datetime = Field(description="when the publication its lectures come from completed")
+    job_id: UUID = Field(description="the job whose objects the lectures play (a re-encode replaces it)")
+    lectures: list[LecturePublic]
+
+
+class CourseList(BaseModel):
+    """One page of published courses, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[CoursePublic]
+    next_cursor: str | None = None
+
+
 class JobActionCreate(BaseModel):
     """Optional body of cancel."""
 

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
     # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
     staging_cleanup_wait_s: float = Field(default=600.0, gt=0)
+    # A completed job's uploaded sources (its staging folder) are kept this many days after its
+    # completion, so the course can be re-encoded (`coursecast reencode`); `coursecast staging sweep`
+    # deletes them once expired. 0: deleted as soon as the completion is applied.
+    source_retention_days: int = Field(default=30, ge=0)
 
     # --- Media probing (api and encoder) -------------------------------------------------------
     # ffprobe is killed past this; in the encoder that is a transient error (retried), in the api a 503.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
+from uuid import UUID
 
 import boto3
 import orjson
@@ -149,6 +150,11 @@ def error_code(exc: ClientError) -> str:
 def is_missing_object(exc: ClientError) -> bool:
     """True when S3 says the key does not exist — a permanent error, never worth a retry (G5)."""
     return error_code(exc) in MISSING_OBJECT_CODES
+
+
+def published_prefix(job_id: UUID) -> str:
+    """The folder of everything a job published, every attempt of it: hls/<job_id>/."""
+    return f"{PUBLISHED_PREFIX}{job_id}/"
 
 
 def delete_prefix(client: S3Client, bucket: str, prefix: str) -> int:

@@ -19,8 +19,10 @@ def encoder() -> None:
 
 
 def staging_sweep() -> None:
-    """Delete the staging files of every job the status table shows completed or canceled."""
+    """Delete the staging files of canceled jobs, and of completed jobs whose sources have been kept
+    COURSECAST_SOURCE_RETENTION_DAYS."""
     import os
+    from datetime import timedelta
 
     from psycopg.conninfo import make_conninfo
 
@@ -33,7 +35,8 @@ def staging_sweep() -> None:
     url = make_conninfo(settings.database_url, application_name=f"coursecast-staging-sweep:{os.getpid()}")
     store = ClaimStore.open(url, settings.database_schema, "staging-sweep", settings.encoder_lease_s)
     try:
-        swept = sweep(store, s3_client(settings), settings.s3_bucket)
+        retention = timedelta(days=settings.source_retention_days)
+        swept = sweep(store, s3_client(settings), settings.s3_bucket, retention)
     finally:
         store.close()
     print(f"swept {len(swept)} staging folder(s)")

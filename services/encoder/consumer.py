@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -83,6 +84,7 @@ class Encoder:
             self._s3,
             settings.s3_bucket,
             settings.staging_cleanup_wait_s,
+            timedelta(days=settings.source_retention_days),
         )
         self._active: ActiveJob | None = None
         self._assigned: set[Partition] = set()

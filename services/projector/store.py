@@ -5,7 +5,9 @@ One transaction per batch (G3, G4):
    they were applied before (a crash between the Postgres and the Kafka commit, or a rebalance);
 2. drop events whose event_id is already in `job_events` (a producer's redelivery);
 3. append the rest to `job_events`, run each through the job state machine, write changed jobs to
-   `publish_jobs` and refusals to `rejected_events`;
+   `publish_jobs` and refusals to `rejected_events`; fold the accepted JobQueued / JobCompleted and
+   the catalogue's own events (CourseUnpublished, never shown to the state machine) into the
+   catalogue of published courses (catalogue.py);
 4. store the next offset per partition, NOTIFY listeners, commit.
 A process that dies anywhere before the commit leaves nothing behind; after it, nothing is repeated.
 
@@ -39,6 +41,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from services.core import faults
+from services.core.catalogue import CATALOGUE_EVENTS, CATALOGUE_INPUTS
 from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.jobs import JobState, JobStatus, Rejection, apply
 from services.core.messages import Envelope, printable
@@ -50,6 +53,7 @@ from services.core.payloads import (
     TaskCompleted,
     TaskSpec,
 )
+from services.projector.catalogue import CatalogueTables
 
 log = logging.getLogger("coursecast.projector")
 
@@ -364,6 +368,7 @@ class JobStore:
         new_events: list[LogRecord] = []
         rejections: list[tuple[Envelope, Rejection, JobState | None]] = []
         changed: set[UUID] = set()
+        catalogue: list[Envelope] = []
         for record in records:
             envelope = record.envelope
             if envelope.event_id in known:
@@ -371,6 +376,12 @@ class JobStore:
                 continue
             known.add(envelope.event_id)
             new_events.append(record)
+            if envelope.type in CATALOGUE_EVENTS:
+                # About a course, not a job: the state machine would refuse it as a TerminalState of
+                # the course's completed first job. Kept in job_events under that job's id; only
+                # the catalogue applies it.
+                catalogue.append(envelope)
+                continue
             current = states.get(envelope.job_id)
             result = apply(current, envelope)
             if isinstance(result, Rejection):
@@ -378,11 +389,15 @@ class JobStore:
                 continue
             states[envelope.job_id] = result
             changed.add(envelope.job_id)
+            if envelope.type in CATALOGUE_INPUTS:
+                catalogue.append(envelope)
 
         self._append_events(new_events)
         faults.reach("projector.mid_batch")
         self._upsert_jobs([states[job_id] for job_id in changed])
         self._record_rejections(rejections)
+        # A course's id is the id of its first job: listeners of that job hear of its catalogue changes.
+        changed |= CatalogueTables(self._conn).apply(catalogue)
         outcome.applied += len(new_events) - len(rejections)
         outcome.rejected += len(rejections)
         outcome.rejections.update(rejection.name for _, rejection, _ in rejections)

@@ -29,6 +29,7 @@ from devtools.demo import (
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.settings import Settings
 from tests.support.fixtures import Isolate
+from tests.support.observe import count_events
 from tests.support.services import free_port
 
 if TYPE_CHECKING:
@@ -100,12 +101,21 @@ def test_uploaded_course_is_published_playable_and_survives_fifteen_redeliveries
             notification["data"]["outputs"]["videos"][0]["master_playlist_url"]
             == video["master_playlist_url"]
         )
-        # G3's order: JobCompleted acknowledged, then the offset committed, then staging deleted —
-        # so the deletion may land a moment after the API shows `completed`.
+        # The published course, in the catalogue once the job completed (the same transaction).
+        course = client.get(f"/v1/courses/{job_id}").json()
+        assert [(lecture["title"], lecture["filename"]) for lecture in course["lectures"]] == [
+            ("1강 배열", "1강 배열.mp4")
+        ]
+        assert course["lectures"][0]["master_playlist_url"] == video["master_playlist_url"]
+        # G3's order: JobCompleted acknowledged, then the offset committed, then the staging judged
+        # once the projector shows the completion: the uploaded sources are retained for re-encodes
+        # (COURSECAST_SOURCE_RETENTION_DAYS), not deleted.
         deadline = time.monotonic() + 15
-        while s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0):
-            assert time.monotonic() < deadline, "staging was not cleaned up after completion"
+        while not count_events(tmp_path / "logs" / "encoder.log", "sources_retained", job_id=job_id):
+            assert time.monotonic() < deadline, "the encoder never judged the staging after completion"
             time.sleep(0.2)
+        staged = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/videos/")
+        assert staged.get("KeyCount", 0) == 1
 
         # Incident 1: the broker hands the same command out again, many times, after completion.
         reader = Consumer(consumer_config(own, "e2e-read-commands", "test"))

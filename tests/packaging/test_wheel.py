@@ -34,7 +34,7 @@ import importlib.metadata, importlib.util, json, uuid
 import services
 from services.core.codec import SCHEMAS, decode, encode
 from services.core.messages import new_message
-from services.core.payloads import JobQueued
+from services.core.payloads import JobQueued, QueuedLecture
 
 job_id = uuid.uuid4()
 sent = new_message(
@@ -45,6 +45,8 @@ sent = new_message(
         staging_prefix=f"staging/{job_id}/",
         manifest_key=f"staging/{job_id}/manifest.json",
         video_count=1,
+        course_id=job_id,
+        lectures=(QueuedLecture(index=0, title="Wheel"),),
     ),
     job_id=job_id,
     attempt=1,

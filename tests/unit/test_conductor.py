@@ -28,6 +28,7 @@ from services.core.payloads import (
     JobStarted,
     PlannedLecture,
     PublishedVideo,
+    QueuedLecture,
     Rendition,
     TaskCompleted,
     TaskQueued,
@@ -111,6 +112,8 @@ class World:
                 staging_prefix=f"staging/{self.course}/",
                 manifest_key=f"staging/{self.course}/manifest.json",
                 video_count=len(durations),
+                course_id=self.course,
+                lectures=tuple(QueuedLecture(index=i, title=f"Lecture {i}") for i in range(len(durations))),
             )
         )
         self.course_event(JobStarted(worker="encoder-a"))
