@@ -161,7 +161,7 @@ def _print_outcome(job: dict[str, Any]) -> None:
 
 
 def courses(token: Token, api_url: ApiUrl = None, as_json: Json = False) -> None:
-    """The published courses you may see, with each lecture's playlist (from the completed jobs)."""
+    """The published courses you may see (the catalogue), with each lecture's playlist."""
     api = ApiClient(api_url or _default_api_url(), token)
     try:
         found = published_courses(api)
@@ -172,35 +172,24 @@ def courses(token: Token, api_url: ApiUrl = None, as_json: Json = False) -> None
     if as_json:
         _print_json({"items": found})
         return
-    table = Table("course", "curriculum", "lectures", "completed", "job")
+    table = Table("course", "curriculum", "lectures", "published", "course id")
     for course in found:
-        table.add_row(course["course_name"], course["curriculum"], str(len(course["lectures"])),
-                      str(course["completed_at"]), course["job_id"])  # fmt: skip
+        table.add_row(course["name"], course["curriculum"], str(len(course["lectures"])),
+                      str(course["published_at"]), course["course_id"])  # fmt: skip
     out.print(table)
 
 
 def published_courses(api: ApiClient) -> list[dict[str, Any]]:
-    """Every completed job as a course: name, curriculum and its lectures' outputs, newest first.
-
-    Read from GET /v1/jobs?status=completed: the course catalogue (issue #10) can replace the source.
-    """
+    """Every published course you may see, from the catalogue (GET /v1/courses), newest first: its
+    name, curriculum, publication time, current job and lectures (title, duration, playlist)."""
     found: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        params: dict[str, Any] = {"status": "completed", "limit": 200}
+        params: dict[str, Any] = {"limit": 100}
         if cursor:
             params["cursor"] = cursor
-        page = api.request("GET", "/v1/jobs", params=params)
-        for job in page["items"]:
-            found.append(
-                {
-                    "job_id": job["job_id"],
-                    "course_name": job["course_name"],
-                    "curriculum": job["curriculum"],
-                    "completed_at": job["completed_at"],
-                    "lectures": (job.get("outputs") or {}).get("videos", []),
-                }
-            )
+        page = api.request("GET", "/v1/courses", params=params)
+        found += page["items"]
         cursor = page.get("next_cursor")
         if not cursor:
             return found

@@ -16,6 +16,7 @@ const REFRESH_MS = 10_000;
 
 const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // job_id → the latest JobPublic seen
+const published = new Map(); // job_id → its course's catalogue entry (GET /v1/courses)
 const streams = new Map(); // job_id → AbortController of its live stream
 let refreshTimer = null;
 let coursesShown = "";
@@ -96,6 +97,9 @@ export async function* serverSentEvents(body) {
 async function refresh() {
   const page = await (await api("/v1/jobs?limit=50")).json();
   for (const job of page.items) remember(job);
+  // The catalogue names each published lecture (its title); the jobs carry the renditions.
+  const catalogue = await (await api("/v1/courses?limit=100")).json();
+  for (const course of catalogue.items) published.set(course.job_id, course);
   render();
   followLiveJobs();
 }
@@ -188,8 +192,8 @@ function render() {
 
 // --- courses -------------------------------------------------------------------------------------
 
-/** The published courses, from the completed jobs' outputs. The catalogue (GET /v1/courses) can
- * become a second source of the same shape: {key, name, curriculum, lectures: [...]}. */
+/** The published courses: the completed jobs' outputs (renditions, playlists), each lecture titled
+ * from the catalogue (GET /v1/courses). Shape: {key, name, curriculum, lectures: [...]}. */
 function coursesFromJobs() {
   return [...jobs.values()]
     .filter((job) => job.status === "completed" && job.outputs && Array.isArray(job.outputs.videos))
@@ -199,13 +203,20 @@ function coursesFromJobs() {
       name: job.course_name,
       curriculum: job.curriculum,
       lectures: job.outputs.videos.map((video, position) => ({
-        title: video.title || `Lecture ${(video.video_index ?? position) + 1}`,
+        title: lectureTitle(job, video.video_index ?? position),
         durationS: Number(video.duration_s) || 0,
         masterUrl: video.master_playlist_url,
         thumbnailUrl: video.thumbnail_url,
         renditions: video.renditions || [],
       })),
     }));
+}
+
+/** A lecture's title from the catalogue entry of the job's course, else its number. */
+function lectureTitle(job, index) {
+  const course = published.get(job.job_id);
+  const lecture = course && course.lectures.find((item) => item.index === index);
+  return lecture ? lecture.title : `Lecture ${index + 1}`;
 }
 
 function renderCourses() {
