@@ -99,10 +99,10 @@ def test_publish_resumes_after_a_kill_mid_file_and_follows_the_job_to_completed(
         # One job for the three runs: the third got the second's job back, it did not publish again.
         courses = cli(own, "courses", "--api-url", base, "--json", COURSECAST_TOKEN=token)
         assert courses.returncode == 0, courses.stderr
-        (course,) = orjson.loads(courses.stdout)["items"]
-        assert course["job_id"] == report["job_id"]
-        assert course["course_name"] == "CLI 강좌"
-        assert len(course["lectures"]) == 2
+        (course,) = orjson.loads(courses.stdout)["items"]  # the catalogue's entry for the course
+        assert course["job_id"] == course["course_id"] == report["job_id"]
+        assert course["name"] == "CLI 강좌"
+        assert [lecture["index"] for lecture in course["lectures"]] == [0, 1]
 
         refused = cli(own, "courses", "--api-url", base, "--json", COURSECAST_TOKEN="cc_not-a-token")
         assert refused.returncode == 1
