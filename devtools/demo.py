@@ -1,11 +1,13 @@
 """`python -m devtools demo`: publish a sample course through the whole pipeline and show it ending.
 
-Starts a projector, an encoder, the conductor, the watchdog and the api against the running local
-stack, creates an instructor, uploads a course of two generated lectures (testsrc2 + sine) with a Korean
-course name — the second one long enough to be cut into chunks (docs/fan-out.md) — follows the job over
-Server-Sent Events until it ends, lecture by lecture, proves every master playlist plays (ffprobe reads
-it over HTTP), checks that `replay --rebuild` finds no difference, and stops what it started. The steps
-are also the building blocks of the end-to-end test.
+Starts a projector, an encoder, the conductor, the watchdog, the notifier and the api against the
+running local stack, creates an instructor, registers a webhook to a receiver on 127.0.0.1, uploads a
+course of two generated lectures (testsrc2 + sine) with a Korean course name — the second long enough
+to be cut into chunks (docs/fan-out.md) — follows the job over Server-Sent Events until it ends,
+lecture by lecture, proves every master playlist plays (ffprobe reads it over HTTP), shows the signed
+`course.completed` webhook that arrived and the course's catalogue entry, checks that
+`replay --rebuild` finds no difference, and stops what it started. The steps are also the building
+blocks of the end-to-end test.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,11 +30,13 @@ import orjson
 from rich.console import Console
 
 from services.core.settings import PROJECT_ROOT, Settings, environment
+from services.notifier.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 
 console = Console()
-SERVICES = ("projector", "encoder", "conductor", "watchdog", "api")
+SERVICES = ("projector", "encoder", "conductor", "watchdog", "notifier", "api")
 # The demo's chunk length: its 60 s lecture becomes 3 chunks (24 + 24 + 12 s) and an audio task.
 DEMO_CHUNK_S = 24
+WEBHOOK_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 600.0
 
@@ -163,14 +169,60 @@ def playable(url: str) -> bool:
     return probe.returncode == 0 and "codec_type=video" in probe.stdout
 
 
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """An HTTP server on 127.0.0.1 that answers 200 to every POST and keeps (headers, body) of each;
+    yields its URL and that list."""
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/coursecast-webhook", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def wait_for_webhook(
+    received: list[tuple[dict[str, str], bytes]],
+    job_id: str,
+    secret: str,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+) -> dict[str, Any] | None:
+    """The first notification about `job_id` whose signature verifies with `secret`, or None in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for headers, body in list(received):
+            notification: dict[str, Any] = orjson.loads(body)
+            if notification["data"]["job_id"] == job_id and verify(
+                headers[SIGNATURE_HEADER.lower()], body, secret, now=time.time()
+            ):
+                notification["event_id_header"] = headers[EVENT_ID_HEADER.lower()]
+                return notification
+        time.sleep(0.2)
+    return None
+
+
 def run_demo(settings: Settings) -> int:
     """The whole demo; returns the process exit status."""
     settings = settings.model_copy(update={"chunk_s": DEMO_CHUNK_S})
     logs = PROJECT_ROOT / ".cache" / "demo"
     console.print(
-        "[bold]1. starting projector, encoder, conductor, watchdog and api[/bold] (logs in .cache/demo/)"
+        "[bold]1. starting projector, encoder, conductor, watchdog, notifier and api[/bold]"
+        " (logs in .cache/demo/)"
     )
-    with running_services(settings, logs):
+    with running_services(settings, logs), webhook_receiver() as (hook_url, received):
         user, token = create_instructor(settings)
         console.print(f"[bold]2. created instructor[/bold] {user} (token shown once, stored as a hash)")
         lectures = [
@@ -180,6 +232,11 @@ def run_demo(settings: Settings) -> int:
         client = httpx.Client(
             base_url=api_base(settings), headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
+        hook = client.post("/v1/webhooks", json={"url": hook_url, "events": ["course.completed"]})
+        if hook.status_code != 201:
+            console.print(f"[red]webhook refused: {hook.status_code} {hook.text}[/red]")
+            return 1
+        console.print(f"   webhook registered: {hook_url} (signing secret shown once)")
         with ExitStack() as files:
             videos = [
                 ("videos", (name, files.enter_context(path.open("rb")), "video/mp4"))
@@ -223,8 +280,23 @@ def run_demo(settings: Settings) -> int:
             console.print(f"     master playlist: {master}")
             console.print(f"     renditions: {', '.join(r['name'] for r in video['renditions'])}")
             console.print(f"     thumbnail: {video['thumbnail_url']}")
+        notification = wait_for_webhook(received, job_id, hook.json()["secret"])
+        if notification is None:
+            console.print(f"[red]no signed course.completed webhook within {WEBHOOK_TIMEOUT_S:g} s[/red]")
+            return 1
+        console.print(
+            f"[bold green]6. webhook[/bold green] {notification['type']} received, signature verified"
+            f" (CourseCast-Event-Id {notification['event_id_header']})"
+        )
+        course = client.get(f"/v1/courses/{job_id}").json()
+        console.print(
+            f"   catalogue: {course['name']} ({course['curriculum']}), published {course['published_at']}"
+        )
+        for lecture in course["lectures"]:
+            number, title = lecture["index"] + 1, lecture["title"]
+            console.print(f"     {number}. {title}  {lecture['master_playlist_url']}")
 
-    console.print("[bold]6. checking the status table against the log[/bold]")
+    console.print("[bold]7. checking the status table against the log[/bold]")
     rebuild = coursecast(settings, "replay", "--rebuild", check=False)
     console.print(rebuild.stdout.strip().splitlines()[-1] if rebuild.stdout.strip() else rebuild.stderr)
     return 0 if plays and rebuild.returncode == 0 else 1

@@ -17,7 +17,7 @@ from services.core import bus, codec
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.manifest import manifest_key, staging_prefix
 from services.core.messages import Envelope, new_message
-from services.core.payloads import JobQueued
+from services.core.payloads import JobQueued, QueuedLecture
 from services.core.settings import Settings
 
 TIMEOUT_S = 30.0
@@ -57,6 +57,8 @@ def _trip(settings: Settings, topic: str, group_id: str) -> RoundTrip:
             staging_prefix=staging_prefix(job_id),
             manifest_key=manifest_key(job_id),
             video_count=1,
+            course_id=job_id,
+            lectures=(QueuedLecture(index=0, title="Round trip"),),
         ),
         job_id=job_id,
         attempt=1,

@@ -22,6 +22,7 @@ from services.core.payloads import (
     JobStarted,
     ProgressStep,
     PublishedVideo,
+    QueuedLecture,
     Rendition,
 )
 
@@ -44,6 +45,8 @@ def _data(kind: MessageType, job: UUID, attempt: int, rng: random.Random) -> Pay
                 staging_prefix=f"staging/{job}/",
                 manifest_key=f"staging/{job}/manifest.json",
                 video_count=1,
+                course_id=job,
+                lectures=(QueuedLecture(index=0, title="1강", filename="1강.mp4"),),
             )
         case M.JOB_STARTED:
             return JobStarted(worker=f"encoder@host:{rng.randrange(1000)}")

@@ -2,7 +2,8 @@
 # Install what the local CourseCast stack needs, and nothing that is already there.
 #
 #   - checks Java 17+ and Maven (never installs them: they are the machine's choice);
-#   - apt-installs ffmpeg and postgresql only when missing (one `apt-get update` at most);
+#   - apt-installs ffmpeg, postgresql and chromium (the dashboard's browser test) only when missing
+#     (one `apt-get update` at most);
 #   - assembles the Kafka classpath from Maven Central into <stack_dir>/kafka/lib, only when the
 #     marker for the Kafka version in devtools/stack/kafka/pom.xml is missing.
 #
@@ -30,11 +31,13 @@ if [[ -z "$major" || "$major" -lt 17 ]]; then
 fi
 command -v mvn >/dev/null 2>&1 || die "Maven not found: apt-get install maven"
 
-# --- apt packages: ffmpeg, postgresql ------------------------------------------------------------
+# --- apt packages: ffmpeg, postgresql, chromium ----------------------------------------------------
 have_postgres() { compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; }
 missing=()
 { command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1; } || missing+=(ffmpeg)
 have_postgres || missing+=(postgresql)
+# Debian's chromium, driven by Playwright through executable_path (Playwright's download is not used).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if ((${#missing[@]} > 0)); then
     SUDO=()
@@ -56,7 +59,7 @@ if ((${#missing[@]} > 0)); then
         done < <(pg_lsclusters -h 2>/dev/null)
     fi
 else
-    say "ffmpeg and postgresql present"
+    say "ffmpeg, postgresql and chromium present"
 fi
 
 # --- Kafka classpath from Maven Central ----------------------------------------------------------

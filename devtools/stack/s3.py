@@ -99,11 +99,14 @@ def start(settings: Settings, layout: StackLayout, echo: Echo) -> bool:
 
 
 def ensure_bucket(settings: Settings) -> bool:
-    """Create settings.s3_bucket if missing and let players read published HLS; True if created now."""
+    """Create settings.s3_bucket if missing and let players (web pages too) read published HLS; True if
+    created now."""
     s3 = client(settings)
     created = storage.ensure_bucket(s3, settings.s3_bucket, settings.s3_region)
     # Locally the bucket itself is the CDN origin: published files are world-readable, staging is not.
     storage.allow_public_read(s3, settings.s3_bucket, storage.PUBLISHED_PREFIX)
+    # ...and by the dashboard's player, a page of another origin (the api's).
+    storage.allow_cross_origin_reads(s3, settings.s3_bucket)
     return created
 
 

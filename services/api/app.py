@@ -14,13 +14,15 @@ from services.api import problems
 from services.api.db import JobChanges, Pool, migrate_api
 from services.api.guard import RequestGuard
 from services.api.handlers.uploads import start_sweeper
+from services.api.metrics import RequestContext
 from services.api.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.api.publisher import Publisher
-from services.api.routes import courses, health, jobs, uploads
+from services.api.routes import courses, dashboard, health, jobs, uploads, webhooks
+from services.api.routes import metrics as metrics_route
 from services.api.runtime import Services, StreamSlots
 from services.core.kafka_config import admin_config
 from services.core.settings import Settings, get_settings
-from services.core.storage import s3_client
+from services.core.storage import presigning_client, s3_client
 
 DESCRIPTION = """\
 CourseCast's HTTP API: upload a course, follow its publish job, read its history, retry or cancel it.
@@ -45,6 +47,7 @@ def bootstrap(settings: Settings) -> Services:
         s3=s3_client(settings),
         admin=AdminClient(admin_config(settings)),
         streams=StreamSlots(settings.api_max_streams_per_user),
+        presigner=presigning_client(settings),
     )
 
 
@@ -71,8 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="CourseCast API", version="1.0.0", description=DESCRIPTION, lifespan=lifespan)
     problems.install(app)
     app.add_middleware(RequestGuard)
-    for module in (health, courses, uploads, jobs):
+    modules = (health, courses, uploads, jobs, webhooks, metrics_route)
+    # Added last, so outermost: every answer, RequestGuard's refusals included, is timed and named.
+    app.add_middleware(
+        RequestContext, routes=[route for m in (*modules, dashboard) for route in m.router.routes]
+    )
+    for module in modules:
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    app.mount(dashboard.ASSETS_PATH, dashboard.assets(), name="dashboard")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 import psycopg
 import typer
@@ -38,7 +39,7 @@ def api(
     from services.core import logs
 
     settings = get_settings()
-    logs.configure()
+    logs.configure(settings.log_level)
     uvicorn.run(
         "services.api.app:create_app",
         factory=True,
@@ -108,3 +109,17 @@ def tokens_revoke(
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
         console.print(f"revoked {count} token(s) of {name}")
+
+
+def reencode(course_id: Annotated[UUID, typer.Argument(help="the published course (its id)")]) -> None:
+    """Re-encode a published course from its retained sources (e.g. with a new ladder): a new job of
+    the same course; once it completes, the catalogue plays its objects. Prints the new job's id."""
+    from services.api.reencode import ReencodeError
+    from services.api.reencode import reencode as queue_reencode
+
+    try:
+        job_id = queue_reencode(get_settings(), course_id)
+    except ReencodeError as exc:
+        console.print(f"[red]cannot re-encode:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print(job_id)

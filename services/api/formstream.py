@@ -51,7 +51,7 @@ def boundary_of(content_type: str | None) -> bytes:
         raise ProblemError(
             415,
             "unsupported-media-type",
-            "send the course as multipart/form-data (fields name, curriculum, videos, thumbnails)",
+            "send the course as multipart/form-data (fields name, curriculum, titles, videos, thumbnails)",
         )
     boundary: bytes = params[b"boundary"]
     printable = boundary.isascii() and boundary.decode().isprintable()

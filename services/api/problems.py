@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.api.metrics import REQUEST_ID_HEADER, request_id_of
+
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -88,7 +90,8 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
-    """A problem+json response for `request`."""
+    """A problem+json response for `request`, naming the request's id (metrics.RequestContext) so a
+    client's report can be matched with the api's log lines."""
     body: dict[str, Any] = {
         "type": TYPE_BASE + kind,
         "title": title or HTTPStatus(status).phrase,
@@ -97,7 +100,13 @@ def problem_response(
         "instance": request.url.path,
         **extensions,
     }
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
+    all_headers = dict(headers or {})
+    request_id = request_id_of(request.scope)
+    if request_id is not None:
+        body["request_id"] = request_id
+        # A 500 is sent by the server middleware, outside RequestContext: it needs the header here.
+        all_headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(body, status_code=status, headers=all_headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 # Short names for the problems raised by the framework itself (routing, method, validation).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import orjson
@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 
 from services.api.auth import Role, User
 from services.api.db import AsyncConn
-from services.api.models import JobEventPublic, JobPublic
+from services.api.models import CoursePublic, JobEventPublic, JobPublic, LecturePublic
 from services.api.problems import ProblemError
 from services.api.redact import public_data, public_job_row, public_producer, public_text
 
@@ -95,7 +95,8 @@ async def authenticated_job_row(
 
 
 def encode_cursor(created_at: datetime, job_id: UUID) -> str:
-    """An opaque cursor pointing just past (created_at, job_id)."""
+    """An opaque cursor pointing just past (created_at, job_id) — or any (time, id) ordering key: the
+    course list pages by (published_at, course_id) with the same cursors."""
     return base64.urlsafe_b64encode(orjson.dumps([created_at.isoformat(), str(job_id)])).decode()
 
 
@@ -168,3 +169,97 @@ async def job_events(db: AsyncConn, job_id: UUID) -> list[JobEventPublic]:
         )
         for row in rows
     ]
+
+
+# --- the catalogue of published courses (the projector's courses / lectures) --------------------------
+
+_COURSE = "course_id, owner, name, curriculum, published_at, updated_at, job_id"
+_LECTURE = (
+    "course_id, lecture_id, index, title, filename, duration_s,"
+    " master_playlist_url, thumbnail_url, poster_url"
+)
+
+
+def course_not_found(course_id: UUID) -> ProblemError:
+    """The one answer for a course that is not published or belongs to someone else (never 403)."""
+    return ProblemError(404, "course-not-found", f"no published course {course_id}", title="Course not found")
+
+
+async def _with_lectures(db: AsyncConn, rows: list[dict[str, Any]]) -> list[CoursePublic]:
+    """The courses of `rows` (in their order), each with its lectures in course order."""
+    if not rows:
+        return []
+    lectures: dict[UUID, list[LecturePublic]] = {}
+    async with db.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {_LECTURE} FROM lectures WHERE course_id = ANY(%s) ORDER BY course_id, index",
+            ([row["course_id"] for row in rows],),
+        )
+        for lecture in await cur.fetchall():
+            lectures.setdefault(lecture.pop("course_id"), []).append(LecturePublic.model_validate(lecture))
+    return [CoursePublic(**row, lectures=lectures.get(row["course_id"], [])) for row in rows]
+
+
+async def get_course(db: AsyncConn, user: User, course_id: UUID) -> CoursePublic:
+    """The published course if the user may see it; 404 otherwise. Its row and its lectures are read
+    in one snapshot, so a re-encode's switch of every lecture's URLs is seen whole or not at all."""
+    async with db.transaction(), db.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        await cur.execute(f"SELECT {_COURSE} FROM courses WHERE course_id = %s", (course_id,))
+        row = await cur.fetchone()
+        if row is None or not user.may_see(row["owner"]):
+            raise course_not_found(course_id)
+        (course,) = await _with_lectures(db, [row])
+    return course
+
+
+async def list_courses(
+    db: AsyncConn, user: User, cursor: str | None, limit: int
+) -> tuple[list[CoursePublic], str | None]:
+    """One page of the published courses the user may see, newest first (published_at, then course_id,
+    descending), with the same opaque cursors as the job list."""
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit + 1}
+    if not user.is_admin:
+        where.append("owner = %(owner)s")
+        params["owner"] = user.name
+    if cursor is not None:
+        params["c_at"], params["c_id"] = decode_cursor(cursor)
+        where.append("(published_at, course_id) < (%(c_at)s, %(c_id)s)")
+    query = (
+        f"SELECT {_COURSE} FROM courses WHERE {' AND '.join(where)}"
+        " ORDER BY published_at DESC, course_id DESC LIMIT %(limit)s"
+    )
+    async with db.transaction(), db.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        await cur.execute(query.encode(), params)
+        rows = await cur.fetchall()
+        items = await _with_lectures(db, rows[:limit])
+    next_cursor = encode_cursor(items[-1].published_at, items[-1].course_id) if len(rows) > limit else None
+    return items, next_cursor
+
+
+async def course_standing(db: AsyncConn, user: User, course_id: UUID) -> Literal["published", "unpublished"]:
+    """Whether the user's course is published, or was and is unpublished; 404 for any other id."""
+    async with db.cursor() as cur:
+        await cur.execute(
+            "SELECT owner, 'published' FROM courses WHERE course_id = %(id)s"
+            " UNION ALL SELECT j.owner, 'unpublished' FROM unpublished_courses u"
+            " JOIN course_jobs j ON j.job_id = u.course_id WHERE u.course_id = %(id)s",
+            {"id": course_id},
+        )
+        found = await cur.fetchall()
+    standing = {state for owner, state in found if user.may_see(owner)}
+    if "unpublished" in standing:
+        return "unpublished"
+    if "published" in standing:
+        return "published"
+    raise course_not_found(course_id)
+
+
+async def course_job_ids(db: AsyncConn, course_id: UUID) -> list[UUID]:
+    """Every job that ever published (or tried to publish) the course: its objects are theirs."""
+    cursor = await db.execute(
+        "SELECT job_id FROM course_jobs WHERE course_id = %s ORDER BY job_id", (course_id,)
+    )
+    return [row[0] for row in await cursor.fetchall()]

@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient
 
 from services.api.auth import User
 from services.api.db import JobChanges, Pool
+from services.api.metrics import SSE_CLIENTS
 from services.api.problems import ProblemError
 from services.api.publisher import Publisher
 from services.core.settings import Settings
@@ -40,9 +41,11 @@ class StreamSlots:
                 limit=self.limit,
             )
         self._open[user.user_id] += 1
+        SSE_CLIENTS.inc()
         try:
             yield
         finally:
+            SSE_CLIENTS.dec()
             self._open[user.user_id] -= 1
             if self._open[user.user_id] <= 0:
                 del self._open[user.user_id]
@@ -60,3 +63,5 @@ class Services:
     # One Kafka admin client for the process (/readyz), not one per request.
     admin: AdminClient
     streams: StreamSlots
+    # Signs the presigned upload URLs for the endpoint clients reach (settings.s3_public_url).
+    presigner: S3Client

@@ -4,7 +4,8 @@ Order of effects, and why no job is ever half born:
 1. every file is streamed to staging/<job_id>/ and checked (magic bytes, then ffprobe);
 2. the manifest is written — before any message names it;
 3. the api's submission row is inserted (unpublished); an Idempotency-Key was reserved before step 1;
-4. JobQueued + PublishCourse go out in one Kafka transaction;
+4. JobQueued + PublishCourse go out in one Kafka transaction; JobQueued carries the lecture titles
+   (form field 'titles', one per video, else each file's name) and the original file names;
 5. the submission is marked published (GET may now show the job as queued before the projector has).
 A failure before 4 commits deletes what was staged and the row; no consumer ever saw anything.
 """
@@ -38,9 +39,11 @@ from services.api.staging import (
     safe_key_name,
     sniff_media,
 )
+from services.api.text import refuse_control_characters
+from services.core.catalogue import MAX_TITLE_CHARS, default_title
 from services.core.manifest import StagedFile, StagedVideo, StagingManifest, manifest_key, staging_prefix
 from services.core.messages import new_message
-from services.core.payloads import JobQueued
+from services.core.payloads import JobQueued, QueuedLecture
 from services.core.storage import delete_prefix
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ log = logging.getLogger(__name__)
 PRODUCER = "api"
 # A catalogue code: letters and digits of any script, spaces and . _ - / ( ) +, at most 200 characters.
 CURRICULUM_FORMAT = re.compile(r"^[\w][\w .\-/()+]{0,199}$")
-TEXT_FIELDS = frozenset({"name", "curriculum", "video_upload_ids", "thumbnail_upload_ids"})
+TEXT_FIELDS = frozenset({"name", "curriculum", "titles", "video_upload_ids", "thumbnail_upload_ids"})
 FILE_FIELDS = frozenset({"videos", "thumbnails"})
 
 
@@ -94,6 +97,36 @@ def check_curriculum(values: list[str] | None) -> str:
     return curriculum
 
 
+def check_titles(values: list[str] | None, videos: int) -> list[str] | None:
+    """The lecture titles — the form field 'titles' repeated, one per video in upload order — or None
+    when the form has none (each lecture is then titled after its file); else a 422 naming the field."""
+    if values is None:
+        return None
+    if len(values) != videos:
+        raise ProblemError(
+            422,
+            "titles-mismatch",
+            f"the form has {len(values)} 'titles' for {videos} video(s): send one 'titles' field per"
+            " video, in the order of the videos, or none",
+            title="Titles do not match the videos",
+            field="titles",
+        )
+    titles = []
+    for position, value in enumerate(values, start=1):
+        what = f"form field 'titles' (title {position})"
+        title = refuse_control_characters(_clean_text(value), what)
+        if not 1 <= len(title) <= MAX_TITLE_CHARS:
+            raise ProblemError(
+                422,
+                "invalid-title",
+                f"{what} must be 1–{MAX_TITLE_CHARS} characters, not {len(title)}",
+                title="Invalid lecture title",
+                field="titles",
+            )
+        titles.append(title)
+    return titles
+
+
 class CourseSubmission:
     """One POST /v1/courses: owns the staged objects until the job is published or everything is undone."""
 
@@ -112,6 +145,7 @@ class CourseSubmission:
         self.claimed = False
         self.video_entries: list[dict[str, Any]] = []
         self.thumbnail_entries: list[dict[str, Any]] = []
+        self.titles: list[str] | None = None
 
     # --- streaming ---------------------------------------------------------------------------
 
@@ -194,6 +228,7 @@ class CourseSubmission:
             raise ProblemError(
                 422, "missing-field", "a course needs at least one file in 'videos' (or 'video_upload_ids')"
             )
+        self.titles = check_titles(self.form.fields.get("titles"), len(videos) + len(video_ids))
         if len(thumbnails) + len(thumbnail_ids) > len(videos) + len(video_ids):
             raise ProblemError(
                 422, "too-many-files", "more thumbnails than videos: thumbnail N belongs to video N"
@@ -261,6 +296,14 @@ class CourseSubmission:
             ],
         )
 
+    def lectures(self) -> tuple[QueuedLecture, ...]:
+        """Each video's title (given, or its file's name without the extension) and original name."""
+        titles = self.titles or [default_title(v["filename"]) for v in self.video_entries]
+        return tuple(
+            QueuedLecture(index=i, title=title, filename=v["filename"])
+            for i, (title, v) in enumerate(zip(titles, self.video_entries, strict=True))
+        )
+
     async def publish(self, db: AsyncConn, name: str, curriculum: str) -> Accepted:
         """Write the manifest, record the submission, append the two messages atomically."""
         manifest = self.manifest(name, curriculum)
@@ -285,6 +328,8 @@ class CourseSubmission:
             staging_prefix=self.prefix,
             manifest_key=key,
             video_count=len(manifest.videos),
+            course_id=self.job_id,  # a new course: it is known by the id of the job that publishes it
+            lectures=self.lectures(),
         )
         queued = new_message(data, job_id=self.job_id, attempt=1, producer=PRODUCER, occurred_at=queued_at)
         command = new_message(data.publish_command(), job_id=self.job_id, attempt=1, producer=PRODUCER)

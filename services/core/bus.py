@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from services.core import codec
 from services.core.kafka_config import DELIVERY_TIMEOUT_MS
 from services.core.messages import Envelope
+from services.core.metrics import DEAD_LETTERED
 
 log = logging.getLogger("coursecast.bus")
 
@@ -133,3 +134,4 @@ def dead_letter(producer: Producer, dlq_topic: str, source: Message, error: code
     """Copy an undecodable message, byte for byte, to its dead-letter topic and wait for the ack (G6)."""
     record = Record(dlq_topic, source.value(), source.key(), headers=dead_letter_headers(source, error))
     produce_and_wait(producer, [record])
+    DEAD_LETTERED.labels(dlq_topic, error.code).inc()

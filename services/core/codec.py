@@ -30,6 +30,7 @@ from services.core.payloads import PAYLOAD_CLASSES
 __all__ = [
     "SCHEMAS",
     "SCHEMA_PACKAGE",
+    "UPCASTERS",
     "Codec",
     "CodecError",
     "EmptyMessage",
@@ -40,6 +41,7 @@ __all__ = [
     "decode",
     "default_codec",
     "encode",
+    "job_queued_v1_to_v2",
     "register_schema",
     "register_upcaster",
 ]
@@ -209,9 +211,11 @@ class Codec:
         directory: Traversable = SCHEMAS,
         *,
         payloads: Mapping[tuple[str, int], type[Payload]] = PAYLOAD_CLASSES,
+        upcasters: Mapping[tuple[str, int], Upcaster] | None = None,
         accelerate: bool = True,
     ) -> Codec:
-        """A codec holding every `<Type>.v<N>.json` of `directory`, each with its class in `payloads`."""
+        """A codec holding every `<Type>.v<N>.json` of `directory`, each with its class in `payloads`,
+        and the upcasters between their versions (default: the shipped ones, `UPCASTERS`)."""
         codec = cls(
             orjson.loads(directory.joinpath(ENVELOPE_SCHEMA_FILE).read_bytes()), accelerate=accelerate
         )
@@ -225,6 +229,8 @@ class Codec:
             if payload is None:
                 raise ValueError(f"{path}: no payload class for {match['type']} v{match['version']}")
             codec.register_schema(payload, orjson.loads(path.read_bytes()))
+        for (type_, from_version), upcaster in (UPCASTERS if upcasters is None else upcasters).items():
+            codec.register_upcaster(type_, from_version, upcaster)
         return codec
 
     # --- registry --------------------------------------------------------------------------------
@@ -356,6 +362,29 @@ class Codec:
         # A faulty upcaster must not hand a handler data its schema forbids.
         self._check({**document, "version": version, "data": data})
         return data
+
+
+# --- the shipped upcasters: one per published version that is no longer the latest --------------------
+
+_V1_STAGING_PREFIX = re.compile(r"^staging/(?P<job_id>[0-9a-f-]{36})/$")
+
+
+def job_queued_v1_to_v2(data: JSONObject) -> JSONObject:
+    """JobQueued v1 -> v2: the course id and one title per video, which v1 did not carry.
+
+    Every v1 job published a new course, and the api staged it under staging/<job_id>/ (its schema
+    pins that shape), so its course id is the job id read from there. Its videos are titled
+    "Lecture 1", "Lecture 2", ... in manifest order; their file names stay in the manifest only.
+    """
+    found = _V1_STAGING_PREFIX.match(data["staging_prefix"])
+    if found is None:  # unreachable for schema-valid v1 data; the v2 check below would refuse it
+        raise SchemaViolation(f"JobQueued v1: staging_prefix {data['staging_prefix']!r} names no job")
+    lectures = [{"index": i, "title": f"Lecture {i + 1}"} for i in range(data["video_count"])]
+    return {**data, "course_id": found["job_id"], "lectures": lectures}
+
+
+UPCASTERS: Final[Mapping[tuple[str, int], Upcaster]] = {("JobQueued", 1): job_queued_v1_to_v2}
+"""The shipped upcasters by (type, from version); `Codec.from_directory` registers them."""
 
 
 def _to_json(value: object) -> object:

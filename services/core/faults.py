@@ -37,6 +37,12 @@ POINTS: dict[str, str] = {
     "encoder.after_commit": "the attempt's command offset committed; its staging files not yet deleted",
     "projector.after_db_commit": "a batch committed in Postgres; its Kafka offsets not committed",
     "projector.mid_batch": "inside the batch's transaction: events appended, status rows not yet",
+    "cli.after_part": (
+        "`coursecast publish`: a part PUT to S3 and its ETag saved in the local state; the next not sent"
+    ),
+    "cli.after_submit": (
+        "`coursecast publish`: the course accepted (202) by the api; the local state not yet cleared"
+    ),
 }
 _hits: dict[str, int] = {}
 

@@ -54,6 +54,8 @@ class MessageType(StrEnum):
     TASK_QUEUED = "TaskQueued"
     TASK_COMPLETED = "TaskCompleted"
     LECTURE_PUBLISHED = "LecturePublished"
+    # Events of the published course (the catalogue), keyed by the course id, not a job's
+    COURSE_UNPUBLISHED = "CourseUnpublished"
 
 
 COMMAND_TYPES: Final[frozenset[str]] = frozenset(

@@ -30,6 +30,7 @@ __all__ = [
     "PAYLOAD_CLASSES",
     "CancelJob",
     "CoursePlanned",
+    "CourseUnpublished",
     "EncodeTask",
     "ImageKind",
     "ImageSource",
@@ -39,6 +40,7 @@ __all__ = [
     "JobOutputs",
     "JobProgress",
     "JobQueued",
+    "JobQueuedV1",
     "JobRetryRequested",
     "JobRetryScheduled",
     "JobStalled",
@@ -49,6 +51,7 @@ __all__ = [
     "ProgressStep",
     "PublishCourse",
     "PublishedVideo",
+    "QueuedLecture",
     "Rendition",
     "TaskCompleted",
     "TaskMedia",
@@ -176,8 +179,16 @@ class EncodeTask(Payload, frozen=True, kw_only=True):
 # --- events (publish.job-events) -------------------------------------------------------------------
 
 
-class JobQueued(Payload, frozen=True, kw_only=True):
-    """A publish job was accepted and staged; it starts the job's history (attempt 1)."""
+class QueuedLecture(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One lecture of a queued course: its video's place in the manifest, its title and original name."""
+
+    index: int
+    title: str
+    filename: str | None = None
+
+
+class JobQueuedV1(Payload, frozen=True, kw_only=True):
+    """JobQueued as first published: no course id, no lecture titles (upcast to v2 by the codec)."""
 
     message_type = MessageType.JOB_QUEUED
     version = 1
@@ -188,6 +199,26 @@ class JobQueued(Payload, frozen=True, kw_only=True):
     staging_prefix: str
     manifest_key: str
     video_count: int
+
+
+class JobQueued(Payload, frozen=True, kw_only=True):
+    """A publish job was accepted and staged; it starts the job's history (attempt 1).
+
+    `course_id` names the published course the job publishes: the job's own id for a new course, an
+    existing course's id for a re-encode. `lectures` holds one title per video, in manifest order.
+    """
+
+    message_type = MessageType.JOB_QUEUED
+    version = 2
+
+    owner: str
+    course_name: str
+    curriculum: str
+    staging_prefix: str
+    manifest_key: str
+    video_count: int
+    course_id: UUID
+    lectures: tuple[QueuedLecture, ...]
 
     def publish_command(self) -> PublishCourse:
         """The data of every attempt's PublishCourse: the job as it was queued."""
@@ -374,11 +405,29 @@ class LecturePublished(Payload, frozen=True, kw_only=True):
     video: PublishedVideo
 
 
+# --- events of the published course (publish.job-events, keyed by the course id) ----------------
+
+
+class CourseUnpublished(Payload, frozen=True, kw_only=True):
+    """The owner took a published course down: the catalogue drops it; its history stays on the log.
+
+    Its envelope's `job_id` is the course id (the id of the job that first published it), so the
+    event shares a partition with that job's events and follows its completion.
+    """
+
+    message_type = MessageType.COURSE_UNPUBLISHED
+    version = 1
+
+    course_id: UUID
+    requested_by: str
+
+
 PAYLOAD_CLASSES: Final[Mapping[tuple[str, int], type[Payload]]] = {
     (cls.message_type.value, cls.version): cls
     for cls in (
         PublishCourse,
         CancelJob,
+        JobQueuedV1,
         JobQueued,
         JobStarted,
         JobProgress,
@@ -396,6 +445,7 @@ PAYLOAD_CLASSES: Final[Mapping[tuple[str, int], type[Payload]]] = {
         TaskQueued,
         TaskCompleted,
         LecturePublished,
+        CourseUnpublished,
     )
 }
 """Every payload class by (type, version): the codec pairs each schema file with its class here."""

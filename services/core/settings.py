@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     s3_access_key_id: str = "coursecast"
     s3_secret_access_key: str = "coursecast-local-secret"
     cdn_base_url: str = "http://127.0.0.1:9000/coursecast"
+    # The S3 endpoint as clients outside the deployment reach it: presigned upload URLs are signed for
+    # this host (SigV4 signs the Host header), so a browser or `curl` can PUT to them. Unset: the
+    # endpoint itself, which is right whenever clients and services reach S3 at the same address.
+    s3_public_url: str | None = None
 
     # --- Job lifecycle (G2, G5) --------------------------------------------------------------
     encode_time_limit_s: int = Field(default=14_400, ge=1)
@@ -120,6 +124,10 @@ class Settings(BaseSettings):
     # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
     # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
     staging_cleanup_wait_s: float = Field(default=600.0, gt=0)
+    # A completed job's uploaded sources (its staging folder) are kept this many days after its
+    # completion, so the course can be re-encoded (`coursecast reencode`); `coursecast staging sweep`
+    # deletes them once expired. 0: deleted as soon as the completion is applied.
+    source_retention_days: int = Field(default=30, ge=0)
 
     # --- Media probing (api and encoder) -------------------------------------------------------
     # ffprobe is killed past this; in the encoder that is a transient error (retried), in the api a 503.
@@ -155,8 +163,55 @@ class Settings(BaseSettings):
     # after this long; a live request renews its reservation in the background every third of it.
     api_idempotency_lease_s: float = Field(default=60.0, ge=1)
 
+    # --- Webhooks (the api registers endpoints, `coursecast notifier` delivers) ----------------
+    webhook_group_id: str = "notifier"
+    # One delivery attempt: connecting may take this long...
+    webhook_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # ...and the whole attempt (connect, send, status line, capped body) at most this long, however
+    # slowly a receiver trickles bytes: a slow or hostile receiver holds a slot no longer than this.
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # At most this much of a receiver's answer is read (kept for the delivery record), never more.
+    webhook_max_response_bytes: int = Field(default=16 * 1024, ge=0)
+    # A failed attempt is retried after half to all of base * 2^(attempts - 1) seconds, capped.
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)
+    webhook_retry_max_s: float = Field(default=3600.0, gt=0)
+    # A notification still failing this long after its first attempt is given up: recorded as
+    # `given_up` in webhook_deliveries and logged at ERROR; its partition's offset then moves on.
+    webhook_max_retry_age_s: float = Field(default=86_400.0, gt=0)
+    # Requests in flight at once, across all endpoints, and to one endpoint.
+    webhook_concurrency: int = Field(default=32, ge=1)
+    webhook_concurrency_per_endpoint: int = Field(default=2, ge=1)
+    # Notifications in progress (waiting, sending or retrying) before the notifier stops reading.
+    webhook_max_pending: int = Field(default=1000, ge=1)
+    # 422 past this many endpoints for one user.
+    webhook_max_endpoints_per_user: int = Field(default=10, ge=1)
+    # After a secret rotation the previous secret also signs for this long.
+    webhook_secret_overlap_s: float = Field(default=86_400.0, ge=0)
+    # May webhooks go to loopback, private, link-local addresses (SSRF)? Unset: yes, except under
+    # COURSECAST_ENV=production (see webhook_private_addresses_allowed).
+    webhook_allow_private_addresses: bool | None = None
+
     # --- Local stack -------------------------------------------------------------------------
     stack_dir: Path = _state_root() / "stack"
+
+    @property
+    def webhook_private_addresses_allowed(self) -> bool:
+        """Whether the notifier may deliver to non-public addresses: as set, or outside production."""
+        if self.webhook_allow_private_addresses is None:
+            return self.env != "production"
+        return self.webhook_allow_private_addresses
+
+    # --- Observability -----------------------------------------------------------------------
+    # Level of every process's JSON log lines (stderr).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Address the encoder, projector and watchdog serve Prometheus metrics on (the api serves them
+    # at its own /metrics). Each process has its own port; 0 serves none (tests running several).
+    metrics_host: str = "127.0.0.1"
+    encoder_metrics_port: int = Field(default=9401, ge=0, le=65_535)
+    projector_metrics_port: int = Field(default=9402, ge=0, le=65_535)
+    watchdog_metrics_port: int = Field(default=9403, ge=0, le=65_535)
+    # A scrape waits at most this long for Kafka to report a consumer group's offsets (lag series).
+    metrics_kafka_timeout_s: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _guarantees_hold(self) -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
+from uuid import UUID
 
 import boto3
 import orjson
@@ -40,6 +41,24 @@ def s3_client(settings: Settings, config: Config | None = None) -> S3Client:
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key,
         config=_CLIENT_CONFIG.merge(config) if config is not None else _CLIENT_CONFIG,
+    )
+
+
+def presigning_client(settings: Settings) -> S3Client:
+    """A client that only signs URLs handed to clients: for the public endpoint (s3_public_url).
+
+    A URL signed for the services' own address (a container name, say) is unreachable from outside
+    the deployment, and SigV4 signs the Host header, so the host cannot be rewritten afterwards.
+    botocore presigns with the legacy SigV2 unless told otherwise: SigV2 leaves the query unsigned
+    (a holder could alter it) and S3-compatible servers such as Versity's gateway refuse it, hence
+    s3v4. Signing needs no request: this client never talks to the endpoint itself."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_public_url or settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key,
+        config=_CLIENT_CONFIG.merge(Config(signature_version="s3v4")),
     )
 
 
@@ -82,6 +101,42 @@ def allow_public_read(client: S3Client, bucket: str, prefix: str) -> None:
     client.put_bucket_policy(Bucket=bucket, Policy=orjson.dumps(policy).decode())
 
 
+def prepare_bucket(settings: Settings) -> bool:
+    """Create the bucket if missing and let anyone read what is published under hls/; everything
+    else (staging/, uploads/) stays private; web pages of any origin may GET it (CORS). Idempotent;
+    True when the bucket was created now."""
+    client = s3_client(settings)
+    created = ensure_bucket(client, settings.s3_bucket, settings.s3_region)
+    allow_public_read(client, settings.s3_bucket, PUBLISHED_PREFIX)
+    # The dashboard's player reads published HLS from the page's origin (see below).
+    allow_cross_origin_reads(client, settings.s3_bucket)
+    return created
+
+
+def allow_cross_origin_reads(client: S3Client, bucket: str) -> None:
+    """A CORS rule letting web pages of any origin read the bucket with GET/HEAD (and Range).
+
+    The dashboard (served by the api) plays published HLS with hls.js, which fetches playlists and
+    segments with XHR from the CDN origin, another origin than the page's: without this rule the
+    browser would refuse to hand the responses to the script. CORS grants no access by itself: what a
+    page may read is still what the bucket policy makes public (hls/), and no write method is allowed.
+    """
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": ["*"],
+                    "AllowedMethods": ["GET", "HEAD"],
+                    "AllowedHeaders": ["Range"],
+                    "ExposeHeaders": ["Content-Length", "Content-Range", "ETag"],
+                    "MaxAgeSeconds": 3600,
+                }
+            ]
+        },
+    )
+
+
 def public_url(settings: Settings, key: str) -> str:
     """The URL a player fetches `key` from, under the CDN base."""
     return f"{settings.cdn_base_url.rstrip('/')}/{key.lstrip('/')}"
@@ -95,6 +150,11 @@ def error_code(exc: ClientError) -> str:
 def is_missing_object(exc: ClientError) -> bool:
     """True when S3 says the key does not exist — a permanent error, never worth a retry (G5)."""
     return error_code(exc) in MISSING_OBJECT_CODES
+
+
+def published_prefix(job_id: UUID) -> str:
+    """The folder of everything a job published, every attempt of it: hls/<job_id>/."""
+    return f"{PUBLISHED_PREFIX}{job_id}/"
 
 
 def delete_prefix(client: S3Client, bucket: str, prefix: str) -> int:

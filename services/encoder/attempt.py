@@ -30,7 +30,7 @@ import psycopg
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
-from services.core import faults
+from services.core import faults, logs
 from services.core.manifest import MANIFEST_NAME, StagingManifest
 from services.core.messages import Envelope, Payload, carries
 from services.core.payloads import (
@@ -42,6 +42,7 @@ from services.core.payloads import (
 )
 from services.core.settings import Settings
 from services.core.storage import is_missing_object
+from services.encoder import metrics
 from services.encoder.cancel import CancelWatcher
 from services.encoder.claims import ClaimStore, Decision
 from services.encoder.errors import (
@@ -133,13 +134,20 @@ class JobRunner:
 
     def run(self) -> None:
         """Run the attempt; store the result for the consumer thread. Never raises."""
+        metrics.ATTEMPTS_STARTED.inc()
+        metrics.BUSY.set(1)
         try:
-            self.result = self._run()
+            # Every line the attempt logs names the job, a library's included (botocore, psycopg).
+            with logs.bound(**self._log_extra):
+                self.result = self._run()
         except Exception:
             log.exception("attempt could not publish its final event", extra=self._log_extra)
             self.result = RunResult(Outcome.UNPUBLISHED)
         finally:
             self.claims.close()
+            metrics.BUSY.set(0)
+            if self.result is not None:
+                metrics.ATTEMPTS.labels(self.result.outcome.value).inc()
 
     def _run(self) -> RunResult:
         self._deadline = time.monotonic() + self.settings.encode_time_limit_s
@@ -189,6 +197,7 @@ class JobRunner:
             return self._fail(classify(exc))
 
     def _fail(self, error: AttemptError) -> RunResult:
+        metrics.ERRORS.labels(error.error_type, str(error.retryable).lower()).inc()
         log.info(
             "attempt failed: %s",
             error.message,

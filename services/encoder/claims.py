@@ -50,6 +50,8 @@ class JobView:
     # Why the job was last requeued or failed ("stalled": by a stall verdict, whose command of the
     # next attempt was produced in the same transaction).
     error_type: str | None = None
+    # When it completed (the event's time): its sources are retained from then on (staging.py).
+    completed_at: datetime | None = None
 
 
 class Verdict(StrEnum):
@@ -207,9 +209,9 @@ class ClaimStore:
     def job(self, job_id: UUID) -> JobView | None:
         """The job's projected status and attempt, or None if the projector has not seen it yet."""
         row = self._conn.execute(
-            "SELECT status, attempt, error_type FROM publish_jobs WHERE job_id = %s", (job_id,)
+            "SELECT status, attempt, error_type, completed_at FROM publish_jobs WHERE job_id = %s", (job_id,)
         ).fetchone()
-        return JobView(JobStatus(row[0]), row[1], row[2]) if row else None
+        return JobView(JobStatus(row[0]), row[1], row[2], row[3]) if row else None
 
     def acquire(self, job_id: UUID, decision: Decision, command_attempt: int, seen: Claim | None) -> bool:
         """Win the claim the decision calls for; False when another process won it first.

@@ -27,6 +27,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -83,6 +84,7 @@ class Encoder:
             self._s3,
             settings.s3_bucket,
             settings.staging_cleanup_wait_s,
+            timedelta(days=settings.source_retention_days),
         )
         self._active: ActiveJob | None = None
         self._assigned: set[Partition] = set()
@@ -186,7 +188,12 @@ class Encoder:
         except codec.CodecError as exc:
             # G6: poison goes aside with its reason; the commands behind it keep flowing.
             bus.dead_letter(self._producer, self.settings.commands_dlq_topic, message, exc)
-            log.warning("dead-lettered %s: %s", _where(message), exc.reason)
+            log.warning(
+                "dead-lettered %s: %s",
+                _where(message),
+                exc.reason,
+                extra={"event": "dead_lettered", "code": exc.code},
+            )
             self._commit(message)
             return
         if carries(envelope, CancelJob):

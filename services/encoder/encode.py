@@ -24,6 +24,7 @@ from services.core.payloads import PublishedVideo
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
 from services.encoder import ladder as hls
+from services.encoder import metrics
 from services.encoder.errors import AttemptError, PermanentError, TimeLimitError, missing_input
 from services.encoder.heartbeat import Progress
 from services.encoder.pipeline import (
@@ -101,11 +102,13 @@ class Encode:
         plan = plan_video(self.events.job_id, self.events.attempt, video, paths, source, ladder)
 
         self.progress.set_step(position, count, Step.TRANSCODING, 0.0)
+        transcode_started = time.monotonic()
         self._run(
             plan.transcode,
             parser=ProgressParser(source.duration_s),
             on_progress=lambda f: self.progress.set_step(position, count, Step.TRANSCODING, f),
         )
+        metrics.observe_encode(plan.renditions, time.monotonic() - transcode_started, source.duration_s)
 
         self.progress.set_step(position, count, Step.THUMBNAILS, 0.0)
         self._run(plan.frame_images)

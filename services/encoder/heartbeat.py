@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from services.core.payloads import JobProgress
 from services.core.settings import Settings
+from services.encoder import metrics
 from services.encoder.claims import ClaimStore
 from services.encoder.progress import Step, overall_percent
 from services.encoder.publisher import AttemptEvents
@@ -125,6 +126,9 @@ class Heartbeat:
                 except Exception:
                     log.warning("heartbeat not acknowledged", exc_info=True, extra=self._log_extra)
                     retry_now = True
+                else:
+                    metrics.HEARTBEATS.inc()
+                    metrics.LAST_HEARTBEAT.set_to_current_time()
         finally:
             if lease is not None and lease is not self.claims:
                 with contextlib.suppress(Exception):

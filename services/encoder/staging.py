@@ -1,4 +1,5 @@
-"""Staging cleanup: a job's staging/<job_id>/ files are deleted only once its end is in the status table.
+"""Staging cleanup: a job's staging/<job_id>/ files are deleted only once its end is in the status table,
+and a completed job's (its course's uploaded sources) only once their retention has run out.
 
 An encoder that published JobCompleted (or JobCanceled) does not know whether the projector accepted
 it: the job may have been canceled meanwhile, or the attempt may have gone stale, and then the event
@@ -8,6 +9,11 @@ record of what the log decided — and deletes staging only when it shows the ve
 published, for the very attempt. A rejected end keeps the files. If the projector has not applied the
 end within COURSECAST_STAGING_CLEANUP_WAIT_S, the files are left for `coursecast staging sweep`, which
 applies the same rule to every staging folder.
+
+Sources kept: a completed job's files are its course's uploaded videos, which a re-encode reads
+again (`coursecast reencode`). They are retained COURSECAST_SOURCE_RETENTION_DAYS after the
+completion the status table shows, and then deleted by `coursecast staging sweep`; with a retention
+of 0 the janitor deletes them at once, as it does a canceled job's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -43,6 +50,7 @@ class Cleanup(StrEnum):
     DELETE = "delete"  # the end we published is the job's end: nothing will read staging again
     KEEP = "keep"  # our end was rejected, or the job moved on: its files may still be needed
     WAIT = "wait"  # the projector has not applied our end yet
+    RETAIN = "retain"  # a completed job's sources, kept for re-encodes until their retention ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +63,14 @@ class PendingCleanup:
     prefix: str
 
 
-def judge(pending: PendingCleanup, job: JobView | None) -> Cleanup:
-    """Delete staging only if publish_jobs shows exactly the end we published, for our attempt (pure)."""
+def judge(pending: PendingCleanup, job: JobView | None, retention: timedelta) -> Cleanup:
+    """Delete staging only if publish_jobs shows exactly the end we published, for our attempt, and
+    it is not a completion whose sources are retained (pure)."""
     if job is None:
         return Cleanup.WAIT
     if job.status == pending.ended_as and job.attempt == pending.attempt:
+        if job.status == JobStatus.COMPLETED and retention > timedelta(0):
+            return Cleanup.RETAIN
         return Cleanup.DELETE
     if job.attempt != pending.attempt or job.status in (
         JobStatus.COMPLETED,
@@ -70,11 +81,17 @@ def judge(pending: PendingCleanup, job: JobView | None) -> Cleanup:
     return Cleanup.WAIT
 
 
-def judge_orphan(job: JobView | None) -> Cleanup:
-    """The sweeper's rule for a staging folder nobody is waiting on: only a job that is over for good
-    (completed or canceled) loses its files; failed jobs may be retried, unknown ones left alone (pure)."""
-    if job is not None and job.status in (JobStatus.COMPLETED, JobStatus.CANCELED):
+def judge_orphan(job: JobView | None, now: datetime, retention: timedelta) -> Cleanup:
+    """The sweeper's rule for a staging folder nobody is waiting on: a canceled job loses its files,
+    a completed one once `retention` has passed since its completion; failed jobs may be retried,
+    unknown ones are left alone (pure)."""
+    if job is None:
+        return Cleanup.KEEP
+    if job.status == JobStatus.CANCELED:
         return Cleanup.DELETE
+    if job.status == JobStatus.COMPLETED:
+        expired = job.completed_at is None or job.completed_at + retention <= now
+        return Cleanup.DELETE if expired else Cleanup.RETAIN
     return Cleanup.KEEP
 
 
@@ -82,12 +99,18 @@ class StagingJanitor:
     """A thread that deletes staging folders once the status table confirms the end they wait for."""
 
     def __init__(
-        self, open_claims: Callable[[], ClaimStore], s3: S3Client, bucket: str, wait_s: float
+        self,
+        open_claims: Callable[[], ClaimStore],
+        s3: S3Client,
+        bucket: str,
+        wait_s: float,
+        retention: timedelta = timedelta(0),
     ) -> None:
         self._open_claims = open_claims
         self._s3 = s3
         self._bucket = bucket
         self._wait_s = wait_s
+        self._retention = retention
         self._pending: dict[PendingCleanup, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -140,7 +163,7 @@ class StagingJanitor:
             try:
                 if self._store is None:
                     self._store = self._open_claims()
-                verdict = judge(item, self._store.job(item.job_id))
+                verdict = judge(item, self._store.job(item.job_id), self._retention)
                 if verdict is Cleanup.DELETE:
                     deleted = delete_prefix(self._s3, self._bucket, item.prefix)
                     log.info(
@@ -174,6 +197,11 @@ class StagingJanitor:
                 "staging kept: the job's end is not the one this encoder published",
                 extra={**extra, "event": "staging_kept"},
             )
+        elif verdict is Cleanup.RETAIN:
+            log.info(
+                "sources retained for re-encodes; `coursecast staging sweep` deletes them once expired",
+                extra={**extra, "event": "sources_retained", "retention_days": self._retention.days},
+            )
         elif verdict is Cleanup.WAIT:
             log.warning("staging left for the sweeper: the end was not applied in time", extra=extra)
 
@@ -188,15 +216,19 @@ def staged_job_ids(s3: S3Client, bucket: str) -> Iterator[UUID]:
                 yield UUID(name)
 
 
-def sweep(store: ClaimStore, s3: S3Client, bucket: str) -> list[UUID]:
-    """Delete the staging folder of every job the status table shows completed or canceled.
+def sweep(
+    store: ClaimStore, s3: S3Client, bucket: str, retention: timedelta, now: datetime | None = None
+) -> list[UUID]:
+    """Delete the staging folder of every job the status table shows canceled, or completed more
+    than `retention` ago (its retained sources have expired).
 
-    For the folders no encoder deleted (it died, or the projector was behind for longer than
+    Also for the folders no encoder deleted (it died, or the projector was behind for longer than
     COURSECAST_STAGING_CLEANUP_WAIT_S). Failed, running and unknown jobs keep their files.
     """
+    now = now or datetime.now(UTC)
     swept = []
     for job_id in staged_job_ids(s3, bucket):
-        if judge_orphan(store.job(job_id)) is Cleanup.DELETE:
+        if judge_orphan(store.job(job_id), now, retention) is Cleanup.DELETE:
             deleted = delete_prefix(s3, bucket, staging_prefix(job_id))
             log.info("staging swept", extra={"job_id": str(job_id), "objects": deleted})
             swept.append(job_id)

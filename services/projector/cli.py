@@ -30,10 +30,13 @@ Timestamp = Annotated[
 
 def projector() -> None:
     """Run a projector process: apply job events to Postgres, exactly once, until SIGTERM."""
+    from services.projector import metrics
     from services.projector.consumer import run_projector
 
-    logs.configure()
-    run_projector(get_settings(), stop_on_signals())
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    metrics.serve(settings)
+    run_projector(settings, stop_on_signals())
 
 
 def replay(
@@ -159,9 +162,18 @@ STATUS_STYLE = {
 }
 
 
+AsJson = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+
+
+def _print_json(document: Any) -> None:
+    options = orjson.OPT_UTC_Z | orjson.OPT_INDENT_2
+    sys.stdout.write(orjson.dumps(document, default=str, option=options).decode() + "\n")
+
+
 def jobs(
     status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    as_json: AsJson = False,
 ) -> None:
     """The status table, newest first."""
     settings = get_settings()
@@ -172,6 +184,11 @@ def jobs(
     ).format(sql.Identifier(settings.database_schema))
     with psycopg.connect(settings.database_url) as conn:
         rows = conn.execute(query, (status, status, limit)).fetchall()
+    if as_json:
+        columns = ("job_id", "status", "attempt", "progress_percent", "current_step", "course_name", "owner",
+                   "error_type", "created_at", "updated_at")  # fmt: skip
+        _print_json({"items": [dict(zip(columns, row, strict=True)) for row in rows]})
+        return
     table = Table("job", "status", "attempt", "progress", "course", "owner", "error", "created", "updated")
     for job_id, state, attempt, percent, step, course, owner, error, created, updated in rows:
         style = STATUS_STYLE.get(state, "white")
@@ -183,7 +200,7 @@ def jobs(
     console.print(table)
 
 
-def job(job_id: UUID) -> None:
+def job(job_id: UUID, as_json: AsJson = False) -> None:
     """One job: its row, its history in log order, and every rejected event with the reason."""
     settings = get_settings()
     schema = sql.Identifier(settings.database_schema)
@@ -200,8 +217,14 @@ def job(job_id: UUID) -> None:
             (job_id,),
         ).fetchall()
     if row is None and not events:
-        console.print(f"[red]no job {job_id}[/red]")
+        if as_json:
+            _print_json({"error": f"no job {job_id}"})
+        else:
+            console.print(f"[red]no job {job_id}[/red]")
         raise typer.Exit(1)
+    if as_json:
+        _print_json({"job": row, "events": events})
+        return
     if row is not None:
         summary = Table(show_header=False, box=None)
         for key, value in row.items():

@@ -28,6 +28,7 @@ from services.core import bus, codec, faults
 from services.core.kafka_config import consumer_config, producer_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
+from services.projector import metrics
 from services.projector.pipeline import OrderedBatchWriter
 from services.projector.store import BatchOutcome, EventCounts, JobStore, LogRecord
 
@@ -120,7 +121,14 @@ class Projector:
                 # G6: poison is set aside with its reason; the events behind it keep flowing.
                 bus.dead_letter(self._dlq_producer, self.settings.events_dlq_topic, message, exc)
                 self.stats.dead_lettered += 1
-                log.warning("dead-lettered %s[%d]@%d: %s", message.topic(), partition, offset, exc.reason)
+                log.warning(
+                    "dead-lettered %s[%d]@%d: %s",
+                    message.topic(),
+                    partition,
+                    offset,
+                    exc.reason,
+                    extra={"event": "dead_lettered", "code": exc.code},
+                )
                 continue
             records.append(LogRecord(envelope, partition, offset))
         if not next_offsets:
@@ -140,6 +148,7 @@ class Projector:
             log.info("kafka commit skipped (%s); postgres offsets remain authoritative", exc)
         self.stats.batches += 1
         self.stats.count(outcome)
+        metrics.count_batch(outcome)
         if self._on_batch is not None:
             self._on_batch(outcome)
 

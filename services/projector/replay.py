@@ -21,6 +21,7 @@ from services.core import codec
 from services.core.kafka_config import reader_config
 from services.core.lifecycle import tune_gc_for_batches
 from services.core.settings import Settings
+from services.projector.catalogue import CATALOGUE_TABLES
 from services.projector.pipeline import OrderedBatchWriter
 from services.projector.store import JOB_COLUMNS, BatchOutcome, JobStore, LogRecord
 
@@ -184,7 +185,8 @@ def _offsets_at(consumer: Consumer, topic: str, ends: Mapping[int, int], at: dat
 
 
 def compare(database_url: str, live_schema: str, replay_schema: str) -> list[Difference]:
-    """Rows of publish_jobs that differ between the two schemas (empty when they are identical)."""
+    """Rows of publish_jobs, rejected_events, refused_events and the catalogue's tables that differ
+    between the two schemas (empty when they are identical)."""
     columns = sql.SQL(", ").join(map(sql.Identifier, JOB_COLUMNS))
     differences: list[Difference] = []
     with psycopg.connect(database_url) as conn:
@@ -213,6 +215,15 @@ def compare(database_url: str, live_schema: str, replay_schema: str) -> list[Dif
                 r=sql.Identifier(right),
             )
             differences.extend(Difference(f"{side} (refused_events)", row) for row in conn.execute(query))
+            # The catalogue of published courses is a function of the same log (catalogue.py).
+            for table, table_columns in CATALOGUE_TABLES.items():
+                query = sql.SQL("SELECT {c} FROM {l}.{t} EXCEPT SELECT {c} FROM {r}.{t}").format(
+                    c=sql.SQL(", ").join(map(sql.Identifier, table_columns)),
+                    t=sql.Identifier(table),
+                    l=sql.Identifier(left),
+                    r=sql.Identifier(right),
+                )
+                differences.extend(Difference(f"{side} ({table})", row) for row in conn.execute(query))
     return differences
 
 

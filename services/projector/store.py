@@ -5,7 +5,9 @@ One transaction per batch (G3, G4):
    they were applied before (a crash between the Postgres and the Kafka commit, or a rebalance);
 2. drop events whose event_id is already in `job_events` (a producer's redelivery);
 3. append the rest to `job_events`, run each through the job state machine, write changed jobs to
-   `publish_jobs` and refusals to `rejected_events`;
+   `publish_jobs` and refusals to `rejected_events`; fold the accepted JobQueued / JobCompleted and
+   the catalogue's own events (CourseUnpublished, never shown to the state machine) into the
+   catalogue of published courses (catalogue.py);
 4. store the next offset per partition, NOTIFY listeners, commit.
 A process that dies anywhere before the commit leaves nothing behind; after it, nothing is repeated.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
@@ -38,6 +41,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb, set_json_dumps, set_json_loads
 
 from services.core import faults
+from services.core.catalogue import CATALOGUE_EVENTS, CATALOGUE_INPUTS
 from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.jobs import JobState, JobStatus, Rejection, apply
 from services.core.messages import Envelope, printable
@@ -49,6 +53,7 @@ from services.core.payloads import (
     TaskCompleted,
     TaskSpec,
 )
+from services.projector.catalogue import CatalogueTables
 
 log = logging.getLogger("coursecast.projector")
 
@@ -178,12 +183,15 @@ class BatchOutcome(EventCounts):
     changed_jobs: set[UUID] = field(default_factory=set)
     # The courses whose tasks changed: their lectures' progress did.
     changed_courses: set[UUID] = field(default_factory=set)
+    # Rejected events by kind of rejection (Rejection.name), for the metrics.
+    rejections: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: BatchOutcome) -> None:
         """Count `other` (a part of this batch) in this outcome."""
         self.count(other)
         self.changed_jobs |= other.changed_jobs
         self.changed_courses |= other.changed_courses
+        self.rejections.update(other.rejections)
 
 
 @dataclass
@@ -363,6 +371,7 @@ class JobStore:
         new_events: list[LogRecord] = []
         rejections: list[tuple[Envelope, Rejection, JobState | None]] = []
         changed: set[UUID] = set()
+        catalogue: list[Envelope] = []
         for record in records:
             envelope = record.envelope
             if envelope.event_id in known:
@@ -370,6 +379,12 @@ class JobStore:
                 continue
             known.add(envelope.event_id)
             new_events.append(record)
+            if envelope.type in CATALOGUE_EVENTS:
+                # About a course, not a job: the state machine would refuse it as a TerminalState of
+                # the course's completed first job. Kept in job_events under that job's id; only
+                # the catalogue applies it.
+                catalogue.append(envelope)
+                continue
             current = states.get(envelope.job_id)
             result = apply(current, envelope)
             if isinstance(result, Rejection):
@@ -380,13 +395,18 @@ class JobStore:
             if result.course_job_id is not None:
                 # A task's progress is its course's: whoever watches the course hears of it.
                 outcome.changed_courses.add(result.course_job_id)
+            if envelope.type in CATALOGUE_INPUTS:
+                catalogue.append(envelope)
 
         self._append_events(new_events)
         faults.reach("projector.mid_batch")
         self._upsert_jobs([states[job_id] for job_id in changed])
         self._record_rejections(rejections)
+        # A course's id is the id of its first job: listeners of that job hear of its catalogue changes.
+        changed |= CatalogueTables(self._conn).apply(catalogue)
         outcome.applied += len(new_events) - len(rejections)
         outcome.rejected += len(rejections)
+        outcome.rejections.update(rejection.name for _, rejection, _ in rejections)
         outcome.changed_jobs |= changed
 
     def _apply_isolating(self, records: Sequence[LogRecord], work: _BatchWork) -> None:

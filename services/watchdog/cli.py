@@ -8,7 +8,10 @@ from services.core.settings import get_settings
 
 def watchdog() -> None:
     """Run a watchdog worker: explicit JobStalled / JobTimedOut for silent or overlong jobs, until SIGTERM."""
+    from services.watchdog import metrics
     from services.watchdog.worker import run_watchdog
 
-    logs.configure()
-    run_watchdog(get_settings())
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    metrics.serve(settings)
+    run_watchdog(settings)

@@ -32,6 +32,7 @@ from services.core.kafka_config import watchdog_app_config
 from services.core.messages import Envelope, new_message
 from services.core.settings import Settings
 from services.core.transactions import AtomicPublisher
+from services.watchdog import metrics
 from services.watchdog.catchup import CatchUpProbe
 from services.watchdog.liveness import WATCHDOG, Command, Policy, Tracked, Verdict, judge, observe
 
@@ -126,6 +127,8 @@ def create_app(settings: Settings) -> faust.App:
         now = datetime.now(UTC)
         ready = await caught_up_partitions()
         lagging = {tp.partition for tp in app.consumer.assignment() if tp.topic == topic} - ready
+        metrics.LAGGING_PARTITIONS.set(len(lagging))
+        metrics.TRACKED.set(len(liveness))
         if lagging:
             log.info(
                 "not judging partitions %s: the watchdog has not caught up with the log", sorted(lagging)
@@ -145,13 +148,17 @@ def create_app(settings: Settings) -> faust.App:
                 log.warning("verdict for job %s not published (%s); judging again next patrol", key, exc)
                 continue
             judged.add((key, verdict.attempt))
+            metrics.VERDICTS.labels(verdict.type, str(verdict.data.will_retry).lower()).inc()
             log.warning(
                 "verdict %s for job %s attempt %d (will_retry=%s)",
                 verdict.type,
                 key,
                 verdict.attempt,
                 verdict.data.will_retry,
+                extra={"job_id": key, "attempt": verdict.attempt, "event": "verdict"},
             )
+        metrics.PATROLS.inc()
+        metrics.LAST_PATROL.set_to_current_time()
 
     return app
 
@@ -181,5 +188,15 @@ def run_watchdog(settings: Settings) -> None:
     # faust creates its versioned folder inside the datadir, but not the datadir's parents.
     (settings.watchdog_data_dir / settings.watchdog_app_id).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel="info", redirect_stdouts=False)
+    # Logging stays ours (logs.configure: JSON lines on stderr): mode's worker would otherwise replace
+    # the root handlers with its colored text handler on stdout when it starts. quiet: no banner.
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        override_logging=False,
+        quiet=True,
+    )
+    # Its terminal spinner writes cursor escapes to stdout even when stdout is no terminal.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -1,7 +1,7 @@
 """The whole pipeline as an instructor uses it: upload over HTTP, encode, project, play — then redeliver.
 
-Every service runs as its own process (`coursecast api | encoder | projector | watchdog`) on topics,
-a schema and groups of this test's own.
+Every service runs as its own process (`coursecast api | encoder | projector | watchdog | notifier`)
+on topics, a schema and groups of this test's own; the notifier's webhook reaches a receiver on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ from devtools.demo import (
     make_lecture,
     playable,
     running_services,
+    wait_for_webhook,
+    webhook_receiver,
 )
 from services.core.kafka_config import admin_config, consumer_config, producer_config
 from services.core.settings import Settings
 from tests.support.fixtures import Isolate
+from tests.support.observe import count_events
 from tests.support.services import free_port
 
 if TYPE_CHECKING:
@@ -67,11 +70,13 @@ def test_uploaded_course_is_published_playable_and_survives_fifteen_redeliveries
     own: Settings, tmp_path: Path, s3: S3Client
 ) -> None:
     lecture = make_lecture(tmp_path / "lecture.mp4", seconds=8, size="640x360")
-    with running_services(own, tmp_path / "logs"):
+    with running_services(own, tmp_path / "logs"), webhook_receiver() as (hook_url, received):
         _, token = create_instructor(own)
         client = httpx.Client(
             base_url=api_base(own), headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
+        hook = client.post("/v1/webhooks", json={"url": hook_url})
+        assert hook.status_code == 201, hook.text
         with lecture.open("rb") as video:
             accepted = client.post(
                 "/v1/courses",
@@ -88,12 +93,29 @@ def test_uploaded_course_is_published_playable_and_survives_fifteen_redeliveries
         video = job["outputs"]["videos"][0]
         assert playable(video["master_playlist_url"])
         assert httpx.get(video["thumbnail_url"]).headers["content-type"] == "image/webp"
-        # G3's order: JobCompleted acknowledged, then the offset committed, then staging deleted —
-        # so the deletion may land a moment after the API shows `completed`.
+        # The notifier tells the owner's endpoint, signed with the secret it was given once.
+        notification = wait_for_webhook(received, job_id, hook.json()["secret"])
+        assert notification is not None, "no signed webhook about the job"
+        assert notification["type"] == "course.completed"
+        assert (
+            notification["data"]["outputs"]["videos"][0]["master_playlist_url"]
+            == video["master_playlist_url"]
+        )
+        # The published course, in the catalogue once the job completed (the same transaction).
+        course = client.get(f"/v1/courses/{job_id}").json()
+        assert [(lecture["title"], lecture["filename"]) for lecture in course["lectures"]] == [
+            ("1강 배열", "1강 배열.mp4")
+        ]
+        assert course["lectures"][0]["master_playlist_url"] == video["master_playlist_url"]
+        # G3's order: JobCompleted acknowledged, then the offset committed, then the staging judged
+        # once the projector shows the completion: the uploaded sources are retained for re-encodes
+        # (COURSECAST_SOURCE_RETENTION_DAYS), not deleted.
         deadline = time.monotonic() + 15
-        while s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0):
-            assert time.monotonic() < deadline, "staging was not cleaned up after completion"
+        while not count_events(tmp_path / "logs" / "encoder.log", "sources_retained", job_id=job_id):
+            assert time.monotonic() < deadline, "the encoder never judged the staging after completion"
             time.sleep(0.2)
+        staged = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/videos/")
+        assert staged.get("KeyCount", 0) == 1
 
         # Incident 1: the broker hands the same command out again, many times, after completion.
         reader = Consumer(consumer_config(own, "e2e-read-commands", "test"))
@@ -118,6 +140,7 @@ def test_uploaded_course_is_published_playable_and_survives_fifteen_redeliveries
         history = client.get(f"/v1/jobs/{job_id}/events").json()
         started = [e for e in history["items"] if e["type"] == "JobStarted"]
         assert len(started) == 1, "a redelivered command started the job again"
+        assert len(received) == 1, "one end of the job, one notification"
 
     rebuild = coursecast(own, "replay", "--rebuild", check=False)
     assert rebuild.returncode == 0, rebuild.stdout + rebuild.stderr

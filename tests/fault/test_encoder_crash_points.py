@@ -35,7 +35,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only; a dead member and its lease end within seconds.
-pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_RETRY, encoder_lease_s=8)]
+# Staging is checked to go once the job has ended, whoever saw it end: without source retention, so
+# that a completed job's staging goes too (retention: tests/integration/test_source_retention.py).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=2, **QUICK_RETRY, encoder_lease_s=8, source_retention_days=0),
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # One partition per topic, so the newcomer's share is exactly the running job's partition.
-pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)]
+# Without source retention, so a completed job's staging is deleted once its completion is applied.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
+]
 
 LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}

@@ -121,6 +121,9 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     cover_probe = ffmpeg.probe(str(cover_webp))["streams"][0]
     assert (cover_probe["codec_name"], cover_probe["width"]) == ("webp", 640)
 
-    # G3: staging is gone only after the job completed; ffmpeg ran once for the HLS ladder.
-    assert s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0) == 0
+    # The uploaded sources stay for re-encodes (COURSECAST_SOURCE_RETENTION_DAYS, 30 by default): the
+    # encoder judged the staging once the completion was applied, and kept it; ffmpeg ran once for the ladder.
+    assert count_events(log, "sources_retained", job_id=str(job_id)) == 1
+    staged = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/")
+    assert {obj["Key"] for obj in staged.get("Contents", [])} >= {v.key for v in manifest.videos}
     assert count_events(log, "ffmpeg_started", what=f"video {clip.name!r}") == 1

@@ -40,7 +40,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 # Topics, schema and groups of this test only; a short lease, heartbeat and retry back-off.
-pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_RETRY, encoder_lease_s=9)]
+# These tests check when a job's staging may be deleted (never before its end is applied, never after a
+# rejected end). Without source retention a completed job's staging goes as soon as its completion is
+# applied, like a canceled job's; the retention itself: test_encoder.py, test_source_retention.py.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.own(partitions=1, **QUICK_RETRY, encoder_lease_s=9, source_retention_days=0),
+]
 
 
 def _until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

@@ -17,11 +17,12 @@ from uuid import uuid4
 import pytest
 
 from devtools.synthetic import history
+from services.core.catalogue import lecture_id
 from services.core.messages import Envelope, MessageType
 from services.core.settings import Settings
 from services.projector.store import JobStore, LogRecord
 from tests.support.fixtures import Isolate
-from tests.support.messages import T0, event, timeline
+from tests.support.messages import T0, course_job, course_unpublished, event, timeline
 from tests.support.projection_checks import Tables, folded, stored
 
 M = MessageType
@@ -76,6 +77,28 @@ def illegal_and_stale() -> list[Envelope]:
     ]
 
 
+def courses_republished_and_unpublished() -> list[Envelope]:
+    """Courses across jobs: a re-encode replaces the lectures; an unpublished course stays down even when
+    a re-encode completes after; a re-encode read before the course's first job (another partition) wins
+    by its later completion; a failed re-encode changes nothing; unpublishing is redelivered."""
+    kept, down, ghost = uuid4(), uuid4(), uuid4()
+    hour = timedelta(hours=1)
+    kept_reencode, kept_failed = uuid4(), uuid4()
+    down_reencode, down_late = uuid4(), uuid4()
+    unpublished = course_unpublished(down, at=T0 + 3 * hour)
+    return [
+        *course_job(kept_reencode, kept, start=T0 + 2 * hour),  # read first, completes last
+        *course_job(kept, kept, start=T0),
+        *course_job(kept_failed, kept, start=T0 + hour, outcome=M.JOB_FAILED),
+        *course_job(down, down, start=T0),
+        *course_job(down_reencode, down, start=T0 + hour),
+        unpublished,
+        *course_job(down_late, down, start=T0 + 4 * hour),
+        unpublished,
+        course_unpublished(ghost, at=T0),  # a course never published: only its tombstone
+    ]
+
+
 def synthetic() -> list[Envelope]:
     """Interleaved lifecycles of many jobs, with redeliveries of a sample of them."""
     events = history(jobs=40, events_per_job=8, seed=23)
@@ -88,6 +111,7 @@ SEQUENCES: dict[str, Callable[[], list[Envelope]]] = {
     "out-of-order": out_of_order,
     "illegal-and-stale": illegal_and_stale,
     "synthetic-history": synthetic,
+    "courses-republished-and-unpublished": courses_republished_and_unpublished,
     "all-interleaved": lambda: [
         e for group in zip(duplicates(), out_of_order(), illegal_and_stale(), strict=False) for e in group
     ],
@@ -122,3 +146,19 @@ def test_the_fold_and_postgres_give_equal_tables_for_the_same_events(
     # Every sequence reaches the rules: some event is refused by the state machine or is a redelivery.
     assert reference.rejections or len(reference.event_ids) < len(events)
     assert in_postgres(store, events, batch_size) == reference
+
+
+def test_the_catalogue_keeps_the_latest_completion_of_each_course_and_never_an_unpublished_one(
+    store: JobStore,
+) -> None:
+    events = courses_republished_and_unpublished()
+    catalogue = in_postgres(store, events, batch_size=4).catalogue
+    (course,) = catalogue.courses.values()
+    first_job = events[3].job_id
+    latest_job = events[0].job_id
+    assert (course.course_id, course.job_id) == (first_job, latest_job)
+    assert course.published_at == events[5].occurred_at  # its first completion, read after the re-encode's
+    assert course.lectures[0].master_playlist_url == f"http://cdn.test/hls/{latest_job}/1/0/master.m3u8"
+    assert course.lectures[0].lecture_id == lecture_id(first_job, 0)
+    assert course.lectures[0].title == "Limit 1"
+    assert len(catalogue.unpublished) == 2

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from botocore.exceptions import ClientError
 
+from devtools.stack import s3 as stack_s3
 from services.core.settings import Settings
 from services.core.storage import ensure_bucket, is_missing_object, public_url
 
@@ -62,3 +63,14 @@ def test_published_media_is_world_readable_and_staging_is_not(s3: S3Client, sett
     finally:
         for key in (published, staged):
             s3.delete_object(Bucket=settings.s3_bucket, Key=key)
+
+
+def test_the_stack_lets_web_pages_of_any_origin_read_the_bucket_and_write_nothing(
+    s3: S3Client, settings: Settings
+) -> None:
+    # The dashboard's player (hls.js, on the api's origin) reads published HLS from the bucket's origin.
+    stack_s3.ensure_bucket(settings)  # what `stack up` runs: idempotent
+    (rule,) = s3.get_bucket_cors(Bucket=settings.s3_bucket)["CORSRules"]
+    assert rule["AllowedOrigins"] == ["*"]
+    assert sorted(rule["AllowedMethods"]) == ["GET", "HEAD"]
+    assert rule.get("AllowedHeaders") == ["Range"]

@@ -34,7 +34,7 @@ import importlib.metadata, importlib.util, json, uuid
 import services
 from services.core.codec import SCHEMAS, decode, encode
 from services.core.messages import new_message
-from services.core.payloads import JobQueued
+from services.core.payloads import JobQueued, QueuedLecture
 
 job_id = uuid.uuid4()
 sent = new_message(
@@ -45,6 +45,8 @@ sent = new_message(
         staging_prefix=f"staging/{job_id}/",
         manifest_key=f"staging/{job_id}/manifest.json",
         video_count=1,
+        course_id=job_id,
+        lectures=(QueuedLecture(index=0, title="Wheel"),),
     ),
     job_id=job_id,
     attempt=1,
@@ -103,6 +105,10 @@ def test_the_wheel_installs_plainly_into_a_fresh_venv_and_runs_without_the_check
         names = zipfile.ZipFile(wheel).namelist()
         assert "services/schemas/envelope.v1.json" in names
         assert "services/schemas/JobQueued.v1.json" in names
+        # The dashboard, served by the api at /, with the vendored hls.js: the wheel is self-contained.
+        for asset in ("index.html", "app.js", "style.css", "vendor/hls.min.mjs", "vendor/hls.js.LICENSE",
+                      "vendor/SHA256SUMS"):  # fmt: skip
+            assert f"services/api/static/{asset}" in names, asset
         # services/ (schemas included) and the metadata; no devtools/, tests/ or bench/.
         assert {top for top in {name.split("/")[0] for name in names} if not top.endswith(".dist-info")} == {
             "services"

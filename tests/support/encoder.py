@@ -10,11 +10,12 @@ from uuid import UUID
 from confluent_kafka import Producer
 
 from services.core import codec
+from services.core.catalogue import default_title
 from services.core.jobs import JobState
 from services.core.kafka_config import producer_config
 from services.core.manifest import StagingManifest, manifest_key, staging_prefix
 from services.core.messages import Envelope
-from services.core.payloads import JobQueued, PublishCourse
+from services.core.payloads import JobQueued, PublishCourse, QueuedLecture
 from services.core.settings import Settings
 from tests.support.messages import cancel_job, job_queued, publish_course
 from tests.support.observe import wait_for
@@ -34,6 +35,11 @@ def course_data(manifest: StagingManifest) -> JobQueued:
         staging_prefix=staging_prefix(manifest.job_id),
         manifest_key=manifest_key(manifest.job_id),
         video_count=len(manifest.videos),
+        course_id=manifest.job_id,
+        lectures=tuple(
+            QueuedLecture(index=v.index, title=default_title(v.filename), filename=v.filename)
+            for v in manifest.videos
+        ),
     )
 
 

@@ -48,7 +48,14 @@ TASK: dict[str, Any] = {
 EXAMPLES: dict[MessageType, dict[str, Any]] = {
     MessageType.PUBLISH_COURSE: COURSE,
     MessageType.CANCEL_JOB: {"requested_by": "instructor-42", "reason": "wrong video uploaded"},
-    MessageType.JOB_QUEUED: COURSE,
+    MessageType.JOB_QUEUED: {
+        **COURSE,
+        "course_id": str(JOB_ID),
+        "lectures": [
+            {"index": 0, "title": "정렬과 탐색", "filename": "01 정렬과 탐색.mp4"},
+            {"index": 1, "title": "Graphs"},
+        ],
+    },
     MessageType.JOB_STARTED: {"worker": "encoder@host-1:4242"},
     MessageType.JOB_PROGRESS: {"percent": 42.5, "step": "transcoding", "video_index": 1, "message": "720p"},
     MessageType.VIDEO_ENCODED: {
@@ -155,7 +162,11 @@ EXAMPLES: dict[MessageType, dict[str, Any]] = {
             "poster_url": None,
         }
     },
+    MessageType.COURSE_UNPUBLISHED: {"course_id": str(JOB_ID), "requested_by": "instructor-42"},
 }
+
+JOB_QUEUED_V1: dict[str, Any] = COURSE
+"""JobQueued v1 data (before course ids and titles), for the upcaster's tests."""
 
 PRODUCERS: dict[MessageType, str] = {
     MessageType.PUBLISH_COURSE: "api",
@@ -167,6 +178,7 @@ PRODUCERS: dict[MessageType, str] = {
     MessageType.ENCODE_TASK: "conductor",
     MessageType.TASK_QUEUED: "conductor",
     MessageType.LECTURE_PUBLISHED: "conductor",
+    MessageType.COURSE_UNPUBLISHED: "api",
 }
 
 

@@ -14,6 +14,7 @@ from services.core.messages import Envelope, MessageType, Payload, new_message
 from services.core.payloads import (
     CancelJob,
     CoursePlanned,
+    CourseUnpublished,
     JobCanceled,
     JobCompleted,
     JobFailed,
@@ -30,6 +31,7 @@ from services.core.payloads import (
     ProgressStep,
     PublishCourse,
     PublishedVideo,
+    QueuedLecture,
     Rendition,
     TaskCompleted,
     TaskQueued,
@@ -41,13 +43,14 @@ from services.core.payloads import (
 T0 = datetime(2026, 6, 15, 8, 18, 12, tzinfo=UTC)
 
 
-def outputs() -> JobOutputs:
-    """A one-video JobCompleted outputs object."""
+def outputs(job_id: UUID | None = None) -> JobOutputs:
+    """A one-video JobCompleted outputs object (under hls/<job_id>/ when a job is given)."""
+    folder = f"http://cdn.test/hls/{job_id or 'job'}/1/0"
     return JobOutputs(
         videos=(
             PublishedVideo(
                 video_index=0,
-                master_playlist_url="http://cdn.test/hls/job/1/0/master.m3u8",
+                master_playlist_url=f"{folder}/master.m3u8",
                 renditions=(
                     Rendition(
                         name="720p",
@@ -58,15 +61,15 @@ def outputs() -> JobOutputs:
                     ),
                 ),
                 duration_s=60.0,
-                thumbnail_url="http://cdn.test/hls/job/1/0/thumbnail.webp",
-                poster_url="http://cdn.test/hls/job/1/0/poster.webp",
+                thumbnail_url=f"{folder}/thumbnail.webp",
+                poster_url=f"{folder}/poster.webp",
             ),
         )
     )
 
 
 def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
-    """Schema-valid data for an event of `kind` in attempt `attempt`."""
+    """Schema-valid data for an event of `kind` in attempt `attempt` (a course event: of course `job_id`)."""
     match kind:
         case MessageType.JOB_QUEUED:
             return JobQueued(
@@ -76,6 +79,8 @@ def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
                 staging_prefix=f"staging/{job_id}/",
                 manifest_key=f"staging/{job_id}/manifest.json",
                 video_count=1,
+                course_id=job_id,
+                lectures=(QueuedLecture(index=0, title="Limit 1", filename="Limit 1.mp4"),),
             )
         case MessageType.JOB_STARTED:
             return JobStarted(worker="encoder@test:1")
@@ -142,8 +147,11 @@ def data_for(kind: MessageType, attempt: int, job_id: UUID) -> Payload:
             )
         case MessageType.LECTURE_PUBLISHED:
             return LecturePublished(video=outputs().videos[0])
+        case MessageType.COURSE_UNPUBLISHED:
+            # Keyed by the course id: for a course's first job, the job id (see `event`).
+            return CourseUnpublished(course_id=job_id, requested_by="instructor-1")
         case _:
-            raise ValueError(f"{kind} is not a job event")
+            raise ValueError(f"{kind} is not an event")
 
 
 def task_spec(task_id: UUID, *, lecture_index: int = 0, chunk_index: int = 0) -> TaskSpec:
@@ -207,3 +215,20 @@ def publish_course(job_id: UUID, attempt: int = 1, data: JobQueued | None = None
 def cancel_job(job_id: UUID, requested_by: str = "instructor-1") -> Envelope[CancelJob]:
     """A CancelJob command from `requested_by`."""
     return new_message(CancelJob(requested_by=requested_by), job_id=job_id, attempt=1, producer="test")
+
+
+def course_job(
+    job_id: UUID, course_id: UUID, *, start: datetime = T0, outcome: MessageType = MessageType.JOB_COMPLETED
+) -> list[Envelope]:
+    """A job of course `course_id` (a re-encode when the ids differ) from JobQueued to `outcome`, one
+    minute apart; a completion publishes objects under hls/<job_id>/."""
+    queued = event(MessageType.JOB_QUEUED, job_id, at=start, data=course_data(job_id, course_id=course_id))
+    started = event(MessageType.JOB_STARTED, job_id, at=start + timedelta(minutes=1))
+    ended_at = start + timedelta(minutes=2)
+    data = JobCompleted(outputs=outputs(job_id)) if outcome == MessageType.JOB_COMPLETED else None
+    return [queued, started, event(outcome, job_id, at=ended_at, data=data)]
+
+
+def course_unpublished(course_id: UUID, *, at: datetime = T0) -> Envelope:
+    """CourseUnpublished of `course_id`, keyed (like the api's) by the course id."""
+    return event(MessageType.COURSE_UNPUBLISHED, course_id, at=at)

@@ -7,10 +7,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from uuid import UUID, uuid4
 
+from services.core.catalogue import InMemoryCatalogue
 from services.core.jobs import JobState
 from services.core.messages import Envelope
 from services.core.projection import InMemoryJobProjection
 from services.core.settings import Settings
+from services.projector.catalogue import catalogue_of
 from services.projector.replay import ReplayResult, compare, drop_schema, replay
 from services.projector.store import JobStore
 
@@ -42,11 +44,13 @@ def assert_rebuild_equals_live(settings: Settings) -> ReplayResult:
 
 @dataclass(frozen=True)
 class Tables:
-    """What a projection holds: every job's state, the ids of the events it stored, its rejections."""
+    """What a projection holds: every job's state, the ids of the events it stored, its rejections, and
+    the catalogue of published courses."""
 
     jobs: dict[UUID, JobState]
     event_ids: frozenset[UUID]
     rejections: dict[UUID, str]  # event_id -> Rejection name
+    catalogue: InMemoryCatalogue
 
 
 def folded(events: Iterable[Envelope]) -> Tables:
@@ -56,11 +60,12 @@ def folded(events: Iterable[Envelope]) -> Tables:
         jobs=reference.jobs,
         event_ids=frozenset(reference.seen),
         rejections={r.event.event_id: r.rejection.name for r in reference.rejected},
+        catalogue=reference.catalogue,
     )
 
 
 def stored(store: JobStore) -> Tables:
-    """The tables of a Postgres projection: publish_jobs, job_events and rejected_events."""
+    """The tables of a Postgres projection: publish_jobs, job_events, rejected_events, the catalogue."""
     event_ids = [row[0] for row in store.connection.execute("SELECT event_id FROM job_events")]
     assert len(event_ids) == len(set(event_ids)), "an event is stored twice"
     return Tables(
@@ -70,4 +75,5 @@ def stored(store: JobStore) -> Tables:
             row[0]: row[1]
             for row in store.connection.execute("SELECT event_id, rejection FROM rejected_events")
         },
+        catalogue=catalogue_of(store.connection),
     )

@@ -40,6 +40,7 @@ def isolated(settings: Settings, partitions: int = 3) -> Iterator[Settings]:
             "commands_retry_topic": f"test-{tag}.commands.retry",
             "encoder_group_id": f"encoders-{tag}",
             "conductor_group_id": f"conductor-{tag}",
+            "webhook_group_id": f"notifier-{tag}",
         }
     )
     ensure_topics(own)

@@ -1,10 +1,10 @@
 """Run the real services of a test as `coursecast <service>` subprocesses, and always stop them.
 
 `running(settings, log_dir)` yields a `Services` runner: each `projector()`, `encoder(name)`,
-`watchdog()` or `api()` call starts one process on the test's own settings; when the block ends,
-every process still running is resumed (if a test froze it with SIGSTOP), sent SIGTERM, waited for
-with a deadline and killed past it. Exit codes are kept in start order in `Services.codes`, so a test
-can assert that every service it left running stopped cleanly (exit 0).
+`watchdog()`, `notifier()` or `api()` call starts one process on the test's own settings; when the
+block ends, every process still running is resumed (if a test froze it with SIGSTOP), sent SIGTERM,
+waited for with a deadline and killed past it. Exit codes are kept in start order in `Services.codes`,
+so a test can assert that every service it left running stopped cleanly (exit 0).
 """
 
 from __future__ import annotations
@@ -146,6 +146,10 @@ class Services:
     def watchdog(self, name: str = "watchdog", **env: str) -> Process:
         """Start a watchdog logging to `log(name)`."""
         return self._keep(start_watchdog(self.settings, self.log(name), **env))
+
+    def notifier(self, name: str = "notifier", **env: str) -> Process:
+        """Start a notifier (webhook delivery) logging to `log(name)`."""
+        return self._keep(start_service("notifier", self.settings, self.log(name), **env))
 
     def api(self, **env: str) -> str:
         """Start an api; returns its base URL once it answers /healthz."""

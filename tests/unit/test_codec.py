@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -42,11 +43,14 @@ from services.core.payloads import (
     JobFailed,
     JobProgress,
     JobQueued,
+    JobQueuedV1,
     JobStalled,
     JobStarted,
     ProgressStep,
+    PublishCourse,
+    QueuedLecture,
 )
-from tests.support.examples import EXAMPLES, JOB_ID, OCCURRED_AT, example
+from tests.support.examples import EXAMPLES, JOB_ID, JOB_QUEUED_V1, OCCURRED_AT, example
 
 SCHEMA_BASE = "https://coursecast.dev/schemas/"
 BACKENDS = ["jsonschema", *(["jsonschema-rs"] if Codec.from_directory().accelerated else [])]
@@ -436,6 +440,35 @@ def test_a_v2_message_decodes_unchanged_once_v2_is_the_latest(codec_with_v2: Cod
     )
     assert codec_with_v2.latest_version["JobProgress"] == 2
     assert codec_with_v2.decode(codec_with_v2.encode(v2)) == v2
+
+
+def test_a_job_queued_v1_from_the_log_reaches_handlers_as_v2_with_its_job_as_course_and_numbered_titles(
+    codec: Codec,
+) -> None:
+    raw = orjson.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "type": "JobQueued",
+            "version": 1,
+            "job_id": str(JOB_ID),
+            "attempt": 1,
+            "occurred_at": "2026-03-01T09:30:15.123456Z",
+            "producer": "api",
+            "data": JOB_QUEUED_V1,
+        }
+    )
+    decoded = codec.decode(raw)
+    assert decoded.version == 2
+    assert isinstance(decoded.data, JobQueued)
+    assert decoded.data.course_id == JOB_ID
+    assert decoded.data.lectures == (
+        QueuedLecture(index=0, title="Lecture 1"),
+        QueuedLecture(index=1, title="Lecture 2"),
+    )
+    assert decoded.data.publish_command() == PublishCourse(**JOB_QUEUED_V1)
+    # What it was queued with is untouched; a v1 message still encodes (as v1) for old readers' tests.
+    v1 = msgspec.convert(JOB_QUEUED_V1, JobQueuedV1)
+    assert codec.decode(codec.encode(dataclasses.replace(decoded, data=v1))) == decoded
 
 
 def test_an_old_version_without_an_upcaster_chain_is_rejected_not_handed_over() -> None:

@@ -29,6 +29,7 @@ from services.core.payloads import (
     JobStarted,
     LecturePublished,
     PublishedVideo,
+    QueuedLecture,
     Rendition,
     TaskCompleted,
     TaskQueued,
@@ -94,6 +95,8 @@ class World:
                 staging_prefix=f"staging/{self.course}/",
                 manifest_key=f"staging/{self.course}/manifest.json",
                 video_count=len(durations),
+                course_id=self.course,
+                lectures=tuple(QueuedLecture(index=i, title=f"Lecture {i}") for i in range(len(durations))),
             )
         )
         self.course_event(JobStarted(worker="encoder-a"))

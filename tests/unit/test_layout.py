@@ -14,7 +14,8 @@ import pytest
 from services.core.settings import PROJECT_ROOT
 
 SERVICES = PROJECT_ROOT / "services"
-PROCESSES = ("api", "conductor", "encoder", "projector", "watchdog")
+# ...and the api's command-line client, which reaches the platform over HTTP only.
+PROCESSES = ("api", "conductor", "encoder", "projector", "watchdog", "notifier", "client")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -115,6 +115,8 @@ async def open_upload(
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.upload_expiry_s)
     s3 = services.s3
 
+    # The multipart upload is opened through the services' endpoint; its part URLs are signed for the
+    # endpoint the client reaches (settings.s3_public_url), which may be another name of the same server.
     def presign() -> tuple[str, list[PresignedPart]]:
         created = s3.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
         s3_upload_id = created["UploadId"]
@@ -122,7 +124,7 @@ async def open_upload(
             PresignedPart(
                 part_number=n,
                 size_bytes=min(part_bytes, size_bytes - (n - 1) * part_bytes),
-                url=s3.generate_presigned_url(
+                url=services.presigner.generate_presigned_url(
                     "upload_part",
                     Params={
                         "Bucket": settings.s3_bucket,

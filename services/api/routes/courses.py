@@ -1,15 +1,21 @@
-"""POST /v1/courses: an instructor or admin submits a course; the answer is 202 and the job's Location."""
+"""Courses: submit one (POST, 202 and the job's Location), read the published catalogue, take one down.
+
+POST /v1/courses queues a publish job; the course appears under GET /v1/courses once that job has
+completed (the projector's catalogue), and DELETE /v1/courses/{id} unpublishes it.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
-from services.api.deps import ServicesDep, StreamingUser
+from services.api import repository
+from services.api.deps import CurrentUser, DbDep, ServicesDep, StreamingUser
+from services.api.handlers.catalogue import unpublish_course
 from services.api.handlers.courses import submit_course
-from services.api.models import CourseAccepted
+from services.api.models import CourseAccepted, CourseList, CoursePublic
 from services.api.problems import problem_responses
 from services.core.jobs import JobStatus
 
@@ -24,6 +30,13 @@ _FORM_SCHEMA: dict[str, Any] = {
     "properties": {
         "name": {"type": "string", "description": "course name (any script, 1–200 characters)"},
         "curriculum": {"type": "string", "description": "catalogue code, e.g. CS-101"},
+        "titles": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 200},
+            "description": "optional; the field repeated once per video, in the order of the videos"
+            " (title N names video N; 1–200 characters, no control characters). Without it each"
+            " lecture is titled after its file's name, without the extension",
+        },
         "videos": {
             "type": "array",
             "items": {"type": "string", "format": "binary"},
@@ -82,6 +95,50 @@ async def create_course(
         path=request.url.path,
     )
     return _accepted(response, accepted.job_id, JobStatus.QUEUED)
+
+
+@router.get("", response_model=CourseList, responses=problem_responses(401, 422))
+async def list_courses(
+    user: CurrentUser,
+    db: DbDep,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> CourseList:
+    """Instructors: their published courses; admins: every one. Newest first, cursor-paginated.
+
+    A course is listed once a job of it has completed, with its lectures in order; a course taken
+    down (DELETE) is not.
+    """
+    items, next_cursor = await repository.list_courses(db, user, cursor, limit)
+    return CourseList(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{course_id}", response_model=CoursePublic, responses=problem_responses(401, 404, 422))
+async def get_course(course_id: UUID, user: CurrentUser, db: DbDep) -> CoursePublic:
+    """Owner or admin: the published course with its lectures' titles and playback URLs.
+
+    The URLs stay valid while the course is published: a re-encode publishes new objects and the
+    catalogue switches every lecture to them in one transaction.
+    """
+    return await repository.get_course(db, user, course_id)
+
+
+@router.delete(
+    "/{course_id}",
+    status_code=204,
+    response_class=Response,
+    responses=problem_responses(401, 404, 422, 503),
+)
+async def delete_course(course_id: UUID, user: CurrentUser, services: ServicesDep) -> Response:
+    """Owner or admin: unpublish the course (204). CourseUnpublished goes on the log, the catalogue
+    drops the course (its history stays), and its HLS objects are deleted.
+
+    Idempotent: a repeated DELETE of an unpublished course deletes its objects again and answers 204.
+    """
+    await unpublish_course(services, user, course_id)
+    return Response(status_code=204)
 
 
 def _accepted(response: Response, job_id: UUID, status: JobStatus) -> CourseAccepted:

@@ -1,0 +1,1 @@
+"""`coursecast notifier`: delivers course.completed / course.failed / course.canceled webhooks."""
