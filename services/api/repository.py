@@ -258,8 +258,12 @@ async def course_standing(db: AsyncConn, user: User, course_id: UUID) -> Literal
 
 
 async def course_job_ids(db: AsyncConn, course_id: UUID) -> list[UUID]:
-    """Every job that ever published (or tried to publish) the course: its objects are theirs."""
+    """Every job that ever published (or tried to publish) the course, and every task of those jobs
+    (docs/fan-out.md: a task writes under its own id): the course's objects are theirs."""
     cursor = await db.execute(
-        "SELECT job_id FROM course_jobs WHERE course_id = %s ORDER BY job_id", (course_id,)
+        "SELECT job_id FROM course_jobs WHERE course_id = %(course)s"
+        " UNION SELECT t.job_id FROM publish_jobs t JOIN course_jobs c ON t.course_job_id = c.job_id"
+        " WHERE c.course_id = %(course)s ORDER BY job_id",
+        {"course": course_id},
     )
     return [row[0] for row in await cursor.fetchall()]
