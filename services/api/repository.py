@@ -257,6 +257,16 @@ async def course_standing(db: AsyncConn, user: User, course_id: UUID) -> Literal
     raise course_not_found(course_id)
 
 
+async def open_tasks(db: AsyncConn, course_job_id: UUID) -> list[tuple[UUID, int]]:
+    """(task id, attempt) of every task of a course still queued or running (docs/fan-out.md)."""
+    cursor = await db.execute(
+        "SELECT job_id, attempt FROM publish_jobs WHERE course_job_id = %s"
+        " AND status IN ('queued', 'processing') ORDER BY job_id",
+        (course_job_id,),
+    )
+    return [(row[0], row[1]) for row in await cursor.fetchall()]
+
+
 async def course_job_ids(db: AsyncConn, course_id: UUID) -> list[UUID]:
     """Every job that ever published (or tried to publish) the course, and every task of those jobs
     (docs/fan-out.md: a task writes under its own id): the course's objects are theirs."""

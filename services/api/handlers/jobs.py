@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -88,9 +88,20 @@ def check_cancelable(job: JobPublic) -> None:
         )
 
 
-def cancel_messages(job: JobPublic, requested_by: str, reason: str | None, topics: Settings) -> Appends:
-    """What canceling a queued or processing job appends: CancelJob alone while it is processing (its
-    encoder appends JobCanceled once ffmpeg has stopped), JobCanceled + CancelJob while it is queued."""
+def cancel_messages(
+    job: JobPublic,
+    requested_by: str,
+    reason: str | None,
+    topics: Settings,
+    open_tasks: Sequence[tuple[UUID, int]] = (),
+) -> Appends:
+    """What canceling a queued or processing job appends:
+    - processing, its attempt running on an encoder: CancelJob alone (the encoder appends JobCanceled
+      once ffmpeg has stopped);
+    - queued: JobCanceled + CancelJob, so it ends whether or not an encoder is free to read the command;
+    - a planned course (processing, its work now its tasks', docs/fan-out.md): JobCanceled at once,
+      CancelJob, and a CancelJob to each of its open tasks, so the encoders running them stop now
+      (the conductor cancels whatever task this list missed)."""
     reason = reason or None
     command = new_message(
         CancelJob(requested_by=requested_by, reason=reason),
@@ -98,7 +109,8 @@ def cancel_messages(job: JobPublic, requested_by: str, reason: str | None, topic
         attempt=job.attempt,
         producer=PRODUCER,
     )
-    if job.status == JobStatus.PROCESSING:
+    planned = job.status == JobStatus.PROCESSING and bool(job.lectures)
+    if job.status == JobStatus.PROCESSING and not planned:
         return [(topics.commands_topic, command)]
     canceled = new_message(
         JobCanceled(requested_by=requested_by, reason=reason),
@@ -106,7 +118,19 @@ def cancel_messages(job: JobPublic, requested_by: str, reason: str | None, topic
         attempt=job.attempt,
         producer=PRODUCER,
     )
-    return [(topics.events_topic, canceled), (topics.commands_topic, command)]
+    tasks = [
+        new_message(
+            CancelJob(requested_by=requested_by, reason=reason),
+            job_id=task_id,
+            attempt=attempt,
+            producer=PRODUCER,
+            course_job_id=job.job_id,
+        )
+        for task_id, attempt in (open_tasks if planned else ())
+    ]
+    return [(topics.events_topic, canceled), (topics.commands_topic, command)] + [
+        (topics.commands_topic, task) for task in tasks
+    ]
 
 
 # --- handlers ----------------------------------------------------------------------------------------
@@ -130,13 +154,15 @@ async def cancel_job(
     Queued: JobCanceled + CancelJob together, so the job is canceled whether or not an encoder is free
     to read the command; once the job shows canceled its staging folder is deleted (a canceled job is
     terminal: nothing reads it again). Processing: CancelJob only, answered at once; the encoder
-    running the job appends JobCanceled itself once ffmpeg has stopped.
+    running the job appends JobCanceled itself once ffmpeg has stopped. A planned course (its work is
+    its tasks'): canceled at once like a queued job, and each open task sent its CancelJob.
     """
     job = await repository.get_job(db, user, job_id)
     check_cancelable(job)
-    messages = cancel_messages(job, user.name, reason, services.settings)
+    open_tasks = await repository.open_tasks(db, job_id) if job.lectures else []
+    messages = cancel_messages(job, user.name, reason, services.settings, open_tasks)
     topics = services.settings
-    if job.status == JobStatus.PROCESSING:
+    if job.status == JobStatus.PROCESSING and not job.lectures:
         return await _append_and_wait(services, user, job_id, messages, wait_s=0)
     after = await _append_and_wait(services, user, job_id, messages)
     if after.status == JobStatus.CANCELED:
