@@ -1,5 +1,5 @@
 """Is a process of this host a live member of its consumer group? The container healthcheck of the
-encoder, the projector and the watchdog (`coursecast healthcheck SERVICE`).
+encoder, the projector, the watchdog and the notifier (`coursecast healthcheck SERVICE`).
 
 A consumer stays in its group only while it polls: a process that hangs past max.poll.interval.ms,
 or whose session lapses, is evicted by the group coordinator (G2). So membership is the one outward
@@ -21,7 +21,7 @@ from services.core.settings import Settings
 
 CHECK_TIMEOUT_S = 10.0
 
-Worker = Literal["encoder", "projector", "watchdog"]
+Worker = Literal["encoder", "projector", "watchdog", "notifier"]
 
 
 def group_of(settings: Settings, worker: Worker) -> str:
@@ -31,6 +31,7 @@ def group_of(settings: Settings, worker: Worker) -> str:
         "projector": settings.projector_group_id,
         # faust's consumer group is the app id.
         "watchdog": settings.watchdog_app_id,
+        "notifier": settings.webhook_group_id,
     }
     return groups[worker]
 
