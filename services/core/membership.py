@@ -1,5 +1,5 @@
 """Is a process of this host a live member of its consumer group? The container healthcheck of the
-encoder, the projector, the watchdog and the notifier (`coursecast healthcheck SERVICE`).
+encoder, the conductor, the projector, the watchdog and the notifier (`coursecast healthcheck SERVICE`).
 
 A consumer stays in its group only while it polls: a process that hangs past max.poll.interval.ms,
 or whose session lapses, is evicted by the group coordinator (G2). So membership is the one outward
@@ -21,7 +21,7 @@ from services.core.settings import Settings
 
 CHECK_TIMEOUT_S = 10.0
 
-Worker = Literal["encoder", "projector", "watchdog", "notifier"]
+Worker = Literal["encoder", "projector", "watchdog", "notifier", "conductor"]
 
 
 def group_of(settings: Settings, worker: Worker) -> str:
@@ -32,6 +32,7 @@ def group_of(settings: Settings, worker: Worker) -> str:
         # faust's consumer group is the app id.
         "watchdog": settings.watchdog_app_id,
         "notifier": settings.webhook_group_id,
+        "conductor": settings.conductor_group_id,
     }
     return groups[worker]
 

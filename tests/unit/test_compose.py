@@ -226,7 +226,7 @@ def test_the_services_settings_are_accepted_by_the_settings_model() -> None:
             settings = Settings.model_validate(values)
             assert (settings.topic_replication_factor, settings.topic_min_insync_replicas) == (3, 2)
             checked += 1
-    assert checked == 6  # init, api, encoder, projector, watchdog, notifier
+    assert checked == 7  # init, api, encoder, conductor, projector, watchdog, notifier
 
 
 def test_every_image_is_pinned_to_a_version_or_digest() -> None:
@@ -315,7 +315,7 @@ def test_init_waits_for_every_broker_postgres_and_s3_and_every_service_waits_for
         "s3",
     }
     coursecast = [name for name, service in services().items() if "build" in service and name != "init"]
-    assert sorted(coursecast) == ["api", "encoder", "notifier", "projector", "watchdog"]
+    assert sorted(coursecast) == ["api", "conductor", "encoder", "notifier", "projector", "watchdog"]
     for name in coursecast:
         assert depends_on(services()[name])["init"]["condition"] == "service_completed_successfully"
 
@@ -326,7 +326,7 @@ def test_services_scale_and_clients_get_reachable_urls() -> None:
         assert "container_name" not in service, name
     api_ports = [str(port) for port in services()["api"]["ports"]]
     assert all(re.fullmatch(r"\d+-\d+:8000", port) for port in api_ports), api_ports
-    for worker in ("encoder", "projector", "watchdog", "notifier"):
+    for worker in ("encoder", "conductor", "projector", "watchdog", "notifier"):
         assert "ports" not in services()[worker]
     env = environment(services()["api"])
     # The services reach S3 by its container name, clients by an address published on the host.
