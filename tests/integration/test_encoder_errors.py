@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from services.core.manifest import staging_prefix
 from services.core.settings import Settings
 from tests.support.encoder import FAST, queue_job, run_to_end
 from tests.support.fixtures import QUICK_RETRY
-from tests.support.observe import job_events, wait_for
+from tests.support.observe import course_tasks, job_events, wait_for
 from tests.support.s3_faults import failing_s3
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course, staged_job
@@ -74,16 +75,21 @@ def test_a_transient_storage_error_is_retried_with_backoff_and_then_succeeds(
 ) -> None:
     job_id, manifest = staged_job(own, s3, tmp_path, seconds=3, name="clip.mp4")
     assert own.s3_endpoint_url is not None
-    # Every upload of attempt 1 gets 503 (botocore retries, then gives up too); attempt 2 is served.
+    # Every upload of a task's attempt 1 (hls/<task>/1/...) gets 503 (botocore retries, then gives up
+    # too); attempt 2 is served.
+    first_attempt = re.compile(r"/hls/[0-9a-f-]{36}/1/")
     with failing_s3(
-        own.s3_endpoint_url, lambda method, path: method == "PUT" and f"/hls/{job_id}/1/" in path
+        own.s3_endpoint_url, lambda method, path: method == "PUT" and bool(first_attempt.search(path))
     ) as (proxy, failed):
         job = run_to_end(own, manifest, tmp_path, 90, COURSECAST_S3_ENDPOINT_URL=proxy, **FAST)
     assert failed, "the proxy never injected a fault"
     assert job.status.value == "completed", (job.error_type, job.error_message)
-    assert job.attempt == 2
-    events = job_events(own, job_id)
+    # The task was retried, not the course: the course completed on its first attempt.
+    assert job.attempt == 1
+    (task,) = course_tasks(own, job_id)
+    assert (task.status.value, task.attempt) == ("completed", 2)
+    events = job_events(own, task.job_id)
     assert ("JobRetryScheduled", 1, None) in events
-    assert ("JobCompleted", 2, None) in events
+    assert ("TaskCompleted", 2, None) in events
     assert job.outputs is not None
-    assert f"/hls/{job_id}/2/0/master.m3u8" in job.outputs.videos[0].master_playlist_url
+    assert f"/hls/{task.job_id}/2/0/master.m3u8" in job.outputs.videos[0].master_playlist_url

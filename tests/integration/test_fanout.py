@@ -13,22 +13,19 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
-from uuid import UUID
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from services.core import codec, ts_continuity
-from services.core.jobs import JobState
 from services.core.kafka_config import reader_config
 from services.core.messages import Envelope, carries
 from services.core.payloads import EncodeTask
 from services.core.settings import Settings
 from services.core.stitch import parse_media_playlist
-from services.projector.store import JobStore
 from tests.support.encoder import FAST, REALTIME, queue_job, send
 from tests.support.encoder_checks import completed_at_iff_completed, wait_drained
-from tests.support.observe import job_events, wait_for
+from tests.support.observe import course_tasks, job_events, wait_for
 from tests.support.services import running, wait_until
 from tests.support.staging import make_clip, new_job_id, stage_course
 
@@ -44,21 +41,6 @@ pytestmark = [
 
 LONG_S = 30
 SHORT_S = 8
-
-
-def course_tasks(settings: Settings, course_job_id: UUID) -> list[JobState]:
-    """Every task of a course as the projector shows it, in plan order."""
-    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
-    try:
-        tasks = [job for job in store.jobs().values() if job.course_job_id == course_job_id]
-    finally:
-        store.close()
-    return sorted(
-        tasks,
-        key=lambda t: (
-            (t.task.lecture_index, t.task.media != "audio", t.task.chunk_index) if t.task else (0, 0, 0)
-        ),
-    )
 
 
 def task_commands(settings: Settings) -> list[Envelope[EncodeTask]]:

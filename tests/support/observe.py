@@ -144,3 +144,19 @@ def ffmpeg_processes(marker: str, tools: tuple[str, ...] = ("ffmpeg",)) -> list[
         if marker in cmdline and any(tool in cmdline for tool in tools) and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def course_tasks(settings: Settings, course_job_id: UUID) -> list[JobState]:
+    """Every task of a course as the projector shows it (docs/fan-out.md), in plan order: lecture by
+    lecture, its audio first, then its chunks."""
+    store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
+    try:
+        tasks = [job for job in store.jobs().values() if job.course_job_id == course_job_id]
+    finally:
+        store.close()
+
+    def plan_order(task: JobState) -> tuple[int, bool, int]:
+        spec = task.task
+        return (spec.lecture_index, spec.media != "audio", spec.chunk_index) if spec else (0, False, 0)
+
+    return sorted(tasks, key=plan_order)
