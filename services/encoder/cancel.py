@@ -4,7 +4,8 @@ The main consumer pauses the running job's partition (one job at a time, offsets
 effects), so a CancelJob queued behind the PublishCourse on that partition would only be read once
 the job had ended. This watcher is a second consumer with a group of its own that never commits:
 when a job starts it assigns itself that one commands partition from just after the job's command,
-reads everything behind it, and remembers any CancelJob for the job. The runner asks it between
+reads everything behind it, and remembers any CancelJob for the job — or, for a task, for its course
+(docs/fan-out.md: canceling a course cancels its tasks). The runner asks it between
 ffmpeg progress checks (every 0.2 s), so a cancel stops ffmpeg within about a second.
 """
 
@@ -40,6 +41,8 @@ class CancelWatcher:
         self._caught_up = threading.Event()
         self._lock = threading.Lock()
         self._wanted: tuple[UUID, TopicPartition | None] | None = None
+        # The running task's course: its CancelJob stops the task too.
+        self._course: UUID | None = None
         self._assigned: TopicPartition | None = None
         self._cancel: CanceledError | None = None
         self._stop = threading.Event()
@@ -54,11 +57,15 @@ class CancelWatcher:
         self._stop.set()
         self._thread.join(10)
 
-    def watch(self, job_id: UUID, partition: int, after_offset: int | None) -> None:
-        """Look for a CancelJob of `job_id` on `partition`, from `after_offset + 1` (or from now)."""
+    def watch(
+        self, job_id: UUID, partition: int, after_offset: int | None, course_job_id: UUID | None = None
+    ) -> None:
+        """Look for a CancelJob of `job_id` (or of its course, `course_job_id`) on `partition`, from
+        `after_offset + 1` (or from now)."""
         offset = OFFSET_END if after_offset is None else after_offset + 1
         with self._lock:
             self._wanted = (job_id, TopicPartition(self._topic, partition, offset))
+            self._course = course_job_id
             self._cancel = None
             self._caught_up.clear()
 
@@ -107,7 +114,7 @@ class CancelWatcher:
                 if not carries(envelope, CancelJob):
                     continue
                 with self._lock:
-                    if self._wanted is not None and self._wanted[0] == envelope.job_id:
+                    if self._wanted is not None and envelope.job_id in (self._wanted[0], self._course):
                         data = envelope.data
                         self._cancel = CanceledError(data.requested_by, data.reason)
                         log.info("cancel requested", extra={"job_id": str(envelope.job_id)})

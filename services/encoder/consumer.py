@@ -255,7 +255,10 @@ class Encoder:
         # The watcher reads the commands partition behind this command: a CancelJob already queued
         # there, or produced during the encode, reaches the runner (cancel.py).
         self._watcher.watch(
-            envelope.job_id, partition, offset if topic == self.settings.commands_topic else None
+            envelope.job_id,
+            partition,
+            offset if topic == self.settings.commands_topic else None,
+            envelope.course_job_id,
         )
         self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
         thread = threading.Thread(target=runner.run, name=f"job-{envelope.job_id}", daemon=True)
