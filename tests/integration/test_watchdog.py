@@ -19,7 +19,7 @@ from services.core.settings import Settings
 from services.projector.store import JobStore
 from tests.support.encoder import REALTIME, queue_job
 from tests.support.messages import event
-from tests.support.observe import job_events
+from tests.support.observe import course_tasks, job_events
 from tests.support.observe import wait_for as wait_for_job
 from tests.support.projector import produce, running_projector
 from tests.support.services import Process, running, wait_until
@@ -126,11 +126,14 @@ def test_job_past_its_time_limit_on_its_last_attempt_ends_failed_timeout_even_wh
 
 
 def last_progress_at(settings: Settings, job_id: UUID) -> datetime | None:
-    """Event time of the job's latest JobProgress as the projector applied it."""
+    """Event time of the latest JobProgress of the job or of one of its tasks (docs/fan-out.md) as the
+    projector applied it."""
     store = JobStore.open(settings.database_url, settings.database_schema, settings.events_topic)
     try:
         row = store.connection.execute(
-            "SELECT max(occurred_at) FROM job_events WHERE job_id = %s AND type = 'JobProgress'", (job_id,)
+            "SELECT max(occurred_at) FROM job_events WHERE type = 'JobProgress' AND (job_id = %(job)s"
+            " OR job_id IN (SELECT job_id FROM publish_jobs WHERE course_job_id = %(job)s))",
+            {"job": job_id},
         ).fetchone()
     finally:
         store.close()
@@ -173,5 +176,7 @@ def test_a_watchdog_paused_past_the_stall_timeout_during_a_live_encode_judges_no
         assert watchdog.poll() is None
     assert (done.status.value, done.attempt) == ("completed", 1), (done.error_type, done.error_message)
     events = job_events(live, job_id)
+    for task in course_tasks(live, job_id):
+        events += job_events(live, task.job_id)
     assert [e for e in events if e[0] in ("JobStalled", "JobTimedOut")] == [], "a live worker was judged"
     assert [t for t, _, _ in events].count("JobCompleted") == 1
