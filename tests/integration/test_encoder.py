@@ -18,7 +18,7 @@ from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
 from tests.support.encoder import FAST, run_to_end
 from tests.support.fixtures import QUICK_RETRY
-from tests.support.observe import count_events
+from tests.support.observe import count_events, course_tasks
 from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
@@ -69,7 +69,9 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
 
     # Download what a player would fetch and check it with ffprobe.
     out = tmp_path / "published"
-    prefix = f"hls/{job_id}/1/0/"
+    # The lecture was one task (docs/fan-out.md): published under its task's attempt, hls/<task>/1/0/.
+    (task,) = course_tasks(own, job_id)
+    prefix = f"hls/{task.job_id}/1/0/"
     listing = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=prefix)["Contents"]
     for item in listing:
         target = out / item["Key"].removeprefix(prefix)
