@@ -48,8 +48,8 @@ unit: $(BIN)/.installed  ## the unit tests alone: no servers needed
 test: install lint  ## install, start the stack, run the whole suite, stop what was started
 	@bash devtools/stack/with-stack.sh sh -c '$(BIN)/pytest -q -n 2 --dist loadfile --durations=10 -m "not cluster" && $(BIN)/pytest -q -m cluster' 
 
-bench: stack-up  ## benchmarks, printing ratios against baselines measured in the same run
-	@$(BIN)/python -m bench
+bench: stack-up  ## benchmarks against baselines of the same run; writes docs/benchmarks.md from it
+	@$(BIN)/python -m bench --write docs/benchmarks.md
 
 clean: stack-down
 	rm -rf $(VENV) .cache

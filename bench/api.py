@@ -25,6 +25,7 @@ from uuid import UUID
 
 import httpx
 
+from bench.report import Check, Section, Table
 from services.core.messages import new_message
 from services.core.payloads import JobCompleted, JobOutputs, JobStarted, PublishedVideo, Rendition
 from services.core.settings import PROJECT_ROOT, Settings, environment
@@ -157,8 +158,8 @@ def get_rounds(
     return statistics.median(api_rps), api_lat, statistics.median(bare_rps), bare_lat
 
 
-def main(argv: list[str]) -> int:
-    """Run the three measurements and print ratios."""
+def main(argv: list[str]) -> Section:
+    """Run the three measurements, print them with their ratios and return them."""
     parser = argparse.ArgumentParser(prog="python -m bench api")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=16)
@@ -197,7 +198,29 @@ def main(argv: list[str]) -> int:
     print(f"  POST /v1/courses ({len(body):,} bytes, n={len(post_lat)})  {summary(post_lat)}")
     print(f"  POST /v1/courses without the read-your-writes wait  {summary(quick_lat)}")
     print(f"  event-to-API lag (n={len(lags)})  {summary(lags)}  max {ms(max(lags))}  (target p99 < 250 ms)")
-    return 0
+    ratio, lag_p99 = api_rps / bare_rps, percentile(lags, 99)
+    rows = (
+        ("`GET /v1/jobs/{id}`", f"{api_rps:,.0f} req/s, {summary(api_lat)}"),
+        ("bare FastAPI route, same row", f"{bare_rps:,.0f} req/s, {summary(bare_lat)}"),
+        (f"`POST /v1/courses`, {len(body) / 1000:.0f} KB one-video course, sequential (n={len(post_lat)})",
+         summary(post_lat)),
+        ("same, without the read-your-writes wait", summary(quick_lat)),
+        (f"event-to-API lag, JobCompleted acked → GET shows completed (n={len(lags)})",
+         f"{summary(lags)}, max {ms(max(lags))}"),
+    )  # fmt: skip
+    return Section(
+        "api",
+        "API",
+        f"python -m bench api --seconds {args.seconds:g} --rounds {args.rounds}"
+        f" --concurrency {args.concurrency} --posts {args.posts}",
+        (Table(("measure", "result"), rows),),
+        (
+            Check("ratio api ÷ bare (median round)", f"{ratio:.2f}", "≥ 0.70", ratio >= 0.7),
+            Check("event-to-API lag p99", ms(lag_p99), "< 250 ms", lag_p99 < 0.25),
+        ),
+        f"{args.concurrency} keep-alive connections, {args.rounds} alternating rounds of {args.seconds:g} s,"
+        " 1 uvicorn worker each",
+    )
 
 
 COMPLETED_OUTPUTS = JobOutputs(
@@ -239,4 +262,4 @@ def event_to_api_lag(settings: Settings, stack: ApiStack, token: str, job_ids: l
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(0 if main(sys.argv[1:]).met else 1)

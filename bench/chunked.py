@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import Check, Section, Table
 from services.core import mediaprobe
 from services.core.chunking import plan_chunks
 from services.encoder import chunk_encode, ladder
@@ -42,7 +43,8 @@ def _timed(argvs: list[list[str]]) -> tuple[float, float]:
     return _children_cpu() - cpu, time.monotonic() - wall
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> Section:
+    """Encode the lecture both ways, print the CPU and wall time of each and return them."""
     parser = argparse.ArgumentParser(prog="python -m bench chunked")
     parser.add_argument("--seconds", type=int, default=720)
     parser.add_argument("--size", default="640x360")
@@ -91,8 +93,26 @@ def main(argv: list[str]) -> int:
     print(f"chunked:  cpu {chunked_cpu:.1f} s (video {video_cpu:.1f}, audio {audio_cpu:.1f}), ", end="")
     print(f"wall {video_wall + audio_wall:.1f} s one after the other")
     print(f"chunked / one-pass cpu: {chunked_cpu / one_cpu:.3f}")
-    return 0
+    rows = (
+        (f"one pass (`ladder.hls_command`: {len(names)} video renditions, audio muxed into each)",
+         f"{one_cpu:.1f} s", f"{one_wall:.1f} s"),
+        (f"chunked: {len(chunks)} video chunk encodes + 1 audio encode",
+         f"{chunked_cpu:.1f} s (video {video_cpu:.1f} s, audio {audio_cpu:.1f} s)",
+         f"{video_wall + audio_wall:.1f} s serial"),
+    )  # fmt: skip
+    command = (
+        f"python -m bench chunked --seconds {args.seconds} --size {args.size}"
+        f" --fps {args.fps} --chunk {args.chunk}"
+    )
+    return Section(
+        "chunked",
+        "Chunked encode: CPU against a one-pass encode",
+        command + (f" --source {args.source}" if args.source else ""),
+        (Table(("encode", "CPU (user + system)", "wall"), rows),),
+        (Check("CPU chunked ÷ one pass", f"{chunked_cpu / one_cpu:.3f}"),),
+        f"{duration:.1f} s lecture, {args.size} at {args.fps} fps, renditions {', '.join(names)}",
+    )
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    main(sys.argv[1:])

@@ -22,6 +22,7 @@ from pathlib import Path
 import orjson
 from psycopg import sql
 
+from bench.report import Check, Section, Table
 from services.core.settings import Settings
 from services.core.storage import s3_client
 from services.encoder.ladder import choose_ladder, hls_command
@@ -89,8 +90,8 @@ def pipeline(clip: Path, settings: Settings, workdir: Path) -> dict[str, float]:
     }
 
 
-def main(argv: list[str]) -> int:
-    """Run the benchmark and print its figures (one JSON line at the end, for docs/benchmarks.md)."""
+def main(argv: list[str]) -> Section:
+    """Run the benchmark, print its figures (one JSON line at the end) and return them."""
     parser = argparse.ArgumentParser(prog="python -m bench encoder")
     parser.add_argument("--seconds", type=float, default=60.0, help="clip length (default 60)")
     parser.add_argument("--long", action="store_true", help="use a 10-minute clip")
@@ -117,8 +118,33 @@ def main(argv: list[str]) -> int:
     )
     summary = {"seconds": seconds, "raw_s": raw, **result, "ratio": ratio}
     print(orjson.dumps(summary).decode())
-    return 0
+    target = 1.05 if args.long else 1.15
+    return Section(
+        "encoder",
+        "Encoder",
+        "python -m bench encoder" + (" --long" if args.long else f" --seconds {seconds:g}"),
+        (
+            Table(
+                ("measure", "result"),
+                (
+                    (
+                        "raw ffmpeg CLI, same ladder (mean of 2)",
+                        f"{raw:.2f} s ({raw_before:.2f}, {raw_after:.2f})",
+                    ),
+                    ("PublishCourse → JobCompleted", f"{result['wall_s']:.2f} s"),
+                    ("encode speed in the encoder", f"{seconds / result['transcode_s']:.2f} × realtime"),
+                    (
+                        "upload",
+                        f"{result['upload_bytes'] / 1e6:.1f} MB, {result['upload_files']:.0f} files"
+                        f" in {result['upload_s']:.2f} s ({mbps:,.0f} Mbit/s)",
+                    ),
+                ),
+            ),
+        ),
+        (Check("overhead pipeline ÷ raw ffmpeg", f"{ratio:.3f}", f"≤ {target}", ratio <= target),),
+        f"{seconds:.0f} s 1280x720 clip, preset {settings.encoder_x264_preset}",
+    )
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(0 if main(sys.argv[1:]).met else 1)

@@ -16,4 +16,6 @@ def settings() -> Settings:
     A test runs several service processes at once: none serves metrics on a fixed port unless the
     test asks for one (tests/e2e/test_observability.py gives each its own free port).
     """
-    return Settings(encoder_metrics_port=0, projector_metrics_port=0, watchdog_metrics_port=0)
+    return Settings(
+        encoder_metrics_port=0, projector_metrics_port=0, watchdog_metrics_port=0, notifier_metrics_port=0
+    )

@@ -3,8 +3,13 @@ replaced (which breaks) and CourseCast itself (which must not). Entry point: `py
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def main(argv: list[str]) -> int:
+if TYPE_CHECKING:
+    from bench.report import Section
+
+
+def main(argv: list[str]) -> Section:
     """Run the incidents bench (imported lazily: the replica needs the optional [incidents] extra)."""
     from bench.incidents.run import main as run_main
 

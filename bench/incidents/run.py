@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from bench.incidents.figures import RedeliveryFigures, StoppedEncodeFigures
+from bench.report import Check, Section, Table, render_table
 from services.core.settings import PROJECT_ROOT, Settings
 from tests.support.staging import make_clip
 
@@ -108,11 +109,17 @@ STOPPED_ROWS: list[Row] = [
 ]
 
 
+def figures_table(title: str, rows: list[Row], replica: Any, coursecast: Any) -> Table:
+    """One incident as a table: a row per figure, the replica and CourseCast side by side."""
+    return Table(
+        (title, "Celery + Redis replica", "CourseCast"),
+        tuple((label, cell(replica), cell(coursecast)) for label, cell in rows),
+    )
+
+
 def table(title: str, rows: list[Row], replica: Any, coursecast: Any) -> str:
     """One incident as a Markdown table: a row per figure, the replica and CourseCast side by side."""
-    lines = [f"| {title} | Celery + Redis replica | CourseCast |", "|---|---|---|"]
-    lines += [f"| {label} | {cell(replica)} | {cell(coursecast)} |" for label, cell in rows]
-    return "\n".join(lines)
+    return render_table(figures_table(title, rows, replica, coursecast))
 
 
 def held(figures: dict[str, Any]) -> bool:
@@ -129,8 +136,8 @@ def held(figures: dict[str, Any]) -> bool:
     )
 
 
-def main(argv: list[str]) -> int:
-    """Run both incidents on both sides and print the table."""
+def main(argv: list[str]) -> Section:
+    """Run both incidents on both sides, print the tables and return them."""
     parser = argparse.ArgumentParser(prog="python -m bench incidents")
     parser.parse_args(argv)
     ensure_installed()
@@ -151,4 +158,28 @@ def main(argv: list[str]) -> int:
     print()
     summary = {name: {side: f.as_dict() for side, f in sides.items()} for name, sides in figures.items()}
     print(orjson.dumps(summary, default=str).decode())
-    return 0 if held(figures) else 1
+    return Section(
+        "incidents",
+        "Incidents: Celery + Redis replica against CourseCast",
+        "python -m bench incidents",
+        (
+            figures_table("Incident 1 — redelivery", REDELIVERY_ROWS, one["replica"], one["coursecast"]),
+            figures_table("Incident 2 — hard time limit", STOPPED_ROWS, two["replica"], two["coursecast"]),
+            figures_table(
+                "Incident 2's mechanism — worker killed",
+                STOPPED_ROWS,
+                killed["replica"],
+                killed["coursecast"],
+            ),
+        ),
+        (
+            Check(
+                "CourseCast shows neither incident",
+                "held" if held(figures) else "not held",
+                "neither incident",
+                held(figures),
+            ),
+        ),
+        "replica: visibility_timeout 3 s, prefetch 4, acks_late False, time_limit 6 s, retry delay 1 s;"
+        " CourseCast: max.poll.interval.ms 10 s, time limit 6 s, stall timeout 6 s",
+    )

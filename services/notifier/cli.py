@@ -30,12 +30,15 @@ class DeliveryState(StrEnum):
 
 def notifier() -> None:
     """Run a notifier process: POST signed course.completed / failed / canceled webhooks, at least once."""
+    from services.notifier import metrics
     from services.notifier.consumer import run_notifier
 
     logs.configure()
     # httpx logs every request's full URL at INFO; an endpoint's URL may carry its receiver's token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    run_notifier(get_settings(), stop_on_signals())
+    settings = get_settings()
+    metrics.serve(settings)
+    run_notifier(settings, stop_on_signals())
 
 
 def deliveries(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ from uuid import UUID
 
 from services.core.messages import Envelope
 from services.core.settings import Settings
+from services.notifier import metrics
 from services.notifier.notifications import Accepted, Job, NotificationType, Verdict, notification_body
 from services.notifier.retry import gives_up, retry_delay
 from services.notifier.sender import Sender
@@ -164,15 +166,19 @@ class Dispatcher:
                     error="the endpoint was deleted before the notification was delivered",
                 )
                 log.info("endpoint deleted; delivery stopped", extra=where)
+                metrics.ended("given_up")
                 return
             async with self._endpoint_slots[endpoint_id], self._slots:
+                started = time.monotonic()
                 result = await self._sender.post(current.url, event_id, body, current.secrets)
+                metrics.attempted(result.delivered, time.monotonic() - started)
             attempts += 1
             if result.delivered:
                 await self._store.attempted(
                     event_id, endpoint_id, state="delivered", status=result.status, error=None
                 )
                 log.info("delivered %s", kind.value, extra={**where, "attempts": attempts})
+                metrics.ended("delivered")
                 return
             delay = retry_delay(attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s)
             next_attempt_at = datetime.now(UTC) + timedelta(seconds=delay)
@@ -189,6 +195,7 @@ class Dispatcher:
                     result.error,
                     extra={**where, "host": urlsplit(current.url).hostname},
                 )
+                metrics.ended("given_up")
                 return
             await self._store.attempted(
                 event_id,

@@ -1,6 +1,6 @@
 """Observability of the real processes: each one's /metrics and its JSON log lines.
 
-api, encoder, projector and watchdog run as `coursecast <service>` processes on topics, a schema and
+api, encoder, projector, watchdog and notifier run as `coursecast <service>` processes on topics, a schema and
 groups of this test's own, each serving metrics on a port of its own; one small course is published
 through them, then every process is scraped as Prometheus would scrape it.
 """
@@ -36,11 +36,12 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def own(isolate: Isolate) -> Settings:
-    encoder, projector, watchdog = free_ports(3)
+    encoder, projector, watchdog, notifier = free_ports(4)
     return isolate(
         encoder_metrics_port=encoder,
         projector_metrics_port=projector,
         watchdog_metrics_port=watchdog,
+        notifier_metrics_port=notifier,
         watchdog_interval_s=1.0,
     )
 
@@ -65,8 +66,9 @@ def lag(own: Settings, port: int, group: str, topic: str) -> dict[str, float]:
 
 def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings, run: Services) -> None:
     projector, encoder, watchdog = run.projector(), run.encoder(), run.watchdog()
+    notifier = run.notifier()
     base = run.api()
-    processes = [projector, encoder, watchdog]
+    processes = [projector, encoder, watchdog, notifier]
     _, token = create_instructor(own)
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     lecture = make_lecture(run.log_dir / "lecture.mp4", seconds=4, size="426x240")
@@ -120,6 +122,16 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
         60,
         processes,
     )
+    wait_until(
+        "the notifier reports its group's lag on every event partition, all consumed",
+        lambda: settled(own.notifier_metrics_port, own.webhook_group_id, own.events_topic),
+        60,
+        processes,
+    )
+    notifier_metrics = scrape(metrics_url(own, own.notifier_metrics_port))
+    # No endpoint is registered: the course's end was read and nothing was sent.
+    assert value(notifier_metrics, "coursecast_webhook_attempts_total", result="delivered") == 0
+    assert value(notifier_metrics, "coursecast_webhook_notifications_total", state="given_up") == 0
     wait_until(
         "the watchdog reports its group's lag on every event partition",
         lambda: lag(own, own.watchdog_metrics_port, own.watchdog_app_id, own.events_topic).keys() == every,
