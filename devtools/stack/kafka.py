@@ -341,15 +341,19 @@ def _restart_node(layout: StackLayout, cluster: KafkaCluster, node: KafkaNode, e
     more. A node that logged anything and then exited is left dead, for wait_healthy to report.
     """
     log_file, _ = _log_files(layout, cluster, node)
+
+    def logged_since(size: int) -> bool:
+        return log_file.exists() and log_file.stat().st_size > size
+
     for attempt in (1, 2):
-        size = log_file.stat().st_size if log_file.exists() else 0
+        before = log_file.stat().st_size if log_file.exists() else 0
         _start_node(layout, cluster, node)
         processes.wait_for(
-            lambda: not node_running(layout, node) or (log_file.exists() and log_file.stat().st_size > size),
+            lambda: not node_running(layout, node) or logged_since(before),  # noqa: B023 (waited on here)
             timeout_s=RESTART_WORD_S,
             interval_s=0.1,
         )
-        if node_running(layout, node) or (log_file.exists() and log_file.stat().st_size > size):
+        if node_running(layout, node) or logged_since(before):
             return
         if attempt == 1:
             echo(f"kafka: node {node.node_id} exited before writing a line; starting it once more")
