@@ -29,6 +29,9 @@ CONTROLLER_PORT_OFFSET = 10_000
 HEALTH_TIMEOUT_S = 90.0
 # A broker's controlled shutdown moves partition leadership first; past this it is killed.
 STOP_GRACE_S = 30.0
+# How long a restarted node has to write its first log line (or be seen running) before it counts
+# as having died without a word.
+RESTART_WORD_S = 15.0
 POM = STACK_SOURCES / "kafka" / "pom.xml"
 LOG4J2_CONFIG = STACK_SOURCES / "kafka" / "log4j2.yaml"
 STATE_FILE = "kafka.json"
@@ -329,6 +332,33 @@ def _start_node(layout: StackLayout, cluster: KafkaCluster, node: KafkaNode) -> 
     )
 
 
+def _restart_node(layout: StackLayout, cluster: KafkaCluster, node: KafkaNode, echo: Echo) -> None:
+    """Start a stopped node again, and once more if its JVM dies before it writes a line.
+
+    In two full-suite runs from a fresh clone (and once more later), a node restarted right after a
+    kill -9 was gone a moment later without a line in its log or on its stdout, and was never seen
+    to do so when run alone. A JVM that exits without a word has not started: it is started once
+    more. A node that logged anything and then exited is left dead, for wait_healthy to report.
+    """
+    log_file, _ = _log_files(layout, cluster, node)
+
+    def logged_since(size: int) -> bool:
+        return log_file.exists() and log_file.stat().st_size > size
+
+    for attempt in (1, 2):
+        before = log_file.stat().st_size if log_file.exists() else 0
+        _start_node(layout, cluster, node)
+        processes.wait_for(
+            lambda: not node_running(layout, node) or logged_since(before),  # noqa: B023 (waited on here)
+            timeout_s=RESTART_WORD_S,
+            interval_s=0.1,
+        )
+        if node_running(layout, node) or logged_since(before):
+            return
+        if attempt == 1:
+            echo(f"kafka: node {node.node_id} exited before writing a line; starting it once more")
+
+
 def _refuse_foreign_ports(cluster: KafkaCluster, nodes: tuple[KafkaNode, ...]) -> None:
     for node in nodes:
         for port in (node.broker_port, node.controller_port):
@@ -359,7 +389,7 @@ def start(settings: Settings, layout: StackLayout, brokers: int, echo: Echo) -> 
         _refuse_foreign_ports(current, dead)
         for node in dead:
             echo(f"kafka: restarting node {node.node_id} at {node.address}")
-            _start_node(layout, current, node)
+            _restart_node(layout, current, node, echo)
         return current
     _refuse_foreign_ports(wanted, wanted.nodes)
     classpath(layout)  # fail on missing jars before formatting anything
