@@ -15,10 +15,19 @@ from typing import Any, Final
 from uuid import UUID
 
 import msgspec
+import orjson
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from services.core.catalogue import Course, CourseJob, InMemoryCatalogue, Lecture, Unpublished
+from services.core import codec
+from services.core.catalogue import (
+    CATALOGUE_INPUTS,
+    Course,
+    CourseJob,
+    InMemoryCatalogue,
+    Lecture,
+    Unpublished,
+)
 from services.core.messages import Envelope, carries
 from services.core.payloads import CourseUnpublished, JobCompleted, JobQueued, QueuedLecture
 
@@ -163,6 +172,61 @@ class CatalogueTables:
             " ON CONFLICT (course_id) DO NOTHING",
             (unpublished.course_id, unpublished.unpublished_at, unpublished.requested_by),
         )
+
+
+def backfill(conn: Any) -> int:
+    """Build the catalogue from every stored event, once per schema; returns how many events it
+    folded (0 when it had been done: catalogue_backfill has its row).
+
+    The catalogue is a function of the log (G4): the fold of the stored events the state machine
+    accepted (JobQueued, JobCompleted) and of the catalogue's own, in log order, i.e. what the
+    projector would have applied had the tables always existed. A schema migrated to the catalogue
+    over an existing log held only the fold of the events after the migration; this rebuilds it whole.
+    One transaction, the catalogue's tables locked against a projector's batch meanwhile: a crash
+    leaves the catalogue as it was and no row here, and the next start does it again.
+    """
+    if _backfilled(conn):
+        return 0  # every start after the first: one indexed read, no lock
+    with conn.transaction():
+        conn.execute(
+            "LOCK TABLE catalogue_backfill, course_jobs, courses, lectures, unpublished_courses"
+            " IN EXCLUSIVE MODE"
+        )
+        if _backfilled(conn):
+            return 0  # another projector did it while this one waited for the lock
+        rows = conn.execute(
+            "SELECT e.event_id, e.job_id, e.attempt, e.type, e.version, e.occurred_at, e.producer, e.data"
+            " FROM job_events e WHERE e.type = ANY(%s)"
+            " AND NOT EXISTS (SELECT 1 FROM rejected_events r WHERE r.event_id = e.event_id)"
+            " ORDER BY e.kafka_partition, e.kafka_offset",
+            ([str(t) for t in CATALOGUE_INPUTS],),
+        ).fetchall()
+        events = [
+            codec.decode(
+                orjson.dumps(
+                    {
+                        "event_id": str(event_id),
+                        "type": type_,
+                        "version": version,
+                        "job_id": str(job_id),
+                        "attempt": attempt,
+                        "occurred_at": occurred_at.isoformat(),
+                        "producer": producer,
+                        "data": data,
+                    }
+                )
+            )
+            for event_id, job_id, attempt, type_, version, occurred_at, producer, data in rows
+        ]
+        conn.execute("TRUNCATE course_jobs, courses, lectures, unpublished_courses")
+        CatalogueTables(conn).apply(events)
+        conn.execute("INSERT INTO catalogue_backfill (events) VALUES (%s)", (len(events),))
+        return len(events)
+
+
+def _backfilled(conn: Any) -> bool:
+    done = conn.execute("SELECT EXISTS (SELECT 1 FROM catalogue_backfill)").fetchone()
+    return bool(done and done[0])
 
 
 def catalogue_of(conn: Any) -> InMemoryCatalogue:

@@ -54,6 +54,7 @@ from services.core.payloads import (
     TaskSpec,
 )
 from services.projector.catalogue import CatalogueTables
+from services.projector.catalogue import backfill as backfill_catalogue
 
 log = logging.getLogger("coursecast.projector")
 
@@ -252,6 +253,8 @@ class JobStore:
         """
         conn = _connect(database_url, schema, role)
         migrate(conn, schema)
+        # A schema migrated to the catalogue over an existing log: the catalogue is built from it.
+        backfill_catalogue(conn)
         return cls(
             conn,
             schema,

@@ -162,3 +162,23 @@ def test_the_catalogue_keeps_the_latest_completion_of_each_course_and_never_an_u
     assert course.lectures[0].lecture_id == lecture_id(first_job, 0)
     assert course.lectures[0].title == "Limit 1"
     assert len(catalogue.unpublished) == 2
+
+
+def test_a_schema_migrated_over_an_existing_log_gets_its_whole_catalogue_from_the_log_at_start(
+    store: JobStore, settings: Settings
+) -> None:
+    events = courses_republished_and_unpublished() + synthetic()[:400]
+    whole = in_postgres(store, events, 50)
+    assert whole.catalogue.courses, "the history publishes courses"
+    # As a schema that predates the catalogue: its log and status table, an empty catalogue.
+    conn = store.connection
+    conn.execute("TRUNCATE course_jobs, courses, lectures, unpublished_courses, catalogue_backfill")
+    assert stored(store).catalogue != whole.catalogue
+    reopened = JobStore.open(settings.database_url, store.schema, store.topic)
+    try:
+        assert stored(reopened) == whole  # the projector's start folded the stored log into it
+        again = JobStore.open(settings.database_url, store.schema, store.topic)
+        again.close()  # a second start finds it done and changes nothing
+        assert stored(reopened) == whole
+    finally:
+        reopened.close()
