@@ -52,6 +52,22 @@ def _proc_cmdline(pid: int) -> str:
     return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part)
 
 
+def describe(record: ProcessRecord | None) -> str:
+    """What /proc says of a recorded process, for an error message: pid, state, start time, command."""
+    if record is None:
+        return "no pid file"
+    try:
+        stat = Path(f"/proc/{record.pid}/stat").read_text()
+    except OSError:
+        return f"pid {record.pid}: no such process"
+    fields = stat[stat.rindex(")") + 2 :].split()
+    cmdline = _proc_cmdline(record.pid)
+    return (
+        f"pid {record.pid}: state {fields[0]}, start {fields[19]} (recorded {record.start_ticks}), "
+        f"marker {'in' if record.marker in cmdline else 'NOT in'} its command line ({len(cmdline)} chars)"
+    )
+
+
 def _reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None and child.poll() is not None:
