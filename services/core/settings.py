@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # long as the video and a long encode needs no CPU-heavy clip. Never set in production.
     encoder_realtime_input: bool = False
     encoder_upload_concurrency: int = Field(default=8, ge=1)
+    # ffmpeg threads of every encode (decoder, filters, each x264 encoder); 0 is ffmpeg's own choice
+    # (about one per core). 1 lets N encoders share N cores without contending for them.
+    encoder_threads: int = Field(default=0, ge=0)
     # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
     # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
     staging_cleanup_wait_s: float = Field(default=600.0, gt=0)
