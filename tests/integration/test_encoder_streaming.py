@@ -16,8 +16,14 @@ from uuid import UUID
 
 import pytest
 
+from services.core import mediaprobe
 from services.core.settings import Settings
-from services.encoder.ladder import MASTER_NAME, PLAYLIST_NAME
+from services.core.storage import presigned_get_url
+from services.encoder import chunk_encode
+from services.encoder.chunking import Chunk
+from services.encoder.errors import AttemptError
+from services.encoder.ladder import MASTER_NAME, PLAYLIST_NAME, Source, choose_ladder
+from services.encoder.stitch import parse_media_playlist
 from tests.support.encoder import FAST, REALTIME, queue_job
 from tests.support.fixtures import QUICK_RETRY
 from tests.support.observe import ffmpeg_processes, job_events, wait_for
@@ -157,3 +163,39 @@ def test_a_source_read_broken_off_mid_stream_is_retried_or_failed_as_s3_says_nev
         types = job_events(own, job_id)
         assert "JobRetryScheduled" not in [event for event, _, _ in types]
         assert "VideoEncoded" not in [event for event, _, _ in types]
+
+
+def _never_stop() -> AttemptError | None:
+    return None
+
+
+def test_a_chunk_and_the_lectures_audio_encode_from_a_presigned_url_with_one_thread(
+    own: Settings, s3: S3Client, tmp_path: Path
+) -> None:
+    job_id = new_job_id()
+    manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=24)])
+    url = presigned_get_url(s3, own.s3_bucket, manifest.videos[0].key, 600)
+    source = mediaprobe.remote_input(url, "lecture.mp4")
+    renditions = choose_ladder(Source(320, 180, 24.0))
+    out = tmp_path / "hls"
+    deadline = time.monotonic() + 300
+    # The second half of the lecture: an accurate seek to 12 s over a ranged read, one thread.
+    chunk_encode.encode_video_chunk(
+        source,
+        out,
+        Chunk(1, 12.0, 24.0),
+        renditions,
+        deadline=deadline,
+        time_limit_s=300,
+        should_stop=_never_stop,
+        preset="ultrafast",
+        threads=1,
+    )
+    chunk_encode.encode_audio(
+        source, out, 24.0, deadline=deadline, time_limit_s=300, should_stop=_never_stop, threads=1
+    )
+    video = parse_media_playlist((out / "0" / chunk_encode.chunk_playlist_name(1)).read_text())
+    audio = parse_media_playlist((out / chunk_encode.AUDIO_DIR / chunk_encode.AUDIO_CHUNK_NAME).read_text())
+    assert abs(sum(segment.duration_s for segment in video) - 12.0) < 0.5
+    assert abs(sum(segment.duration_s for segment in audio) - 24.0) < 0.5
+    assert all((out / "0" / segment.uri).stat().st_size > 0 for segment in video)
