@@ -211,7 +211,7 @@ class Encode:
                 "video_index": video.index,
                 "files": hls_written.files + images.files,
                 "bytes": hls_written.bytes + images.bytes,
-                # From the first segment to the master playlist, mostly while ffmpeg encoded…
+                # From the first segment's PUT to the master's, mostly while ffmpeg encoded…
                 "seconds": round(hls_written.seconds + images.seconds, 3),
                 # …and what the job still waited for once ffmpeg had finished.
                 "after_encode_s": round(hls_written.tail_s + images.seconds, 3),

@@ -48,8 +48,8 @@ def cache_control(path: Path) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Uploaded:
-    """What an upload wrote; `seconds` from its start to its end, `tail_s` of it after the encode
-    ended (what a live upload still made the job wait; all of it for `upload_files`)."""
+    """What an upload wrote; `seconds` from its first PUT to its last, `tail_s` of it after the
+    encode ended (what a live upload still made the job wait; all of it for `upload_files`)."""
 
     files: int
     bytes: int
@@ -124,10 +124,9 @@ class LiveUpload:
         self._error: BaseException | None = None
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name="upload-watcher", daemon=True)
-        self._started = time.monotonic()
+        self._first_put: float | None = None  # when the first segment was handed to the pool
 
     def __enter__(self) -> LiveUpload:
-        self._started = time.monotonic()
         self._watcher.start()
         return self
 
@@ -159,7 +158,9 @@ class LiveUpload:
         sizes += list(self._pool.map(self._put, renditions))
         sizes += [self._put(relative) for relative in top]
         ended = time.monotonic()
-        return Uploaded(len(sizes), sum(sizes), ended - self._started, ended - tail_started)
+        return Uploaded(
+            len(sizes), sum(sizes), ended - (self._first_put or tail_started), ended - tail_started
+        )
 
     def _stop_watching(self) -> None:
         self._stopping.set()
@@ -178,6 +179,8 @@ class LiveUpload:
             if relative.endswith(PLAYLIST_SUFFIX) or relative in self._submitted:
                 continue
             self._submitted.add(relative)
+            if self._first_put is None:
+                self._first_put = time.monotonic()
             future = self._pool.submit(self._put, relative)
             future.add_done_callback(self._record)
             self._segments.append(future)
