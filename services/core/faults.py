@@ -35,6 +35,11 @@ POINTS: dict[str, str] = {
     ),
     "encoder.cancel_acked": "JobCanceled of a queued job acknowledged; its claim not yet closed",
     "encoder.after_commit": "the attempt's command offset committed; its staging files not yet deleted",
+    "conductor.before_commit": (
+        "a batch's decisions (task commands, stitched lectures, course end) produced in its Kafka "
+        "transaction; the transaction not committed"
+    ),
+    "conductor.after_commit": "a batch's transaction (its decisions and its input offsets) committed",
     "projector.after_db_commit": "a batch committed in Postgres; its Kafka offsets not committed",
     "projector.mid_batch": "inside the batch's transaction: events appended, status rows not yet",
     "cli.after_part": (

@@ -6,6 +6,11 @@ Guarantees, for every file we hand to ffmpeg or ffprobe:
   can never make ffmpeg fetch a URL or read another local file;
 - only the `file` protocol may be used (`-protocol_whitelist file`), for the input and anything it
   could try to open, and the input is named `file:<path>` so no name is read as a protocol;
+- a remote input (the encoder streams its source from a presigned S3 URL, `remote_input`) may use
+  only the protocols its own URL needs (`http,tcp`, or `https,tls,tcp`): no `file`, no other
+  scheme, so even a playlist that got past the demuxer check could not read a local file; it is
+  read with ranged requests that resume after a dropped connection or a 5xx, and a read that still
+  fails is reported (`read_failure`), never taken for the end of the file or for a damaged file;
 - probing reads a bounded amount (`-probesize`, `-analyzeduration`), decodes no picture larger than
   the pixel limit (`-max_pixels`), and has a real timeout: ffprobe is killed when it expires.
 Image sizes are read from the file header (pure) before any decoder allocates a frame.
@@ -18,15 +23,33 @@ import re
 import shutil
 import struct
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 # Demuxers of the containers the api's magic-byte check accepts (ffmpeg 5.1 names, `ffprobe -demuxers`).
 VIDEO_DEMUXERS: Final = ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi", "mpegts", "mpeg", "flv")
 # Demuxers of a single uploaded JPEG, PNG or WebP image.
 IMAGE_DEMUXERS: Final = ("image2", "png_pipe", "jpeg_pipe", "webp_pipe")
 LOCAL_PROTOCOLS: Final = "file"
+# The protocols a remote input may use, by its URL's scheme: exactly what that URL needs.
+REMOTE_PROTOCOLS: Final = {"http": "http,tcp", "https": "https,tls,tcp"}
+# How a remote input is read (ffmpeg's http protocol options, before -i):
+HTTP_READ_OPTIONS: Final[dict[str, Any]] = {
+    # A connection that ends before the requested range does is resumed from the byte it stopped at
+    # (the source is read with ranged GETs: every seek is a new request).
+    "reconnect": 1,
+    # …and so is a request that fails to connect or is reset, or that S3 answers with a 5xx.
+    "reconnect_on_network_error": 1,
+    "reconnect_on_http_error": "5xx",
+    # Back-off 0, 1, 3, 7 s between tries, then give up: the read failure is reported (G5).
+    "reconnect_delay_max": 10,
+    # A read that gets no byte for this long (µs) fails (and is retried as above) instead of hanging
+    # until the time limit.
+    "rw_timeout": 30_000_000,
+}
 # Bounds on what probing reads: ffmpeg's defaults, made explicit so nobody raises them by accident.
 PROBE_SIZE_BYTES: Final = 5_000_000
 ANALYZE_DURATION_US: Final = 5_000_000
@@ -67,16 +90,76 @@ class ProbeKilledError(Exception):
     retry it rather than refuse it (G5)."""
 
 
-def input_options(demuxers: tuple[str, ...], max_pixels: int | None = None) -> dict[str, Any]:
-    """ffmpeg-python `input()` options that keep one input on the leash (see the module docstring)."""
+class InputReadError(Exception):
+    """Reading a remote input failed in transport (S3 answered 4xx/5xx, the connection broke or
+    stalled, even after the retries): no verdict on the file. `reason` is ffmpeg's words for it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInput:
+    """What ffmpeg or ffprobe opens, and the only protocols it may use to read it."""
+
+    url: str
+    protocols: str
+    # How messages and logs name the input: a local path, or the staged file's name for a remote
+    # one, never its URL (a presigned URL is a credential until it expires).
+    name: str
+
+    @property
+    def remote(self) -> bool:
+        """True for an input read over the network."""
+        return self.protocols != LOCAL_PROTOCOLS
+
+    def hide(self, text: str) -> str:
+        """`text` with the input's URL replaced by its name (pure)."""
+        return text.replace(self.url, self.name)
+
+
+def remote_input(url: str, name: str) -> MediaInput:
+    """An http(s) URL as an input allowed exactly the protocols that URL needs (pure)."""
+    protocols = REMOTE_PROTOCOLS.get(urlsplit(url).scheme)
+    if protocols is None:
+        raise ValueError("a remote input must be an http or https URL")
+    return MediaInput(url, protocols, name)
+
+
+def media_input(source: Path | MediaInput) -> MediaInput:
+    """`source` as a MediaInput: a local path becomes `file:<absolute path>` (pure)."""
+    if isinstance(source, MediaInput):
+        return source
+    return MediaInput(local_input(source), LOCAL_PROTOCOLS, str(source))
+
+
+def input_options(
+    demuxers: tuple[str, ...], max_pixels: int | None = None, source: MediaInput | None = None
+) -> dict[str, Any]:
+    """ffmpeg-python `input()` options that keep one input on the leash (see the module docstring);
+    `source` None is a local file."""
     options: dict[str, Any] = {
         "format_whitelist": ",".join(demuxers),
-        "protocol_whitelist": LOCAL_PROTOCOLS,
+        "protocol_whitelist": source.protocols if source is not None else LOCAL_PROTOCOLS,
     }
+    if source is not None and source.remote:
+        options.update(HTTP_READ_OPTIONS)
     if max_pixels is not None:
         # Before -i, a codec option applies to that input's decoder: no larger frame is allocated.
         options["max_pixels"] = max_pixels
     return options
+
+
+def input_args(
+    source: Path | MediaInput, demuxers: tuple[str, ...], max_pixels: int | None = None
+) -> list[str]:
+    """`-option value …` `-i <input>`: `source` opened on the leash, for an argv built by hand (pure)."""
+    opened = media_input(source)
+    args: list[str] = []
+    for name, value in input_options(demuxers, max_pixels, opened).items():
+        args += [f"-{name}", str(value)]
+    return [*args, "-i", opened.url]
 
 
 def local_input(path: Path) -> str:
@@ -84,25 +167,69 @@ def local_input(path: Path) -> str:
     return f"file:{path.resolve()}"
 
 
-def probe_argv(path: Path, demuxers: tuple[str, ...], max_pixels: int | None = None) -> list[str]:
-    """The ffprobe argv that describes `path`'s streams and format as JSON, on the leash."""
+# How ffmpeg and ffprobe report that reading their input failed: `<url>: <error>` (the fftools print
+# the input's own name before the error). These errors are the transport's; "Invalid data found when
+# processing input" may be the file's, or a read cut short: then the protocol's own complaints decide.
+_TRANSPORT_ERRORS = re.compile(
+    r"Input/output error|Server returned|Connection (?:refused|reset|timed out)|timed out|"
+    r"Network is unreachable|No route to host|Broken pipe|Immediate exit requested",
+    re.IGNORECASE,
+)
+# What the network protocols themselves log (at warning level and above only): a failed request
+# ("HTTP error 503 Service Unavailable"), a body that ended early, a reconnection.
+_PROTOCOL_COMPLAINT = re.compile(r"^\[(?:https?|tcp|tls) @ [^\]]*\] (.+)$")
+
+
+def read_failure(stderr_lines: Iterable[str], source: MediaInput, *, failed: bool) -> str | None:
+    """Why reading the remote input `source` failed in transport, from ffmpeg's or ffprobe's stderr,
+    or None when it did not (or the input is local) (pure). `failed`: the tool exited non-zero.
+
+    A failure is a transport error reported for the input (`<url>: Input/output error`, `Server
+    returned 404 Not Found`…), or any failure to read the input — or of the tool — while the
+    protocol complained (a reconnect that did not help). A protocol complaint alone, after which the
+    read went on and the tool succeeded, is no failure. ffmpeg goes on after a failed read as if the
+    input had ended and exits 0 with a shortened output: callers treat a failure as one even then."""
+    if not source.remote:
+        return None
+    prefix = f"{source.url}: "
+    input_errors: list[str] = []
+    complaints: list[str] = []
+    for line in stderr_lines:
+        line = line.strip()
+        if line.startswith(prefix):
+            error = line[len(prefix) :].strip()
+            if _TRANSPORT_ERRORS.search(error):
+                return error
+            input_errors.append(error)
+        elif complained := _PROTOCOL_COMPLAINT.match(line):
+            complaints.append(complained.group(1).strip())
+    if complaints and (input_errors or failed):
+        return complaints[-1]
+    return None
+
+
+def probe_argv(
+    source: Path | MediaInput, demuxers: tuple[str, ...], max_pixels: int | None = None
+) -> list[str]:
+    """The ffprobe argv that describes `source`'s streams and format as JSON, on the leash."""
+    opened = media_input(source)
     argv = ["ffprobe", "-hide_banner", "-v", "error"]
-    for name, value in input_options(demuxers, max_pixels).items():
+    for name, value in input_options(demuxers, max_pixels, opened).items():
         argv += [f"-{name}", str(value)]
     argv += ["-probesize", str(PROBE_SIZE_BYTES), "-analyzeduration", str(ANALYZE_DURATION_US)]
-    argv += ["-show_streams", "-show_format", "-of", "json", local_input(path)]
+    argv += ["-show_streams", "-show_format", "-of", "json", opened.url]
     return argv
 
 
 def probe(
-    path: Path, demuxers: tuple[str, ...], timeout_s: float, max_pixels: int | None = None
+    source: Path | MediaInput, demuxers: tuple[str, ...], timeout_s: float, max_pixels: int | None = None
 ) -> dict[str, Any]:
-    """ffprobe's JSON for a local file: MediaRefusedError if it cannot read it, ProbeTimeoutError
-    if it hangs."""
+    """ffprobe's JSON for a local file or a remote input: MediaRefusedError if it cannot read it,
+    InputReadError if reading a remote input failed in transport, ProbeTimeoutError if it hangs."""
     try:
         # subprocess.run kills ffprobe (SIGKILL) and reaps it when the timeout expires.
         done = subprocess.run(
-            die_with_parent(probe_argv(path, demuxers, max_pixels)),
+            die_with_parent(probe_argv(source, demuxers, max_pixels)),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout_s,
@@ -112,8 +239,12 @@ def probe(
         raise ProbeTimeoutError(f"ffprobe gave no answer within {timeout_s:g} s") from None
     if done.returncode < 0:
         raise ProbeKilledError(f"ffprobe was killed by signal {-done.returncode}")
+    stderr = done.stderr.decode("utf-8", "replace")
+    failure = read_failure(stderr.splitlines(), media_input(source), failed=done.returncode != 0)
+    if failure is not None:
+        raise InputReadError(failure)
     if done.returncode != 0:
-        raise MediaRefusedError(refusal_reason(done.stderr.decode("utf-8", "replace"), path))
+        raise MediaRefusedError(refusal_reason(stderr, source))
     try:
         result = json.loads(done.stdout or b"{}")
     except ValueError:
@@ -123,8 +254,8 @@ def probe(
     return result
 
 
-def refusal_reason(stderr: str, path: Path) -> str:
-    """Why ffprobe refused a file, in words safe to show an uploader: no local path (pure)."""
+def refusal_reason(stderr: str, source: Path | MediaInput) -> str:
+    """Why ffprobe refused a file, in words safe to show an uploader: no local path, no URL (pure)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     for line in lines:
         refused = _NOT_ON_WHITELIST.match(line)
@@ -135,8 +266,10 @@ def refusal_reason(stderr: str, path: Path) -> str:
     if not complaints and not lines:
         return ""
     reason = complaints[-1] if complaints else lines[-1]
-    for name in (local_input(path), str(path.resolve()), str(path)):
-        reason = reason.replace(f"{name}: ", "").replace(name, path.name)
+    if isinstance(source, MediaInput):
+        return reason.replace(f"{source.url}: ", "").replace(source.url, source.name)
+    for name in (local_input(source), str(source.resolve()), str(source)):
+        reason = reason.replace(f"{name}: ", "").replace(name, source.name)
     return reason
 
 

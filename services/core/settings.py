@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     # each a task of its own that any encoder may run; the time limit is per task, so no course is
     # too long for it. Rounded down to a multiple of the HLS segment length (6 s), at least one.
     chunk_s: int = Field(default=300, ge=6)
+    # ffmpeg threads of every encode (decoder, filters, each x264 encoder); 0 is ffmpeg's own choice
+    # (about one per core). 1 lets N encoders share N cores without contending for them.
+    encoder_threads: int = Field(default=0, ge=0)
     # G1/G4: after a job ends, its staging files are deleted once the projector shows that end in
     # publish_jobs; an end not applied within this long leaves them to `coursecast staging sweep`.
     staging_cleanup_wait_s: float = Field(default=600.0, gt=0)

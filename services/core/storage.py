@@ -142,6 +142,15 @@ def public_url(settings: Settings, key: str) -> str:
     return f"{settings.cdn_base_url.rstrip('/')}/{key.lstrip('/')}"
 
 
+def presigned_get_url(client: S3Client, bucket: str, key: str, expires_s: int) -> str:
+    """A URL that lets whoever holds it GET `key` (ranged reads included) for `expires_s` seconds,
+    with no other credential: the encoder hands it to ffmpeg to stream a source from storage. The
+    URL is a credential until it expires: never log it or put it in a message."""
+    return client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+    )
+
+
 def error_code(exc: ClientError) -> str:
     """The error code S3 answered with ("" when it gave none)."""
     return str(exc.response.get("Error", {}).get("Code", ""))

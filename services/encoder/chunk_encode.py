@@ -49,6 +49,7 @@ from services.encoder.ladder import (
     SEGMENT_S,
     Rendition,
     as_reported,
+    thread_global_args,
 )
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import ProgressParser
@@ -62,16 +63,20 @@ def _segment_pattern(index: int) -> str:
     return f"c{index:05d}_%05d.ts"
 
 
-def _ffmpeg_head() -> list[str]:
-    return ["ffmpeg", "-hide_banner", "-nostats", "-progress", "pipe:1", "-y"]
+def _ffmpeg_head(threads: int = 0) -> list[str]:
+    return ["ffmpeg", "-hide_banner", "-nostats", "-progress", "pipe:1", "-y", *thread_global_args(threads)]
 
 
-def _input(source_path: Path) -> list[str]:
-    # The source on the leash: video demuxers and the `file` protocol only (mediaprobe).
-    args: list[str] = []
-    for name, value in mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS).items():
-        args += [f"-{name}", str(value)]
-    return [*args, "-i", mediaprobe.local_input(source_path)]
+def _input(source: Path | mediaprobe.MediaInput, threads: int) -> list[str]:
+    # The source on the leash: video demuxers, and the `file` protocol only or only the protocols of
+    # its URL (mediaprobe); then the decoder's threads (0: ffmpeg's choice).
+    args = mediaprobe.input_args(source, mediaprobe.VIDEO_DEMUXERS)
+    return [*args[:-2], *_threads(threads), *args[-2:]]
+
+
+def _threads(threads: int) -> list[str]:
+    # `-threads N` where it stands: before -i for the decoder, before the output for the encoder.
+    return ["-threads", str(threads)] if threads > 0 else []
 
 
 def _hls_output(segment_s: int) -> list[str]:
@@ -79,32 +84,35 @@ def _hls_output(segment_s: int) -> list[str]:
         "-f", "hls",
         "-hls_time", str(segment_s),
         "-hls_playlist_type", "vod",
-        "-hls_flags", "independent_segments",
+        # temp_file: a segment gets its name only once complete, so a live upload never reads half of one.
+        "-hls_flags", "independent_segments+temp_file",
         "-hls_segment_type", "mpegts",
     ]  # fmt: skip
 
 
 def video_chunk_command(
-    source_path: Path,
+    source: Path | mediaprobe.MediaInput,
     out_dir: Path,
     chunk: Chunk,
     ladder: Sequence[Rendition],
     *,
     preset: str = "veryfast",
+    threads: int = 0,
 ) -> list[str]:
-    """The ffmpeg argv that encodes `chunk` of the source into every video rendition of `ladder`,
-    video only, as `out_dir/<v>/chunk_<k>.m3u8` and its segments."""
+    """The ffmpeg argv that encodes `chunk` of the source (a local file or a remote input: read from
+    the chunk's start, one seek) into every video rendition of `ladder`, video only, as
+    `out_dir/<v>/chunk_<k>.m3u8` and its segments; `threads` as ladder.hls_command."""
     videos = [r for r in ladder if r.width]
     if not videos:
         raise ValueError("the ladder has no video rendition")
     graph = f"[0:v]split={len(videos)}" + "".join(f"[s{v}]" for v in range(len(videos)))
     graph += "".join(f";[s{v}]scale={r.width}:{r.height}[v{v}]" for v, r in enumerate(videos))
     argv = [
-        *_ffmpeg_head(),
+        *_ffmpeg_head(threads),
         # Before -i: an accurate input seek, and read only the chunk's span of the source.
         "-ss", _seconds(chunk.start_s),
         "-t", _seconds(chunk.duration_s),
-        *_input(source_path),
+        *_input(source, threads),
         "-filter_complex", graph,
     ]  # fmt: skip
     for v, rendition in enumerate(videos):
@@ -123,6 +131,7 @@ def video_chunk_command(
         # Keyframes exactly on segment boundaries, in every rendition (as ladder.hls_command).
         "-force_key_frames", f"expr:gte(t,n_forced*{SEGMENT_S})",
         "-sc_threshold", "0",
+        *_threads(threads),
         "-output_ts_offset", _seconds(chunk.start_s + TIMELINE_OFFSET_S),
         *_hls_output(SEGMENT_S),
         "-hls_segment_filename", str(out_dir / "%v" / _segment_pattern(chunk.index)),
@@ -132,18 +141,26 @@ def video_chunk_command(
     return argv
 
 
-def audio_command(source_path: Path, out_dir: Path, *, bitrate: int = AUDIO_BITRATE) -> list[str]:
+def audio_command(
+    source: Path | mediaprobe.MediaInput,
+    out_dir: Path,
+    *,
+    bitrate: int = AUDIO_BITRATE,
+    threads: int = 0,
+) -> list[str]:
     """The ffmpeg argv that encodes the whole lecture's audio once (AAC-LC stereo 48 kHz) as an HLS
-    rendition `out_dir/audio/chunk.m3u8`: not chunked, so no AAC priming at a seam."""
+    rendition `out_dir/audio/chunk.m3u8`: not chunked, so no AAC priming at a seam. `source` is a
+    local file or a remote input; `threads` as ladder.hls_command."""
     return [
-        *_ffmpeg_head(),
-        *_input(source_path),
+        *_ffmpeg_head(threads),
+        *_input(source, threads),
         "-map", "0:a:0",
         "-vn",
         "-c:a", "aac",
         "-b:a", str(bitrate),
         "-ac", "2",
         "-ar", "48000",
+        *_threads(threads),
         "-output_ts_offset", str(TIMELINE_OFFSET_S),
         *_hls_output(SEGMENT_S),
         "-hls_segment_filename", str(out_dir / AUDIO_DIR / "a_%05d.ts"),
@@ -152,7 +169,7 @@ def audio_command(source_path: Path, out_dir: Path, *, bitrate: int = AUDIO_BITR
 
 
 def encode_video_chunk(
-    source_path: Path,
+    source: Path | mediaprobe.MediaInput,
     out_dir: Path,
     chunk: Chunk,
     ladder: Sequence[Rendition],
@@ -162,12 +179,15 @@ def encode_video_chunk(
     should_stop: Callable[[], AttemptError | None],
     on_progress: Callable[[float], None] | None = None,
     preset: str = "veryfast",
+    threads: int = 0,
 ) -> None:
-    """Encode one chunk's video renditions (run_ffmpeg: G2, killed with its group however it ends)."""
+    """Encode one chunk's video renditions (run_ffmpeg: G2, killed with its group however it ends;
+    a remote source that fails to read raises errors.SourceReadError, G5)."""
     for v in range(sum(1 for r in ladder if r.width)):
         (out_dir / str(v)).mkdir(parents=True, exist_ok=True)
     run_ffmpeg(
-        video_chunk_command(source_path, out_dir, chunk, ladder, preset=preset),
+        video_chunk_command(source, out_dir, chunk, ladder, preset=preset, threads=threads),
+        source=mediaprobe.media_input(source),
         deadline=deadline,
         time_limit_s=time_limit_s,
         should_stop=should_stop,
@@ -178,7 +198,7 @@ def encode_video_chunk(
 
 
 def encode_audio(
-    source_path: Path,
+    source: Path | mediaprobe.MediaInput,
     out_dir: Path,
     duration_s: float,
     *,
@@ -186,11 +206,13 @@ def encode_audio(
     time_limit_s: int,
     should_stop: Callable[[], AttemptError | None],
     on_progress: Callable[[float], None] | None = None,
+    threads: int = 0,
 ) -> None:
-    """Encode the lecture's audio rendition, once (run_ffmpeg: G2)."""
+    """Encode the lecture's audio rendition, once (run_ffmpeg: G2; G5 as encode_video_chunk)."""
     (out_dir / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
     run_ffmpeg(
-        audio_command(source_path, out_dir),
+        audio_command(source, out_dir, threads=threads),
+        source=mediaprobe.media_input(source),
         deadline=deadline,
         time_limit_s=time_limit_s,
         should_stop=should_stop,

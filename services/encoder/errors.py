@@ -108,6 +108,22 @@ class MediaToolKilledError(TransientError):
         self.signal_number = signal_number
 
 
+class SourceReadError(TransientError):
+    """Reading the source from storage failed mid-way (S3 answered an error, the connection broke or
+    stalled, past ffmpeg's own retries). Transient as it stands; encode.py asks S3 about the object
+    before it reports it, so a source that is gone (404) or forbidden (403) fails the job as
+    permanent instead (G5)."""
+
+    error_type = "storage_unavailable"
+
+    def __init__(self, what: str, reason: str) -> None:
+        super().__init__(
+            f"Reading the {what} from storage failed ({without_paths(reason)}); the job will be retried.",
+            detail=reason,
+        )
+        self.reason = reason
+
+
 def ffmpeg_killed(what: str, returncode: int) -> MediaToolKilledError:
     """ffmpeg ended with a negative return code: killed by signal -returncode, not by its input."""
     return MediaToolKilledError(what, -returncode)

@@ -4,6 +4,10 @@ One decode feeds every rendition through a `split` filter; the hls muxer writes 
 per rendition (`var_stream_map`) and a master playlist listing them with BANDWIDTH, RESOLUTION and
 CODECS. Keyframes are forced every SEGMENT_S seconds in every rendition, so all renditions cut their
 segments at the same instants and a player can switch between them at any segment boundary.
+
+Every file is written aside (`<name>.tmp`) and renamed once complete (hls_flags temp_file), so a
+segment that has its final name is finished: the encoder uploads it while ffmpeg writes the next
+(upload.LiveUpload). The playlists of a VOD encode are written once, at the end.
 """
 
 from __future__ import annotations
@@ -129,20 +133,39 @@ def codecs_string(rendition: Rendition) -> str:
     return ",".join(parts)
 
 
+def thread_options(threads: int) -> dict[str, Any]:
+    """ffmpeg-python options that give a decoder or an encoder `threads` threads; 0 leaves the
+    choice to ffmpeg (one per core, and x264's own lookahead threads) (pure)."""
+    return {"threads": threads} if threads > 0 else {}
+
+
+def thread_global_args(threads: int) -> list[str]:
+    """Global ffmpeg arguments that give its filter graphs `threads` threads; 0 is ffmpeg's choice."""
+    if threads <= 0:
+        return []
+    return ["-filter_threads", str(threads), "-filter_complex_threads", str(threads)]
+
+
 def hls_command(
-    source_path: Path,
+    source: Path | mediaprobe.MediaInput,
     out_dir: Path,
     ladder: list[Rendition],
     *,
     preset: str = "veryfast",
     realtime_input: bool = False,
+    threads: int = 0,
 ) -> list[str]:
-    """The ffmpeg argv that writes the whole ladder into `out_dir/<i>/` plus `out_dir/master.m3u8`."""
-    # The source is opened on the leash: video demuxers and the `file` protocol only.
-    input_args: dict[str, Any] = mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS)
+    """The ffmpeg argv that writes the whole ladder into `out_dir/<i>/` plus `out_dir/master.m3u8`;
+    `source` is a local file or a remote input (mediaprobe.remote_input); `threads` 0 is ffmpeg's
+    own choice, else the threads of the decoder, of the filters and of each encoder."""
+    # The source is opened on the leash: video demuxers, and the `file` protocol only (a local file)
+    # or only the protocols of its URL (a remote input).
+    opened = mediaprobe.media_input(source)
+    input_args: dict[str, Any] = mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS, source=opened)
+    input_args.update(thread_options(threads))
     if realtime_input:
         input_args["re"] = None
-    stream = ffmpeg.input(mediaprobe.local_input(source_path), **input_args)
+    stream = ffmpeg.input(opened.url, **input_args)
     outputs: list[Any] = []
     options: dict[str, Any] = {}
     var_map: list[str] = []
@@ -188,15 +211,19 @@ def hls_command(
         f="hls",
         hls_time=SEGMENT_S,
         hls_playlist_type="vod",
-        hls_flags="independent_segments",
+        # temp_file: a segment (or playlist) gets its name only once it is complete (see the docstring).
+        hls_flags="independent_segments+temp_file",
         hls_segment_type="mpegts",
         hls_segment_filename=str(out_dir / "%v" / "seg_%05d.ts"),
         master_pl_name=MASTER_NAME,
         var_stream_map=" ".join(var_map),
         **options,
+        **thread_options(threads),
     )
     # -progress pipe:1 streams key=value progress blocks on stdout; -nostats keeps stderr for errors.
-    with_progress = output.global_args("-hide_banner", "-nostats", "-progress", "pipe:1")
+    with_progress = output.global_args(
+        "-hide_banner", "-nostats", "-progress", "pipe:1", *thread_global_args(threads)
+    )
     args: list[str] = ffmpeg.compile(with_progress, overwrite_output=True)
     return args
 

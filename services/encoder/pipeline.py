@@ -1,7 +1,8 @@
 """One video's pipeline, planned (pure): source → ffmpeg runs → output keys → the events that name them.
 
-From a staged video, what the probe found in it and the ladder settings, `plan_video` says every
-ffmpeg run (the HLS ladder, the thumbnail and poster, the uploaded image) and every key the outputs
+From a staged video, the input ffmpeg reads it from (the presigned URL encode.py streams it through),
+what the probe found in it and the ladder settings, `plan_video` says every ffmpeg run (the HLS
+ladder, the thumbnail and poster, the uploaded image) and every key the outputs
 get under hls/<job_id>/<attempt>/<video_index>/ — a prefix unique to the attempt, so a retry never
 overwrites what an earlier attempt wrote and a CDN may cache it forever. `video_outputs` and
 `video_events` say what JobCompleted, VideoEncoded and ThumbnailSaved report once it ran.
@@ -17,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from uuid import UUID
 
 from services.core.manifest import StagedVideo
+from services.core.mediaprobe import MediaInput
 from services.core.payloads import ImageSource, PublishedVideo, Rendition, ThumbnailSaved, VideoEncoded
 from services.core.settings import Settings
 from services.encoder import ladder as hls
@@ -33,6 +35,7 @@ class LadderSettings:
     preset: str  # x264's speed/quality trade-off
     realtime_input: bool  # read the source at its own pace (-re), as a live feed would arrive
     max_image_pixels: int  # the decoder refuses an uploaded image larger than this
+    threads: int = 0  # ffmpeg's decoder, filter and encoder threads; 0 is ffmpeg's own choice
 
 
 def ladder_settings(settings: Settings) -> LadderSettings:
@@ -41,15 +44,16 @@ def ladder_settings(settings: Settings) -> LadderSettings:
         preset=settings.encoder_x264_preset,
         realtime_input=settings.encoder_realtime_input,
         max_image_pixels=settings.max_image_pixels,
+        threads=settings.encoder_threads,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class WorkPaths:
-    """Where one video's files live in the attempt's work folder."""
+    """Where one video's files live in the attempt's work folder (the source itself is not among
+    them: ffmpeg streams it from storage)."""
 
     folder: Path
-    source: Path
     uploaded_thumbnail: Path | None
     hls: Path
     images: Path
@@ -73,7 +77,6 @@ def work_paths(workdir: Path, video: StagedVideo) -> WorkPaths:
         uploaded = folder / f"uploaded{PurePosixPath(video.thumbnail.key).suffix}"
     return WorkPaths(
         folder=folder,
-        source=folder / f"source{PurePosixPath(video.key).suffix}",
         uploaded_thumbnail=uploaded,
         hls=folder / "hls",
         images=folder / "images",
@@ -153,18 +156,22 @@ def plan_video(
     paths: WorkPaths,
     source: hls.Source,
     ladder: LadderSettings,
+    *,
+    source_input: Path | MediaInput,
 ) -> VideoPlan:
-    """The plan of `video`, given what the probe found in it (`source`) (pure)."""
+    """The plan of `video`, read from `source_input` (a remote input, or a local file), given what
+    the probe found in it (`source`) (pure)."""
     renditions = hls.choose_ladder(source)
     transcode = hls.hls_command(
-        paths.source,
+        source_input,
         paths.hls,
         renditions,
         preset=ladder.preset,
         realtime_input=ladder.realtime_input,
+        threads=ladder.threads,
     )
     if source.has_video:
-        frames = frame_images_command(paths.source, source, paths.thumbnail, paths.poster)
+        frames = frame_images_command(source_input, source, paths.thumbnail, paths.poster)
     else:
         frames = placeholder_command(paths.thumbnail)
     uploaded = None

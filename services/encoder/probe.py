@@ -1,8 +1,10 @@
 """ffprobe adapter: what a staged file contains, or a classified error saying why it cannot be used.
 
-The probe runs on the leash of `services.core.mediaprobe` (video demuxers only, `file` protocol only,
-bounded reads, killed at its timeout): a playlist or polyglot that slipped past the api fails the job
-as invalid media without ffprobe opening anything else, and a probe that hangs is a transient error.
+The probe runs on the leash of `services.core.mediaprobe` (video demuxers only; the `file` protocol
+only, or only the protocols of the source's presigned URL; bounded reads, killed at its timeout): a
+playlist or polyglot that slipped past the api fails the job as invalid media without ffprobe opening
+anything else, a probe that hangs is a transient error, and so is a read that storage broke off
+(SourceReadError, which encode.py turns permanent if S3 says the object is gone or forbidden).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.core import mediaprobe
-from services.encoder.errors import PermanentError, TransientError, unreadable_media
+from services.encoder.errors import PermanentError, SourceReadError, TransientError, unreadable_media
 from services.encoder.ladder import Source
 
 PROBE_TIMEOUT_S = 30.0
@@ -21,13 +23,18 @@ SUPPORTED_VIDEO_CODECS = frozenset(
 )
 
 
-def probe(path: Path, filename: str, timeout_s: float = PROBE_TIMEOUT_S) -> dict[str, Any]:
-    """ffprobe's JSON for `path`; an unreadable or refused file is a permanent error naming
-    `filename`, a probe killed at `timeout_s` a transient one (the job is retried)."""
+def probe(
+    source: Path | mediaprobe.MediaInput, filename: str, timeout_s: float = PROBE_TIMEOUT_S
+) -> dict[str, Any]:
+    """ffprobe's JSON for `source` (a local file or a remote input); an unreadable or refused file is
+    a permanent error naming `filename`, a probe killed at `timeout_s` or a read that failed in
+    transport a transient one (the job is retried)."""
     try:
-        return mediaprobe.probe(path, mediaprobe.VIDEO_DEMUXERS, timeout_s)
+        return mediaprobe.probe(source, mediaprobe.VIDEO_DEMUXERS, timeout_s)
     except mediaprobe.MediaRefusedError as exc:
         raise unreadable_media(filename, exc.reason) from None
+    except mediaprobe.InputReadError as exc:
+        raise SourceReadError(f"video {filename!r}", exc.reason) from None
     except mediaprobe.ProbeTimeoutError:
         raise TransientError(
             f"Reading the video {filename!r} took longer than {timeout_s:g} s and was stopped; "

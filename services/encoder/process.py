@@ -2,6 +2,11 @@
 
 G2: however an encode ends — finished, past the time limit, canceled, or its claim lost — the whole
 process group is killed and reaped before this module returns, so no ffmpeg outlives its attempt.
+
+G5: when the input is streamed from storage, a read that failed in transport (reported by ffmpeg as
+`<url>: <error>`) ends the run with SourceReadError even when ffmpeg exits 0: it would otherwise
+take the failed read for the end of the input and write a shortened video. The input's URL (a
+presigned credential) is never logged: it is replaced by the input's name.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import IO
 
-from services.core.mediaprobe import die_with_parent
+from services.core.mediaprobe import MediaInput, die_with_parent, read_failure
 from services.encoder.errors import (
     AttemptError,
     PermanentError,
+    SourceReadError,
     TimeLimitError,
     ffmpeg_killed,
     signal_name,
@@ -42,11 +49,12 @@ def run_ffmpeg(
     parser: ProgressParser | None = None,
     on_progress: Callable[[float], None] | None = None,
     what: str = "video",
+    source: MediaInput | None = None,
 ) -> None:
     """Run ffmpeg to completion; raise TimeLimitError past `deadline` (monotonic), the error
-    `should_stop` returns when it returns one, PermanentError if ffmpeg refused its input, or a
+    `should_stop` returns when it returns one, PermanentError if ffmpeg refused its input, a
     transient MediaToolKilledError if a signal killed it (the OOM killer's SIGKILL is no verdict on
-    the file, G5)."""
+    the file, G5), or SourceReadError if reading the remote input `source` failed (see above)."""
     with tempfile.TemporaryFile() as stderr:
         # start_new_session: ffmpeg leads a process group of its own, so killpg reaches any child too.
         # die_with_parent: even a kill -9 of this encoder leaves no ffmpeg behind (G2).
@@ -85,6 +93,13 @@ def run_ffmpeg(
             raise stop_error
         elapsed = round(time.monotonic() - started, 3)
         log.info("ffmpeg finished", extra={"event": "ffmpeg_finished", "what": what, "seconds": elapsed})
+        failure = _read_failure(stderr, source, failed=process.returncode != 0)
+        if failure is not None and source is not None:
+            log.warning(
+                "ffmpeg could not read its input",
+                extra={"event": "ffmpeg_read_failed", "what": what, "error": failure},
+            )
+            raise SourceReadError(what, failure)
         if process.returncode < 0:
             log.warning(
                 "ffmpeg killed by %s",
@@ -95,6 +110,8 @@ def run_ffmpeg(
         if process.returncode != 0:
             stderr.seek(0)
             tail = stderr.read()[-_STDERR_TAIL:].decode("utf-8", "replace").strip().splitlines()
+            if source is not None:
+                tail = [source.hide(line) for line in tail]
             # The whole tail goes to the log; the job's message gets ffmpeg's last line without the
             # worker's paths (G5: a reason a person can act on, no internals).
             log.warning("ffmpeg failed", extra={"event": "ffmpeg_failed", "stderr": tail[-5:]})
@@ -106,6 +123,15 @@ def run_ffmpeg(
                 "invalid_media",
                 detail="\n".join(tail[-5:]),
             )
+
+
+def _read_failure(stderr: IO[bytes], source: MediaInput | None, *, failed: bool) -> str | None:
+    """The transport error ffmpeg reported for a remote `source` in its stderr, or None."""
+    if source is None or not source.remote:
+        return None
+    stderr.seek(0)
+    lines = (raw.decode("utf-8", "replace") for raw in stderr)
+    return read_failure(lines, source, failed=failed)
 
 
 def kill_group(process: subprocess.Popen[bytes]) -> None:

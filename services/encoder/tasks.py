@@ -1,11 +1,13 @@
 """The work of a course's attempt and of a task's attempt (docs/fan-out.md), executed.
 
-A course's attempt plans (`Planning.plan`): it measures every lecture (download, probe, limits: a bad
-video fails the course here, with a message a person understands, G5) and cuts the course into
-tasks (core/course_plan.py); the conductor runs them. A task's attempt (`TaskWork.run`) encodes one
-piece and uploads it under hls/<task_id>/<attempt>/<lecture_index>/, unique to the attempt (G1: a
-zombie attempt never writes where another attempt's output lives), and returns the TaskCompleted
-that names it:
+A course's attempt plans (`Planning.plan`): it measures every lecture (probe through a presigned
+URL, limits: a bad video fails the course here, with a message a person understands, G5) and cuts
+the course into tasks (core/course_plan.py); the conductor runs them. A task's attempt
+(`TaskWork.run`) streams its source from S3 (source.py: no download), encodes one piece, uploads
+each segment while ffmpeg writes the next (upload.LiveUpload, playlists last) under
+hls/<task_id>/<attempt>/<lecture_index>/, unique to the attempt (G1: a zombie attempt never writes
+where another attempt's output lives), and returns the TaskCompleted that names it (G3: only once
+every file it names is stored):
   lecture  the whole lecture as one process does it (encode.Encode): ladder with its audio, images;
   video    one chunk of the lecture's video ladder (chunk_encode.encode_video_chunk);
   audio    the lecture's audio rendition, once (chunk_encode.encode_audio), with its images.
@@ -18,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 from uuid import UUID
@@ -28,14 +30,22 @@ from botocore.exceptions import ClientError
 from services.core.chunking import Chunk
 from services.core.course_plan import LectureSource, plan_course
 from services.core.manifest import StagedVideo, StagingManifest
+from services.core.mediaprobe import MediaInput
 from services.core.messages import Envelope
-from services.core.payloads import CoursePlanned, EncodeTask, Rendition, TaskCompleted
+from services.core.payloads import CoursePlanned, EncodeTask, Rendition, TaskCompleted, TaskSpec
 from services.core.settings import Settings
 from services.core.storage import is_missing_object, public_url
 from services.encoder import chunk_encode
 from services.encoder import ladder as hls
 from services.encoder.encode import Encode
-from services.encoder.errors import AttemptError, PermanentError, TimeLimitError, missing_input
+from services.encoder.errors import (
+    AttemptError,
+    PermanentError,
+    SourceReadError,
+    TimeLimitError,
+    classify,
+    missing_input,
+)
 from services.encoder.heartbeat import Progress
 from services.encoder.pipeline import (
     FfmpegRun,
@@ -49,8 +59,9 @@ from services.encoder.probe import check_limits, describe, probe
 from services.encoder.process import run_ffmpeg
 from services.encoder.progress import Step
 from services.encoder.publisher import AttemptEvents
+from services.encoder.source import read_failure, staged_input
 from services.encoder.thumbnails import check_image, unreadable_image
-from services.encoder.upload import tree, upload_files
+from services.encoder.upload import LiveUpload, upload_files
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -79,6 +90,13 @@ class Steps:
     # What stops the work now (canceled, fenced, shutting down), or None to go on.
     should_stop: Callable[[], AttemptError | None]
 
+    def source(self, video: StagedVideo) -> MediaInput:
+        """The lecture's staged source, streamed (source.staged_input)."""
+        return staged_input(self.settings, self.s3, video)
+
+    def read_failure(self, video: StagedVideo, failure: SourceReadError) -> AttemptError:
+        return read_failure(self.settings, self.s3, video, failure)
+
     def download(self, key: str, path: Path, filename: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -89,10 +107,10 @@ class Steps:
             raise
         return path
 
-    def measure(self, video: StagedVideo, path: Path) -> hls.Source:
-        """Probe a downloaded video and hold it to the limits (G5: a bad one is a permanent error)."""
+    def measure(self, video: StagedVideo, source_input: MediaInput) -> hls.Source:
+        """Probe a video and hold it to the limits (G5: a bad one is a permanent error)."""
         s = self.settings
-        source = describe(probe(path, video.filename, s.probe_timeout_s), video.filename)
+        source = describe(probe(source_input, video.filename, s.probe_timeout_s), video.filename)
         check_limits(source, video.filename, s.max_video_duration_s, s.max_video_width, s.max_video_height)
         return source
 
@@ -134,30 +152,26 @@ class Planning:
     steps: Steps
 
     def plan(self, course_job_id: UUID, manifest: StagingManifest) -> CoursePlanned:
-        workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-plan-{course_job_id}-"))
-        try:
-            lectures = []
-            videos = sorted(manifest.videos, key=lambda v: v.index)
-            for position, video in enumerate(videos):
-                self.steps.progress.set_step(position, len(videos), Step.PROBING, 0.0)
-                self.steps.check()
-                local = workdir / f"{video.index}{PurePosixPath(video.key).suffix}"
-                path = self.steps.download(video.key, local, video.filename)
-                source = self.steps.measure(video, path)
-                path.unlink()
-                lectures.append(
-                    LectureSource(
-                        index=video.index,
-                        title=lecture_title(video),
-                        duration_s=source.duration_s,
-                        source_key=video.key,
-                        thumbnail_key=video.thumbnail.key if video.thumbnail is not None else None,
-                    )
+        lectures = []
+        videos = sorted(manifest.videos, key=lambda v: v.index)
+        for position, video in enumerate(videos):
+            self.steps.progress.set_step(position, len(videos), Step.PROBING, 0.0)
+            self.steps.check()
+            try:
+                source = self.steps.measure(video, self.steps.source(video))
+            except SourceReadError as exc:
+                raise self.steps.read_failure(video, exc) from None
+            lectures.append(
+                LectureSource(
+                    index=video.index,
+                    title=lecture_title(video),
+                    duration_s=source.duration_s,
+                    source_key=video.key,
+                    thumbnail_key=video.thumbnail.key if video.thumbnail is not None else None,
                 )
-            s = self.steps.settings
-            return plan_course(course_job_id, lectures, s.chunk_s, hls.SEGMENT_S)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            )
+        s = self.steps.settings
+        return plan_course(course_job_id, lectures, s.chunk_s, hls.SEGMENT_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,40 +188,51 @@ class TaskWork:
             return self._whole_lecture(manifest, video)
         workdir = Path(tempfile.mkdtemp(prefix=f"coursecast-task-{command.job_id}-{command.attempt}-"))
         try:
-            paths = work_paths(workdir, video)
-            self.steps.progress.set_step(0, 1, Step.PROBING, 0.0)
-            self.steps.download(video.key, paths.source, video.filename)
-            self.steps.check()
-            source = self.steps.measure(video, paths.source)
-            out = paths.hls
-            out.mkdir(parents=True)
-            if task.media == "video":
-                chunk = Chunk(task.chunk_index, task.start_s, task.end_s)
-                renditions = self._video_chunk(chunk, paths.source, source, out)
-                images: dict[str, Path] = {}
-                thumbnail_url = poster_url = None
-            else:
-                renditions = self._audio(paths.source, source, out)
-                images, thumbnail_url, poster_url = self._images(video, paths, source)
-            self.steps.progress.set_step(0, 1, Step.UPLOADING, 0.0)
-            self.steps.check()
-            prefix = self._prefix(task.lecture_index)
-            upload_files(
-                self.steps.s3,
-                self.steps.settings.s3_bucket,
-                tree(out, prefix) | images,
-                self.steps.settings.encoder_upload_concurrency,
-            )
-            self.steps.check()
-            return TaskCompleted(
-                output_prefix=f"{prefix}/",
-                renditions=renditions,
-                duration_s=round(task.end_s - task.start_s, 6),
-                thumbnail_url=thumbnail_url,
-                poster_url=poster_url,
-            )
+            return self._piece(task, video, work_paths(workdir, video))
+        except SourceReadError as exc:
+            raise self.steps.read_failure(video, exc) from None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+    def _piece(self, task: TaskSpec, video: StagedVideo, paths: WorkPaths) -> TaskCompleted:
+        """A chunk of the lecture's video, or its audio with its images."""
+        s = self.steps
+        s.progress.set_step(0, 1, Step.PROBING, 0.0)
+        source_input = s.source(video)
+        s.check()
+        source = s.measure(video, source_input)
+        out = paths.hls
+        out.mkdir(parents=True)
+        prefix = self._prefix(task.lecture_index)
+        images: dict[str, Path] = {}
+        thumbnail_url = poster_url = None
+        with LiveUpload(
+            s.s3, s.settings.s3_bucket, out, prefix, s.settings.encoder_upload_concurrency
+        ) as live:
+
+            def stop_or_failed_upload() -> AttemptError | None:
+                failed = live.error()
+                return s.should_stop() or (classify(failed) if failed is not None else None)
+
+            steps = replace(s, should_stop=stop_or_failed_upload)
+            if task.media == "video":
+                chunk = Chunk(task.chunk_index, task.start_s, task.end_s)
+                renditions = self._video_chunk(steps, chunk, source_input, source, out)
+            else:
+                renditions = self._audio(steps, source_input, source, out)
+                images, thumbnail_url, poster_url = self._images(steps, video, paths, source, source_input)
+            s.progress.set_step(0, 1, Step.UPLOADING, 0.0)
+            s.check()
+            live.finish()
+        upload_files(s.s3, s.settings.s3_bucket, images, s.settings.encoder_upload_concurrency)
+        s.check()
+        return TaskCompleted(
+            output_prefix=f"{prefix}/",
+            renditions=renditions,
+            duration_s=round(task.end_s - task.start_s, 6),
+            thumbnail_url=thumbnail_url,
+            poster_url=poster_url,
+        )
 
     def _prefix(self, lecture_index: int) -> str:
         return output_keys(self.events.job_id, self.events.attempt, lecture_index, has_poster=False).prefix
@@ -227,14 +252,15 @@ class TaskWork:
             poster_url=published.poster_url,
         )
 
-    def _video_chunk(self, chunk: Chunk, path: Path, source: hls.Source, out: Path) -> tuple[Rendition, ...]:
+    def _video_chunk(
+        self, s: Steps, chunk: Chunk, source_input: MediaInput, source: hls.Source, out: Path
+    ) -> tuple[Rendition, ...]:
         ladder = [r for r in hls.choose_ladder(source) if r.width]
         if not ladder:
             raise PermanentError("The video has no picture to encode.", "invalid_media")
-        s = self.steps
         s.progress.set_step(0, 1, Step.TRANSCODING, 0.0)
         chunk_encode.encode_video_chunk(
-            path,
+            source_input,
             out,
             chunk,
             ladder,
@@ -243,31 +269,33 @@ class TaskWork:
             should_stop=s.should_stop,
             on_progress=lambda f: s.progress.set_step(0, 1, Step.TRANSCODING, f),
             preset=ladder_settings(s.settings).preset,
+            threads=s.settings.encoder_threads,
         )
         # Each rung as the master names it: its bandwidth and codecs count the audio that plays along.
         return tuple(hls.as_reported(r) for r in hls.choose_ladder(source) if r.width)
 
-    def _audio(self, path: Path, source: hls.Source, out: Path) -> tuple[Rendition, ...]:
+    def _audio(
+        self, s: Steps, source_input: MediaInput, source: hls.Source, out: Path
+    ) -> tuple[Rendition, ...]:
         if not source.has_audio:
             return ()
-        s = self.steps
         s.progress.set_step(0, 1, Step.TRANSCODING, 0.0)
         chunk_encode.encode_audio(
-            path,
+            source_input,
             out,
             source.duration_s,
             deadline=s.deadline,
             time_limit_s=s.settings.encode_time_limit_s,
             should_stop=s.should_stop,
             on_progress=lambda f: s.progress.set_step(0, 1, Step.TRANSCODING, f),
+            threads=s.settings.encoder_threads,
         )
         return (AUDIO_RENDITION,)
 
     def _images(
-        self, video: StagedVideo, paths: WorkPaths, source: hls.Source
+        self, s: Steps, video: StagedVideo, paths: WorkPaths, source: hls.Source, source_input: MediaInput
     ) -> tuple[dict[str, Path], str | None, str | None]:
         """The lecture's thumbnail and poster, made as the whole-lecture encode makes them."""
-        s = self.steps
         s.progress.set_step(0, 1, Step.THUMBNAILS, 0.0)
         paths.images.mkdir(parents=True, exist_ok=True)
         if video.thumbnail is not None and paths.uploaded_thumbnail is not None:
@@ -275,7 +303,9 @@ class TaskWork:
             limit = s.settings.max_image_pixels
             check_image(paths.uploaded_thumbnail, video.thumbnail.filename, limit, s.settings.probe_timeout_s)
         ladder = ladder_settings(s.settings)
-        plan = plan_video(self.events.job_id, self.events.attempt, video, paths, source, ladder)
+        plan = plan_video(
+            self.events.job_id, self.events.attempt, video, paths, source, ladder, source_input=source_input
+        )
         s.run(plan.frame_images)
         if plan.uploaded_thumbnail is not None:
             try:

@@ -3,7 +3,8 @@
 The ffmpeg commands are pure (pipeline.py plans them, encode.py runs them); `check_image` measures
 an uploaded image before any of them decodes it.
 
-Every input is opened on the leash of `services.core.mediaprobe` (accepted demuxers, `file` only).
+Every input is opened on the leash of `services.core.mediaprobe` (accepted demuxers; `file` only, or
+only the protocols of the source's URL when the encoder streams it from storage).
 An uploaded image is measured from its header and probed (bounded, `-max_pixels`) before anything
 decodes it, so an image over COURSECAST_MAX_IMAGE_PIXELS fails the job with a clear message instead
 of allocating a frame the size of the machine's memory.
@@ -41,13 +42,17 @@ def frame_offset(duration_s: float) -> float:
     return round(min(duration_s * 0.1, 30.0), 3)
 
 
-def frame_images_command(source_path: Path, source: Source, thumbnail: Path, poster: Path) -> list[str]:
-    """One ffmpeg run that picks a representative frame and writes the thumbnail and the poster."""
+def frame_images_command(
+    source_input: Path | mediaprobe.MediaInput, source: Source, thumbnail: Path, poster: Path
+) -> list[str]:
+    """One ffmpeg run that picks a representative frame and writes the thumbnail and the poster;
+    `source_input` is a local file or a remote input (read from the frame offset on: one seek)."""
+    opened = mediaprobe.media_input(source_input)
     picked = (
         ffmpeg.input(
-            mediaprobe.local_input(source_path),
+            opened.url,
             ss=frame_offset(source.duration_s),
-            **mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS),
+            **mediaprobe.input_options(mediaprobe.VIDEO_DEMUXERS, source=opened),
         )
         .video.filter("thumbnail", CANDIDATE_FRAMES)
         .filter_multi_output("split", 2)

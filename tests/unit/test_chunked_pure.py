@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.core import mediaprobe
 from services.core.chunking import TAIL_FRACTION, Chunk, plan_chunks
 from services.core.stitch import (
     ChunkPlaylist,
@@ -258,3 +259,25 @@ def test_the_audio_command_encodes_the_whole_lecture_once_on_the_same_timeline()
 def test_fractional_chunk_times_are_written_exactly() -> None:
     argv = chunk_encode.video_chunk_command(Path("/in/a.mp4"), Path("/out"), Chunk(2, 600, 720.04), _RUNGS)
     assert _option(argv, "-t") == "120.04"
+
+
+def test_chunk_commands_stream_a_url_on_its_leash_and_take_the_thread_setting() -> None:
+    url = "https://s3.example/b/staging/j/videos/0.mp4?X-Amz-Signature=abc"
+    source = mediaprobe.remote_input(url, "lecture.mp4")
+    video = chunk_encode.video_chunk_command(source, Path("/out"), Chunk(1, 300, 300), _RUNGS, threads=1)
+    audio = chunk_encode.audio_command(source, Path("/out"), threads=1)
+    for argv in (video, audio):
+        at = argv.index("-i")
+        assert argv[at + 1] == url
+        assert argv[argv.index("-protocol_whitelist") + 1] == "https,tls,tcp"
+        assert argv.index("-reconnect") < at
+        # -threads 1 before -i (the decoder) and after it (the encoder); the filters' threads too.
+        threads = [i for i, arg in enumerate(argv) if arg == "-threads"]
+        assert len(threads) == 2
+        assert threads[0] < at < threads[1]
+        assert argv[argv.index("-filter_complex_threads") + 1] == "1"
+    # The video chunk still seeks before -i (an accurate input seek, one ranged read from there).
+    assert video.index("-ss") < video.index("-i")
+    local = chunk_encode.audio_command(Path("/in/lecture.mp4"), Path("/out"))
+    assert "-threads" not in local
+    assert local[local.index("-protocol_whitelist") + 1] == "file"

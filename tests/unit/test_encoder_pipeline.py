@@ -6,6 +6,7 @@ from pathlib import Path
 from uuid import uuid4
 
 from services.core.manifest import StagedFile, StagedVideo
+from services.core.mediaprobe import remote_input
 from services.core.payloads import PublishedVideo, Rendition, ThumbnailSaved, VideoEncoded
 from services.core.settings import Settings
 from services.encoder.ladder import Source, Variant, choose_ladder
@@ -25,6 +26,8 @@ JOB = uuid4()
 WORK = Path("/work/attempt")
 LADDER = LadderSettings(preset="ultrafast", realtime_input=False, max_image_pixels=1_000_000)
 CDN = "https://cdn.example/"
+# The presigned URL encode.py streams a source through (its query string is the credential).
+SOURCE_URL = "https://s3.example/coursecast/staging/x/videos/2.mov?X-Amz-Signature=abc"
 
 
 def staged(index: int = 2, thumbnail: bool = True) -> StagedVideo:
@@ -45,7 +48,8 @@ def staged(index: int = 2, thumbnail: bool = True) -> StagedVideo:
 
 
 def plan(video: StagedVideo, source: Source, ladder: LadderSettings = LADDER, attempt: int = 3) -> VideoPlan:
-    return plan_video(JOB, attempt, video, work_paths(WORK, video), source, ladder)
+    source_input = remote_input(SOURCE_URL, video.filename)
+    return plan_video(JOB, attempt, video, work_paths(WORK, video), source, ladder, source_input=source_input)
 
 
 def url(key: str) -> str:
@@ -54,7 +58,6 @@ def url(key: str) -> str:
 
 def test_downloads_keep_the_staged_suffix_in_a_folder_per_video() -> None:
     paths = work_paths(WORK, staged(index=2))
-    assert paths.source == WORK / "2" / "source.mov"
     assert paths.uploaded_thumbnail == WORK / "2" / "uploaded.png"
     assert (paths.hls, paths.images) == (WORK / "2" / "hls", WORK / "2" / "images")
     assert (paths.thumbnail, paths.poster) == (paths.images / "thumbnail.webp", paths.images / "poster.webp")
@@ -81,13 +84,17 @@ def test_a_video_with_an_uploaded_image_gets_the_ladder_a_frame_poster_and_the_u
     assert planned.renditions == choose_ladder(source)
     transcode = planned.transcode.argv
     assert transcode.count("-i") == 1
-    assert f"file:{paths.source}" in transcode
+    # The source is streamed from its URL, over exactly the protocols that URL needs.
+    assert transcode[transcode.index("-i") + 1] == SOURCE_URL
+    assert transcode[transcode.index("-protocol_whitelist") + 1] == "https,tls,tcp"
+    assert "-threads" not in transcode
     assert transcode[transcode.index("-preset") + 1] == "ultrafast"
     assert str(paths.hls / "%v" / "index.m3u8") in transcode
     assert "-re" not in transcode
     assert planned.transcode.what == "video 'Lecture 3 — Graphs.mov'"
 
     # One run writes the frame thumbnail and the poster; the uploaded image then replaces the thumbnail.
+    assert SOURCE_URL in planned.frame_images.argv
     assert str(paths.thumbnail) in planned.frame_images.argv
     assert str(paths.poster) in planned.frame_images.argv
     uploaded = planned.uploaded_thumbnail
@@ -118,13 +125,24 @@ def test_an_audio_only_lecture_gets_one_audio_rendition_a_placeholder_card_and_n
 def test_realtime_input_reads_the_source_at_its_own_pace() -> None:
     realtime = LadderSettings(preset="veryfast", realtime_input=True, max_image_pixels=1)
     argv = plan(staged(), Source(640, 360, 5.0), realtime).transcode.argv
-    assert argv[argv.index("-re") + 1] == "-i"
+    assert "-re" in argv[: argv.index("-i")]  # an input option
     assert argv[argv.index("-preset") + 1] == "veryfast"
 
 
 def test_the_ladder_settings_come_from_the_configuration() -> None:
     settings = Settings(encoder_x264_preset="medium", encoder_realtime_input=True, max_image_pixels=42)
-    assert ladder_settings(settings) == LadderSettings("medium", True, 42)
+    assert ladder_settings(settings) == LadderSettings("medium", True, 42, threads=0)
+    assert ladder_settings(settings.model_copy(update={"encoder_threads": 1})).threads == 1
+
+
+def test_encoder_threads_reach_the_decoder_the_filters_and_every_encoder() -> None:
+    one = LadderSettings(preset="veryfast", realtime_input=False, max_image_pixels=1, threads=1)
+    argv = plan(staged(), Source(1280, 720, 5.0), one).transcode.argv
+    decoder_threads = argv.index("-threads")
+    assert decoder_threads < argv.index("-i")  # before -i: the input's decoder
+    assert argv[decoder_threads + 1] == "1"
+    assert argv.count("-threads") == 2  # and once for the outputs: every x264 and aac encoder
+    assert argv[argv.index("-filter_complex_threads") + 1] == "1"
 
 
 def test_renditions_report_what_the_master_playlist_says_and_fall_back_to_the_plan() -> None:

@@ -21,6 +21,7 @@ from services.encoder.attempt import retry_delay
 from services.encoder.claims import Claim, JobView, Verdict, decide
 from services.encoder.errors import (
     PermanentError,
+    SourceReadError,
     TimeLimitError,
     TransientError,
     classify,
@@ -318,6 +319,69 @@ def test_a_refusal_names_the_refused_format_and_never_a_local_path() -> None:
     text = "file:/tmp/coursecast-x/0/source.mp4: Invalid data found when processing input"
     assert mediaprobe.refusal_reason(text, path) == "Invalid data found when processing input"
     assert mediaprobe.refusal_reason("", path) == ""
+
+
+# A presigned URL as S3 (here moto on loopback) gives it: the query string is the credential.
+PRESIGNED = (
+    "http://127.0.0.1:9000/coursecast/staging/j/videos/0.mp4?AWSAccessKeyId=k&Signature=s%2B&Expires=9"
+)
+
+
+def test_a_streamed_source_may_use_only_the_protocols_its_own_url_needs() -> None:
+    assert mediaprobe.remote_input(PRESIGNED, "a.mp4").protocols == "http,tcp"
+    secure = PRESIGNED.replace("http://", "https://")
+    assert mediaprobe.remote_input(secure, "a.mp4").protocols == "https,tls,tcp"
+    for refused in ("file:/etc/passwd", "ftp://h/a.mp4", "/tmp/a.mp4", "concat:a|b"):
+        with pytest.raises(ValueError, match="http or https"):
+            mediaprobe.remote_input(refused, "a.mp4")
+    source = mediaprobe.remote_input(PRESIGNED, "a.mp4")
+    ladder_argv = hls_command(source, Path("/w/out"), choose_ladder(Source(1280, 720, 30.0)))
+    frames_argv = frame_images_command(source, Source(1280, 720, 30.0), Path("/w/t.webp"), Path("/w/p.webp"))
+    probe_argv = mediaprobe.probe_argv(source, mediaprobe.VIDEO_DEMUXERS)
+    for argv in (ladder_argv, frames_argv, probe_argv):
+        at = argv.index(PRESIGNED)
+        flags = {arg: argv[i + 1] for i, arg in enumerate(argv[:at]) if arg.startswith("-") and i + 1 < at}
+        assert flags["-protocol_whitelist"] == "http,tcp"
+        assert flags["-format_whitelist"] == ",".join(mediaprobe.VIDEO_DEMUXERS)
+        # Ranged reads that resume after a dropped connection or a 5xx, and a stalled read times out.
+        assert (flags["-reconnect"], flags["-reconnect_on_http_error"]) == ("1", "5xx")
+        assert int(flags["-rw_timeout"]) > 0
+    assert probe_argv[-1] == PRESIGNED
+
+
+def test_a_read_broken_off_in_transport_is_told_from_a_damaged_file_and_never_shows_the_url() -> None:
+    source = mediaprobe.remote_input(PRESIGNED, "a.mp4")
+    cut_short = [
+        "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55] stream 1, offset 0x35b4c0: partial file",
+        f"{PRESIGNED}: Input/output error",
+    ]
+    # ffmpeg exits 0 after that: the read failure is what says the output is short.
+    assert mediaprobe.read_failure(cut_short, source, failed=False) == "Input/output error"
+    gone = [f"{PRESIGNED}: Server returned 404 Not Found"]
+    assert mediaprobe.read_failure(gone, source, failed=True) == "Server returned 404 Not Found"
+    # A read that failed as "invalid data" while the protocol complained: the transport's failure.
+    refused_reconnect = [
+        "[http @ 0x55] HTTP error 503 Service Unavailable",
+        f"{PRESIGNED}: Invalid data found when processing input",
+    ]
+    assert mediaprobe.read_failure(refused_reconnect, source, failed=True) == (
+        "HTTP error 503 Service Unavailable"
+    )
+    # A reconnect that helped, then a clean end: no failure. A damaged file on a healthy connection
+    # is the file's (invalid media), and a local file never has a transport failure.
+    recovered = ["[http @ 0x55] Will reconnect at 4096 in 0 second(s), error=Input/output error."]
+    assert mediaprobe.read_failure(recovered, source, failed=False) is None
+    damaged = [f"{PRESIGNED}: Invalid data found when processing input"]
+    assert mediaprobe.read_failure(damaged, source, failed=True) is None
+    local = mediaprobe.media_input(Path("/w/a.mp4"))
+    assert mediaprobe.read_failure(["file:/w/a.mp4: Input/output error"], local, failed=True) is None
+    # Messages name the file, never the presigned URL.
+    assert mediaprobe.refusal_reason(f"{PRESIGNED}: Invalid data found", source) == "Invalid data found"
+    assert source.hide(f"opening {PRESIGNED} failed") == "opening a.mp4 failed"
+    error = SourceReadError("video 'a.mp4'", "Server returned 5XX Server Error reply")
+    assert error.retryable
+    assert error.error_type == "storage_unavailable"
+    assert "'a.mp4'" in error.message
 
 
 def _png_head(width: int, height: int) -> bytes:
