@@ -7,22 +7,21 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from services.api.auth import TOKEN_REVOKED_CHANNEL
 from services.api.problems import ProblemError
 from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.migrations import migrate
+from services.core.pg_pool import CONNECT_TIMEOUT_S, schema_pool
+from services.core.pg_pool import AsyncConn as AsyncConn  # re-exported: the api types its connections so
 
 log = logging.getLogger(__name__)
 
-AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
-CONNECT_TIMEOUT_S = 5
 POOL_RETRY_AFTER_S = 2
 
 
@@ -42,19 +41,7 @@ class Pool:
     """
 
     def __init__(self, database_url: str, schema: str, size: int, timeout_s: float) -> None:
-        async def configure(conn: AsyncConn) -> None:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-
-        self._pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=size,
-            timeout=timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            configure=configure,
-            open=False,
-            name="api",
-        )
+        self._pool = schema_pool(database_url, schema, size=size, timeout_s=timeout_s, name="api")
 
     async def open(self) -> None:
         """Start the pool (connections are made in the background)."""

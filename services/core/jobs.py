@@ -162,13 +162,29 @@ def apply(state: JobState | None, event: Envelope) -> Outcome:
 
 
 def _birth(event: Envelope) -> Outcome:
+    """A job's first row: a course's from JobQueued, a task's from TaskQueued (its course's names,
+    its own source, and the task it runs); both start queued at attempt 1."""
     data = event.data
-    if isinstance(data, TaskQueued):
-        return _task_birth(event, data)
-    if not isinstance(data, JobQueued):
+    if not isinstance(data, JobQueued | TaskQueued):
         return UnknownJob(f"{event.type} names job {event.job_id}, which was never queued")
+    what = "task" if isinstance(data, TaskQueued) else "job"
     if event.attempt != 1:
-        return IllegalTransition(f"a job is queued at attempt 1, not attempt {event.attempt}")
+        return IllegalTransition(f"a {what} is queued at attempt 1, not attempt {event.attempt}")
+    if isinstance(data, TaskQueued):
+        if event.course_job_id is None or event.course_job_id == event.job_id:
+            return IllegalTransition("a task must name the course it belongs to, other than itself")
+        if data.task.task_id != event.job_id:
+            return IllegalTransition(
+                f"TaskQueued for task {data.task.task_id} was sent as job {event.job_id}"
+            )
+        manifest_key, video_count, course_job_id, task = (
+            data.task.source_key,
+            1,
+            event.course_job_id,
+            data.task,
+        )
+    else:
+        manifest_key, video_count, course_job_id, task = (data.manifest_key, data.video_count, None, None)
     return JobState(
         job_id=event.job_id,
         status=JobStatus.QUEUED,
@@ -177,37 +193,13 @@ def _birth(event: Envelope) -> Outcome:
         course_name=data.course_name,
         curriculum=data.curriculum,
         staging_prefix=data.staging_prefix,
-        manifest_key=data.manifest_key,
-        video_count=data.video_count,
         created_at=event.occurred_at,
         updated_at=event.occurred_at,
         last_event_id=event.event_id,
-    )
-
-
-def _task_birth(event: Envelope, data: TaskQueued) -> Outcome:
-    """A task's row: its course's names, its own source, and the task it runs."""
-    if event.attempt != 1:
-        return IllegalTransition(f"a task is queued at attempt 1, not attempt {event.attempt}")
-    if event.course_job_id is None or event.course_job_id == event.job_id:
-        return IllegalTransition("a task must name the course it belongs to, other than itself")
-    if data.task.task_id != event.job_id:
-        return IllegalTransition(f"TaskQueued for task {data.task.task_id} was sent as job {event.job_id}")
-    return JobState(
-        job_id=event.job_id,
-        status=JobStatus.QUEUED,
-        attempt=1,
-        owner=data.owner,
-        course_name=data.course_name,
-        curriculum=data.curriculum,
-        staging_prefix=data.staging_prefix,
-        manifest_key=data.task.source_key,
-        video_count=1,
-        created_at=event.occurred_at,
-        updated_at=event.occurred_at,
-        last_event_id=event.event_id,
-        course_job_id=event.course_job_id,
-        task=data.task,
+        manifest_key=manifest_key,
+        video_count=video_count,
+        course_job_id=course_job_id,
+        task=task,
     )
 
 

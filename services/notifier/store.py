@@ -8,7 +8,6 @@ api's endpoints (api_webhook_endpoints), and writes only its own `webhook_delive
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,15 +15,12 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
 
 from services.core.migrations import migrate
+from services.core.pg_pool import CONNECT_TIMEOUT_S, schema_pool
 from services.notifier.notifications import Accepted, Job, NotificationType, Refused, Verdict
 
-AsyncConn = psycopg.AsyncConnection[Any]
-CONNECT_TIMEOUT_S = 5
 # The longest a statement may wait for a pooled connection before it fails (and is retried).
 POOL_TIMEOUT_S = 30.0
 
@@ -79,23 +75,7 @@ class DeliveryStore:
     """The notifier's Postgres, on an async pool used from the delivery loop."""
 
     def __init__(self, database_url: str, schema: str, size: int) -> None:
-        async def configure(conn: AsyncConn) -> None:
-            await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-
-        self._pool: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
-            database_url,
-            min_size=1,
-            max_size=size,
-            timeout=POOL_TIMEOUT_S,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": CONNECT_TIMEOUT_S,
-                "application_name": f"coursecast-notifier:{os.getpid()}",
-            },
-            configure=configure,
-            open=False,
-            name="notifier",
-        )
+        self._pool = schema_pool(database_url, schema, size=size, timeout_s=POOL_TIMEOUT_S, name="notifier")
 
     async def open(self) -> None:
         """Start the pool (connections are made in the background)."""
