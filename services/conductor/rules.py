@@ -172,9 +172,14 @@ def _course_failed(course: Course, task: JobState, event: Envelope, producer: st
     spec = task.task
     assert spec is not None
     title = _title(course, spec.lecture_index)
-    what = "audio" if spec.media == "audio" else f"part {spec.chunk_index + 1} of {spec.chunk_count}"
+    if spec.media == "lecture":
+        what = ""  # the whole lecture was the task
+    elif spec.media == "audio":
+        what = " (audio)"
+    else:
+        what = f" (part {spec.chunk_index + 1} of {spec.chunk_count})"
     reason = task.error_message or "no reason given"
-    message = f'Lecture {spec.lecture_index + 1} "{title}" ({what}) failed: {reason}'
+    message = f'Lecture {spec.lecture_index + 1} "{title}"{what} failed: {reason}'
     retryable = event.data.retryable if isinstance(event.data, JobFailed) else True
     failed = JobFailed(error_type=task.error_type or "task_failed", message=message, retryable=retryable)
     return _course_message(course, failed, producer)
