@@ -17,5 +17,9 @@ def settings() -> Settings:
     test asks for one (tests/e2e/test_observability.py gives each its own free port).
     """
     return Settings(
-        encoder_metrics_port=0, projector_metrics_port=0, watchdog_metrics_port=0, notifier_metrics_port=0
+        encoder_metrics_port=0,
+        projector_metrics_port=0,
+        watchdog_metrics_port=0,
+        notifier_metrics_port=0,
+        conductor_metrics_port=0,
     )

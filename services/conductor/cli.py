@@ -9,7 +9,10 @@ from services.core.settings import get_settings
 
 def conductor() -> None:
     """Run a conductor: queue each planned course's tasks, stitch its lectures, end it, until SIGTERM."""
+    from services.conductor import metrics
     from services.conductor.worker import run_conductor
 
     logs.configure()
-    run_conductor(get_settings(), stop_on_signals())
+    settings = get_settings()
+    metrics.serve(settings)
+    run_conductor(settings, stop_on_signals())

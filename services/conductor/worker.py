@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from services.conductor import metrics
 from services.conductor.book import Book
 from services.conductor.rules import PRODUCER, Decision, Stitch, decide, lecture_published
 from services.conductor.stitcher import Stitcher
@@ -86,6 +87,7 @@ class Conductor:
                 except (KafkaException, bus.DeliveryFailedError, OSError, BotoCoreError, ClientError) as exc:
                     # Nothing of the batch is committed: read it again on a book rebuilt without it.
                     log.warning("batch not committed (%s); retrying in %.1f s", exc, delay, exc_info=True)
+                    metrics.batch_retried()
                     self._abort()
                     self._rebuild = True
                     stop.wait(delay)
@@ -140,6 +142,7 @@ class Conductor:
                 exc,
                 extra={"job_id": str(job.course_job_id), "event": "stitch_failed"},
             )
+            metrics.stitched(ok=False)
             failed = JobFailed(
                 error_type="stitch_failed",
                 message=(
@@ -151,6 +154,7 @@ class Conductor:
             return new_message(
                 failed, job_id=job.course_job_id, attempt=job.course_attempt, producer=self.name
             )
+        metrics.stitched(ok=True)
         log.info(
             "lecture %d of course %s stitched",
             job.lecture.index,

@@ -214,6 +214,7 @@ class Settings(BaseSettings):
     projector_metrics_port: int = Field(default=9402, ge=0, le=65_535)
     watchdog_metrics_port: int = Field(default=9403, ge=0, le=65_535)
     notifier_metrics_port: int = Field(default=9404, ge=0, le=65_535)
+    conductor_metrics_port: int = Field(default=9405, ge=0, le=65_535)
     # A scrape waits at most this long for Kafka to report a consumer group's offsets (lag series).
     metrics_kafka_timeout_s: float = Field(default=5.0, gt=0)
 

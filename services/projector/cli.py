@@ -174,16 +174,21 @@ def jobs(
     status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: AsJson = False,
+    tasks: Annotated[
+        bool, typer.Option("--tasks", help="also the tasks of courses (docs/fan-out.md)")
+    ] = False,
 ) -> None:
-    """The status table, newest first."""
+    """The status table of courses, newest first (a course's tasks with --tasks)."""
     settings = get_settings()
+    # Courses only by default, as the api lists them: a course of 30 lectures has dozens of tasks.
     query = sql.SQL(
         "SELECT job_id, status, attempt, progress_percent, current_step, course_name, owner, error_type,"
         " created_at, updated_at FROM {}.publish_jobs WHERE (%s::text IS NULL OR status = %s)"
+        " AND (%s OR course_job_id IS NULL)"
         " ORDER BY created_at DESC, job_id DESC LIMIT %s"
     ).format(sql.Identifier(settings.database_schema))
     with psycopg.connect(settings.database_url) as conn:
-        rows = conn.execute(query, (status, status, limit)).fetchall()
+        rows = conn.execute(query, (status, status, tasks, limit)).fetchall()
     if as_json:
         columns = ("job_id", "status", "attempt", "progress_percent", "current_step", "course_name", "owner",
                    "error_type", "created_at", "updated_at")  # fmt: skip

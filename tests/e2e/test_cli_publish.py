@@ -15,11 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import orjson
 
 from devtools.demo import create_instructor, make_lecture
 from services.core.settings import PROJECT_ROOT, Settings, environment
+from tests.support.observe import course_tasks
 from tests.support.services import running
 
 MIB = 1024**2
@@ -110,8 +112,15 @@ def test_publish_resumes_after_a_kill_mid_file_and_follows_the_job_to_completed(
 
     listed = cli(own, "jobs", "--json")
     assert listed.returncode == 0, listed.stderr
-    # The test's own schema holds this test's jobs only: exactly the one.
+    # The test's own schema holds this test's jobs only: exactly the one course (its tasks are not
+    # listed, as the api lists courses only)...
     assert [item["job_id"] for item in orjson.loads(listed.stdout)["items"]] == [report["job_id"]]
+    # ...and with --tasks, its two lecture tasks too (docs/fan-out.md).
+    tasks = {str(task.job_id) for task in course_tasks(own, UUID(report["job_id"]))}
+    assert len(tasks) == 2
+    everything = cli(own, "jobs", "--tasks", "--json")
+    assert everything.returncode == 0, everything.stderr
+    assert {item["job_id"] for item in orjson.loads(everything.stdout)["items"]} == {report["job_id"], *tasks}
     detail = cli(own, "job", report["job_id"], "--json")
     assert detail.returncode == 0, detail.stderr
     shown = orjson.loads(detail.stdout)

@@ -1,8 +1,8 @@
 """Observability of the real processes: each one's /metrics and its JSON log lines.
 
-api, encoder, projector, watchdog and notifier run as `coursecast <service>` processes on topics, a schema and
-groups of this test's own, each serving metrics on a port of its own; one small course is published
-through them, then every process is scraped as Prometheus would scrape it.
+api, encoder, conductor, projector, watchdog and notifier run as `coursecast <service>` processes on
+topics, a schema and groups of this test's own, each serving metrics on a port of its own; one small
+course is published through them, then every process is scraped as Prometheus would scrape it.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def free_ports(count: int) -> list[int]:
 
 @pytest.fixture
 def own(isolate: Isolate) -> Settings:
-    encoder, projector, watchdog, notifier = free_ports(4)
+    encoder, projector, watchdog, notifier, conductor = free_ports(5)
     return isolate(
         encoder_metrics_port=encoder,
+        conductor_metrics_port=conductor,
         projector_metrics_port=projector,
         watchdog_metrics_port=watchdog,
         notifier_metrics_port=notifier,
@@ -67,8 +68,11 @@ def lag(own: Settings, port: int, group: str, topic: str) -> dict[str, float]:
 def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings, run: Services) -> None:
     projector, encoder, watchdog = run.projector(), run.encoder(), run.watchdog()
     notifier = run.notifier()
+    # The conductor, started with the first encoder, ends the course (docs/fan-out.md).
+    conductor = run.background
+    assert conductor is not None
     base = run.api()
-    processes = [projector, encoder, watchdog, notifier]
+    processes = [projector, encoder, conductor, watchdog, notifier]
     _, token = create_instructor(own)
     client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     lecture = make_lecture(run.log_dir / "lecture.mp4", seconds=4, size="426x240")
@@ -101,12 +105,13 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
 
     # Consumer lag, per partition of each group's topics, from each process's own port. Everything is
     # consumed; a partition whose last record is a transaction's commit marker (the api's JobQueued +
-    # PublishCourse) keeps a lag of 1: lag counts offsets, and the marker takes one.
+    # PublishCourse, and the conductor's batches: TaskQueued + EncodeTask, the course's end) keeps a
+    # lag of 1: lag counts offsets, and the marker takes one. So no partition lags by more than 1.
     every = {str(p) for p in range(own.topic_partitions)}
 
     def settled(port: int, group: str, topic: str) -> bool:
         seen = lag(own, port, group, topic)
-        return seen.keys() == every and sum(seen.values()) <= 1
+        return seen.keys() == every and max(seen.values()) <= 1
 
     wait_until(
         "the encoder reports its group's lag on every commands partition, all consumed",
@@ -128,6 +133,18 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
         60,
         processes,
     )
+    wait_until(
+        "the conductor reports its group's lag on every event partition, all consumed",
+        lambda: settled(own.conductor_metrics_port, own.conductor_group_id, own.events_topic),
+        60,
+        processes,
+    )
+    conductor_metrics = scrape(metrics_url(own, own.conductor_metrics_port))
+    assert value(conductor_metrics, "coursecast_consumer_lag_error", group=own.conductor_group_id) == 0
+    # The 4 s lecture was one task, published as it was: nothing to stitch, no batch read again.
+    assert value(conductor_metrics, "coursecast_conductor_stitches_total", outcome="stitched") == 0
+    assert value(conductor_metrics, "coursecast_conductor_stitches_total", outcome="failed") == 0
+    assert value(conductor_metrics, "coursecast_conductor_batches_retried_total") == 0
     notifier_metrics = scrape(metrics_url(own, own.notifier_metrics_port))
     # No endpoint is registered: the course's end was read and nothing was sent.
     assert value(notifier_metrics, "coursecast_webhook_attempts_total", result="delivered") == 0
@@ -139,23 +156,26 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
         processes,
     )
 
-    # The encoder: one ladder encoded (4 s of 240p video), timed, its speed known; one attempt completed.
+    # The encoder: one ladder encoded (4 s of 240p video, the course's one task), timed, its speed known;
+    # the course's attempt planned it, the task's attempt completed it.
     encoder_metrics = scrape(metrics_url(own, own.encoder_metrics_port))
     assert value(encoder_metrics, "coursecast_encoder_encode_seconds_count", rung="240p") == 1
     assert value(encoder_metrics, "coursecast_encoder_encode_seconds_sum", rung="240p") > 0
     assert value(encoder_metrics, "coursecast_encoder_realtime_factor_count", rung="240p") == 1
     assert value(encoder_metrics, "coursecast_encoder_realtime_factor_sum", rung="240p") > 0
+    assert value(encoder_metrics, "coursecast_encoder_attempts_total", outcome="planned") == 1
     assert value(encoder_metrics, "coursecast_encoder_attempts_total", outcome="completed") == 1
     assert value(encoder_metrics, "coursecast_encoder_attempts_total", outcome="failed") == 0
     assert value(encoder_metrics, "coursecast_encoder_busy") == 0
     assert value(encoder_metrics, "coursecast_consumer_lag_error", group=own.encoder_group_id) == 0
 
-    # The projector: the job's events applied, none rejected, the job counted as completed.
+    # The projector: the job's events applied, none rejected, the job counted as completed: the course
+    # and its one task (publish_jobs keeps a row per task, docs/fan-out.md).
     wait_until(
-        "the projector counts the job as completed",
+        "the projector counts the course and its task as completed",
         lambda: (
             value(scrape(metrics_url(own, own.projector_metrics_port)), "coursecast_jobs", status="completed")
-            == 1
+            == 2
         ),
         30,
         processes,

@@ -18,7 +18,7 @@ from services.core.settings import Settings
 from services.encoder.ladder import Source, choose_ladder
 from tests.support.encoder import FAST, run_to_end
 from tests.support.fixtures import QUICK_RETRY
-from tests.support.observe import count_events, course_tasks
+from tests.support.observe import count_events, lecture_task
 from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
     # Download what a player would fetch and check it with ffprobe.
     out = tmp_path / "published"
     # The lecture was one task (docs/fan-out.md): published under its task's attempt, hls/<task>/1/0/.
-    (task,) = course_tasks(own, job_id)
+    task = lecture_task(own, job_id, 0)
     prefix = f"hls/{task.job_id}/1/0/"
     listing = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=prefix)["Contents"]
     for item in listing:
@@ -112,20 +112,23 @@ def test_a_staged_course_becomes_a_playable_hls_ladder_with_webp_thumbnails(
         assert image["codec_name"] == "webp"
     assert image["height"] == 360  # the poster keeps the source size (≤ 720p)
 
-    # The second video: its own prefix, one rendition at its size, the uploaded cover as WebP.
+    # The second video: its own task and prefix, one rendition at its size, the uploaded cover as WebP.
     other = job.outputs.videos[1]
+    other_task = lecture_task(own, job_id, 1)
+    assert other_task.job_id != task.job_id
     assert other.video_index == 1
     assert [(r.width, r.height) for r in other.renditions] == [(426, 240)]
     cover_key = _s3_key(own, other.thumbnail_url)
-    assert cover_key == f"hls/{job_id}/1/1/thumbnail.webp"
+    assert cover_key == f"hls/{other_task.job_id}/1/1/thumbnail.webp"
     cover_webp = tmp_path / "cover.webp"
     s3.download_file(own.s3_bucket, cover_key, str(cover_webp))
     cover_probe = ffmpeg.probe(str(cover_webp))["streams"][0]
     assert (cover_probe["codec_name"], cover_probe["width"]) == ("webp", 640)
 
     # The uploaded sources stay for re-encodes (COURSECAST_SOURCE_RETENTION_DAYS, 30 by default): the
-    # encoder judged the staging once the completion was applied, and kept it; ffmpeg ran once for the ladder.
-    assert count_events(log, "sources_retained", job_id=str(job_id)) == 1
+    # conductor, which ends the course (docs/fan-out.md), judged the staging once the course's completion
+    # was accepted, and kept it; ffmpeg ran once for the ladder.
+    assert count_events(tmp_path / "conductor.log", "sources_retained", job_id=str(job_id)) == 1
     staged = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/")
     assert {obj["Key"] for obj in staged.get("Contents", [])} >= {v.key for v in manifest.videos}
     assert count_events(log, "ffmpeg_started", what=f"video {clip.name!r}") == 1

@@ -26,7 +26,7 @@ from services.encoder.errors import AttemptError
 from services.encoder.ladder import MASTER_NAME, PLAYLIST_NAME, Source, choose_ladder
 from tests.support.encoder import FAST, REALTIME, queue_job
 from tests.support.fixtures import QUICK_RETRY
-from tests.support.observe import ffmpeg_processes, job_events, wait_for
+from tests.support.observe import course_tasks, ffmpeg_processes, job_events, wait_for, wait_for_lecture_task
 from tests.support.s3_faults import CUT, Request, faulty_s3
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
@@ -54,23 +54,28 @@ def test_segments_are_stored_while_ffmpeg_encodes_and_every_playlist_after_its_s
     job_id = new_job_id()
     # Read at its native rate, the 24 s clip keeps ffmpeg busy for about 24 s: 4 segments of 6 s.
     manifest = stage_course(own, s3, job_id, [make_clip(tmp_path / "lecture.mp4", seconds=24)])
-    prefix = f"hls/{job_id}/1/0/"
     with running(own, tmp_path) as run:
         run.projector()
         run.encoder(**REALTIME)
         queue_job(own, manifest)
+        # The lecture is one task of the course (docs/fan-out.md): its attempt writes hls/<task>/1/0/.
+        task = wait_for_lecture_task(own, job_id, 0, 90, run.processes)
+        prefix = f"hls/{task.job_id}/1/0/"
         deadline = time.monotonic() + 90
         early = stored_keys(own, s3, prefix)
         while not any(key.endswith(".ts") for key in early):
             assert time.monotonic() < deadline, "no segment was stored while the job ran"
             time.sleep(0.1)
             early = stored_keys(own, s3, prefix)
-        encoding = ffmpeg_processes(str(job_id))
+        encoding = ffmpeg_processes(str(task.job_id))
         job = wait_for(own, job_id, {"completed", "failed"}, 90, run.processes)
 
-    assert encoding, "the first segment was stored only after ffmpeg had finished"
+    assert encoding, "the first segment was stored only after the task's ffmpeg had finished"
     assert not [key for key in early if key.endswith(".m3u8")], early
     assert job.status.value == "completed", (job.error_type, job.error_message)
+    # The course plays what the task stored, where it stored it.
+    assert job.outputs is not None
+    assert job.outputs.videos[0].master_playlist_url.endswith(f"/{prefix}{MASTER_NAME}")
     stored = stored_keys(own, s3, prefix)
     assert f"{prefix}{MASTER_NAME}" in stored
     playlists = sorted(key for key in stored if key.endswith(PLAYLIST_NAME))
@@ -86,9 +91,12 @@ def test_segments_are_stored_while_ffmpeg_encodes_and_every_playlist_after_its_s
 def source_faults(
     jobs: dict[UUID, tuple[int, int]],
 ) -> tuple[dict[UUID, list[str]], Callable[[Request], int | None]]:
-    """A proxy rule for the source of each job: (status S3 answers after the break, source size).
+    """A proxy rule for the source of each course: (status S3 answers after the break, source size).
 
-    Per job: the probe's and the demuxer's header reads pass; the first read of the media data is
+    The faults are the task attempt's, the unit that encodes the lecture (docs/fan-out.md): the
+    course's planning attempt looks at the source (HEAD) and probes it first, untouched; the task
+    attempt's look (the second HEAD) arms the rule. Then the probe's and the demuxer's header reads
+    pass; the first read of the media data is
     cut mid-body (the connection drops); every later read of the source gets `status`, and so does
     the encoder's HEAD that asks S3 about the object after the failed read — except a 503's, which
     is answered truly: the object is there, and from then on the source is served again (the next
@@ -104,9 +112,12 @@ def source_faults(
                 return None
             if request.method == "HEAD":
                 if "cut" not in steps:
+                    steps.append("opened")
                     return None
                 steps.append("over" if status == 503 else "head")
                 return None if status == 503 else status
+            if steps.count("opened") < 2:
+                return None  # the planning attempt's probe
             start = request.range_start or 0
             if request.method != "GET" or start == 0 or start >= size - INDEX_TAIL_BYTES:
                 return None
@@ -140,29 +151,50 @@ def test_a_source_read_broken_off_mid_stream_is_retried_or_failed_as_s3_says_nev
         }
 
     for job_id in manifests:
-        assert "cut" in seen[job_id], (job_id, seen[job_id])
-    # 503 after a dropped connection: transient, retried, and the next attempt publishes it whole.
+        # Planned untouched, then the task attempt's read broken off.
+        assert seen[job_id][:3] == ["opened", "opened", "cut"], (job_id, seen[job_id])
+    # The course's lecture is one task (docs/fan-out.md): the read broken off is the task attempt's, so
+    # the retry and the failure are the task's; the course is planned once and ends once, as its task says.
+    # 503 after a dropped connection: transient, the task is retried, its next attempt publishes it whole.
     job = jobs[unavailable]
     assert job.status.value == "completed", (job.error_type, job.error_message)
-    assert job.attempt == 2
-    types = job_events(own, unavailable)
+    assert job.attempt == 1
+    (task,) = course_tasks(own, unavailable)
+    assert (task.status.value, task.attempt) == ("completed", 2), task
+    types = job_events(own, task.job_id)
     assert ("JobRetryScheduled", 1, None) in types
     assert not [event for event in types if event[0] == "VideoEncoded" and event[1] == 1]
+    assert ("VideoEncoded", 2, None) in types
+    # Nothing of the broken-off attempt is published: no playlist under its prefix, and the course
+    # plays attempt 2's, whole.
+    assert not [key for key in stored_keys(own, s3, f"hls/{task.job_id}/1/") if key.endswith(".m3u8")]
     assert job.outputs is not None
+    assert f"/hls/{task.job_id}/2/0/" in job.outputs.videos[0].master_playlist_url
     assert abs(job.outputs.videos[0].duration_s - 20.0) < 0.5
-    # 404 / 403: S3 says the source is gone or forbidden: permanent, at once, nothing published.
+    course_types = [event for event, _, _ in job_events(own, unavailable)]
+    assert "JobRetryScheduled" not in course_types
+    assert course_types.count("JobCompleted") == 1
+    # 404 / 403: S3 says the source is gone or forbidden: permanent, at once, nothing published; the
+    # course fails with its lecture's reason.
     for job_id, error_type, phrase in (
         (gone, "NoSuchKey", "could not be found"),
         (forbidden, "storage_access_denied", "not allowed to read or write storage"),
     ):
-        job = jobs[job_id]
-        assert job.status.value == "failed", job
-        assert job.error_type == error_type, (job.error_type, job.error_message)
-        assert phrase in (job.error_message or "")
-        assert "Signature" not in (job.error_message or ""), "the presigned URL leaked into the message"
-        types = job_events(own, job_id)
-        assert "JobRetryScheduled" not in [event for event, _, _ in types]
-        assert "VideoEncoded" not in [event for event, _, _ in types]
+        (task,) = course_tasks(own, job_id)
+        for failed in (jobs[job_id], task):
+            assert failed.status.value == "failed", failed
+            assert failed.error_type == error_type, (failed.error_type, failed.error_message)
+            assert phrase in (failed.error_message or "")
+            assert "Signature" not in (failed.error_message or ""), (
+                "the presigned URL leaked into the message"
+            )
+        assert task.attempt == 1
+        for events_of in (job_id, task.job_id):
+            types = job_events(own, events_of)
+            assert "JobRetryScheduled" not in [event for event, _, _ in types]
+            assert "VideoEncoded" not in [event for event, _, _ in types]
+        assert [event for event, _, _ in job_events(own, job_id)].count("JobFailed") == 1
+        assert not [key for key in stored_keys(own, s3, f"hls/{task.job_id}/") if key.endswith(".m3u8")]
 
 
 def _never_stop() -> AttemptError | None:

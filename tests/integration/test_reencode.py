@@ -17,7 +17,7 @@ from services.projector.catalogue import catalogue_of
 from services.projector.store import JobStore
 from tests.support.encoder import FAST, queue_job
 from tests.support.fixtures import QUICK_RETRY
-from tests.support.observe import wait_for
+from tests.support.observe import lecture_task, wait_for
 from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 
@@ -59,15 +59,21 @@ def test_a_re_encoded_course_plays_the_new_jobs_objects_with_the_same_lecture_id
         lecture.lecture_id for lecture in before.lectures
     ]
     assert [lecture.title for lecture in after.lectures] == ["1강 배열", "2강 정렬"]
-    for lecture in after.lectures:
-        assert f"/hls/{new_job}/1/{lecture.index}/master.m3u8" in lecture.master_playlist_url
-        assert f"/hls/{new_job}/" in lecture.thumbnail_url
+    # Each lecture plays what the new job's task for it wrote (hls/<task>/<attempt>/<lecture>/).
+    for old, lecture in zip(before.lectures, after.lectures, strict=True):
+        task = lecture_task(own, new_job, lecture.index)
+        assert f"/hls/{task.job_id}/1/{lecture.index}/master.m3u8" in lecture.master_playlist_url
+        assert f"/hls/{task.job_id}/" in lecture.thumbnail_url
+        assert lecture.master_playlist_url != old.master_playlist_url
     assert after.published_at == before.published_at
     # The new job ran over its own copy of the sources, which it keeps for the next re-encode.
     copied = s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{new_job}/videos/")
     assert copied.get("KeyCount", 0) == 2
 
 
+# Without retention: every process of the test (the conductor, which ends the course, included) deletes
+# a completed course's sources at once.
+@pytest.mark.own(partitions=2, source_retention_days=0, **QUICK_RETRY)
 def test_a_course_whose_sources_expired_or_that_is_not_published_is_refused_with_a_reason(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
@@ -76,10 +82,10 @@ def test_a_course_whose_sources_expired_or_that_is_not_published_is_refused_with
     unknown = coursecast(own, "reencode", str(new_job_id()), check=False)
     with running(own, tmp_path) as run:
         run.projector()
-        run.encoder(**FAST, COURSECAST_SOURCE_RETENTION_DAYS="0")
+        run.encoder(**FAST)
         queue_job(own, manifest)
         wait_for(own, course_id, {"completed"}, 90, run.processes)
-        # Without retention the encoder deletes the sources once the completion is applied.
+        # Without retention the sources are deleted once the course's completion is accepted.
         deadline = time.monotonic() + 30
         while s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{course_id}/").get("KeyCount", 0):
             assert time.monotonic() < deadline, "the sources were not deleted"
