@@ -33,7 +33,7 @@ from services.projector.store import JobStore
 from tests.support.encoder import queue_job
 from tests.support.observe import log_lines, wait_for
 from tests.support.projector import isolated
-from tests.support.services import start_encoder, start_projector, stop
+from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 
 
@@ -53,15 +53,14 @@ def pipeline(clip: Path, settings: Settings, workdir: Path) -> dict[str, float]:
     with isolated(settings, partitions=1) as own:
         job_id = new_job_id()
         manifest = stage_course(own, s3, job_id, [clip])
-        log = workdir / "encoder.log"
-        processes = [start_projector(own), start_encoder(own, log)]
-        try:
+        # A projector, an encoder and the conductor that completes the course (docs/fan-out.md).
+        with running(own, workdir) as run:
+            run.projector()
+            run.encoder()
             time.sleep(6)  # the encoder joins its group before the clock starts
             queue_job(own, manifest)
-            job = wait_for(own, job_id, {"completed", "failed"}, 3600, processes)
-        finally:
-            for process in processes:
-                stop(process)
+            job = wait_for(own, job_id, {"completed", "failed"}, 3600, run.processes)
+        log = run.log("encoder")
         if job.status.value != "completed":
             raise SystemExit(f"bench job failed: {job.error_type}: {job.error_message}")
         store = JobStore.open(own.database_url, own.database_schema, own.events_topic)
