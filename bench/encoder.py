@@ -4,8 +4,10 @@
 
 Overhead = wall time from PublishCourse to JobCompleted ÷ wall time of the bare ffmpeg command that
 the encoder itself builds for that file (same ladder, same preset), run by this script in the same
-session. The pipeline's wall time is taken from the log: occurred_at of JobQueued (produced just
-before PublishCourse) to occurred_at of JobCompleted, so projector lag is not counted. Targets:
+session. The pipeline (encoder, conductor and projector: the course is planned as one lecture task,
+which the conductor queues and completes, docs/fan-out.md) has its wall time taken from the log:
+occurred_at of JobQueued (produced just before PublishCourse) to occurred_at of JobCompleted, so
+projector lag is not counted. Targets:
 ≤ 1.15 for a 60 s 720p clip, ≤ 1.05 for a 10-minute clip (--long). Also prints the encoder's encode
 speed (× realtime, from its ffmpeg_finished log line) and its upload: the encoder streams the source
 from S3 and uploads segments while ffmpeg writes them, so what counts is the upload time left once
