@@ -29,7 +29,16 @@ import orjson
 from psycopg import sql
 
 from bench.encoder import raw_ffmpeg
-from bench.projection import CourseRun, Event, Projection, fold_course, held_partitions, project, rates
+from bench.projection import (
+    CourseRun,
+    Event,
+    Projection,
+    fold_course,
+    held_partitions,
+    makespan,
+    project,
+    rates,
+)
 from bench.report import Check, Section, Table
 from services.core.settings import Settings
 from services.core.storage import s3_client
@@ -212,6 +221,9 @@ def main(argv: list[str]) -> Section:
         two = publish(settings, [long], workdir, 2, **single)
         print(f"  2 encoders, 1 thread each: {two.run.wall_s:.2f} s; {two.describe()}", flush=True)
     speedup = one.run.wall_s / two.run.wall_s
+    # What two encoders would take had the tasks spread over both: the 1-encoder run's tasks split as
+    # evenly as their lengths allow, plus its plan and stitch. A projection, not a measurement.
+    spread_s = one.run.plan_s + makespan([t.run_s for t in one.run.tasks], 2) + one.run.stitch_s
     measured = long_course.run
     longest = measured.longest
     projection = project(
@@ -223,6 +235,10 @@ def main(argv: list[str]) -> Section:
         stitch_s_per_s=measured.stitch_s / long_s,
     )
     print(f"  speedup 2 encoders ÷ 1: {speedup:.2f} × (target ≥ {SPEEDUP_TARGET})")
+    print(
+        f"  projection, 2 encoders with the tasks spread: {spread_s:.2f} s,"
+        f" speedup {one.run.wall_s / spread_s:.2f} ×"
+    )
     print(
         f"  long lecture: {long_course.course.describe()}, longest task {longest.media} {longest.span_s:g} s"
         f" of lecture in {longest.run_s:.2f} s; plan {measured.plan_s:.2f} s,"
@@ -237,6 +253,7 @@ def main(argv: list[str]) -> Section:
         "one_encoder_s": one.run.wall_s,
         "two_encoders_s": two.run.wall_s,
         "speedup": speedup,
+        "spread_projection_s": spread_s,
         "projected_wall_s": projection.wall_s,
     }
     print(orjson.dumps(summary).decode())
@@ -284,6 +301,12 @@ def main(argv: list[str]) -> Section:
                 (
                     ("1 encoder", f"{one.run.wall_s:.2f} s", one.describe()),
                     ("2 encoder processes", f"{two.run.wall_s:.2f} s", two.describe()),
+                    (
+                        "**projection**, not a measurement: 2 encoders, the 1-encoder run's tasks spread"
+                        " as evenly as their lengths allow",
+                        f"{spread_s:.2f} s (speedup {one.run.wall_s / spread_s:.2f})",
+                        "plan + longest-first split of the task runs over 2 + stitch",
+                    ),
                 ),
             ),
             Table(

@@ -196,3 +196,15 @@ def held_partitions(log: Iterable[dict[str, object]], topic: str) -> list[int]:
         }
         held = held | changed if message == "assigned" else held - changed
     return sorted(held)
+
+
+def makespan(runs: Iterable[float], encoders: int) -> float:
+    """How long `encoders` encoders take over tasks of these run times when each free encoder takes the
+    longest task left (longest processing time first): the tasks spread over the group as evenly as
+    their lengths allow, which is what the scale-out would reach if nothing held a task to one encoder."""
+    if encoders < 1:
+        raise ValueError("at least one encoder")
+    loads = [0.0] * encoders
+    for run in sorted(runs, reverse=True):
+        loads[loads.index(min(loads))] += run
+    return max(loads)

@@ -11,6 +11,7 @@ from bench.projection import (
     fold_course,
     held_partitions,
     lecture_tasks,
+    makespan,
     project,
     rates,
 )
@@ -133,3 +134,13 @@ def test_held_partitions_follow_the_assigned_and_revoked_lines_of_one_topic() ->
     ]
     assert held_partitions(log, "t.commands") == [1, 3]
     assert held_partitions(log, "t.commands.retry") == [0]
+
+
+def test_makespan_spreads_the_longest_tasks_first() -> None:
+    # 300 + 300 + 120 s chunks and 40 s of audio over two encoders: 300 + 40 | 300 + 120
+    assert makespan([40, 300, 120, 300], 2) == pytest.approx(420)
+    assert makespan([40, 300, 120, 300], 1) == pytest.approx(760)
+    assert makespan([40, 300, 120, 300], 8) == pytest.approx(300)
+    assert makespan([], 2) == 0
+    with pytest.raises(ValueError, match="at least one encoder"):
+        makespan([1.0], 0)
