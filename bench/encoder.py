@@ -4,8 +4,10 @@
 
 Overhead = wall time from PublishCourse to JobCompleted ÷ wall time of the bare ffmpeg command that
 the encoder itself builds for that file (same ladder, same preset), run by this script in the same
-session. The pipeline's wall time is taken from the log: occurred_at of JobQueued (produced just
-before PublishCourse) to occurred_at of JobCompleted, so projector lag is not counted. Targets:
+session. The pipeline (encoder, conductor and projector: the course is planned as one lecture task,
+which the conductor queues and completes, docs/fan-out.md) has its wall time taken from the log:
+occurred_at of JobQueued (produced just before PublishCourse) to occurred_at of JobCompleted, so
+projector lag is not counted. Targets:
 ≤ 1.15 for a 60 s 720p clip, ≤ 1.05 for a 10-minute clip (--long). Also prints the encoder's encode
 speed (× realtime, from its ffmpeg_finished log line) and its upload: the encoder streams the source
 from S3 and uploads segments while ffmpeg writes them, so what counts is the upload time left once
@@ -33,7 +35,7 @@ from services.projector.store import JobStore
 from tests.support.encoder import queue_job
 from tests.support.observe import log_lines, wait_for
 from tests.support.projector import isolated
-from tests.support.services import start_encoder, start_projector, stop
+from tests.support.services import running
 from tests.support.staging import make_clip, new_job_id, stage_course
 
 
@@ -53,15 +55,14 @@ def pipeline(clip: Path, settings: Settings, workdir: Path) -> dict[str, float]:
     with isolated(settings, partitions=1) as own:
         job_id = new_job_id()
         manifest = stage_course(own, s3, job_id, [clip])
-        log = workdir / "encoder.log"
-        processes = [start_projector(own), start_encoder(own, log)]
-        try:
+        # A projector, an encoder and the conductor that completes the course (docs/fan-out.md).
+        with running(own, workdir) as run:
+            run.projector()
+            run.encoder()
             time.sleep(6)  # the encoder joins its group before the clock starts
             queue_job(own, manifest)
-            job = wait_for(own, job_id, {"completed", "failed"}, 3600, processes)
-        finally:
-            for process in processes:
-                stop(process)
+            job = wait_for(own, job_id, {"completed", "failed"}, 3600, run.processes)
+        log = run.log("encoder")
         if job.status.value != "completed":
             raise SystemExit(f"bench job failed: {job.error_type}: {job.error_message}")
         store = JobStore.open(own.database_url, own.database_schema, own.events_topic)

@@ -20,7 +20,9 @@ def new_job_id() -> UUID:
     return uuid4()
 
 
-def make_clip(path: Path, seconds: float = 2.0, size: str = "320x180", rate: int = 25) -> Path:
+def make_clip(
+    path: Path, seconds: float = 2.0, size: str = "320x180", rate: int = 25, timeout_s: float = 120
+) -> Path:
     """A H.264/AAC test clip (testsrc2 + sine), moov atom at the end as ffmpeg writes it by default."""
     subprocess.run(
         [
@@ -31,7 +33,7 @@ def make_clip(path: Path, seconds: float = 2.0, size: str = "320x180", rate: int
             "-c:a", "aac", "-shortest", str(path),
         ],
         check=True,
-        timeout=120,
+        timeout=timeout_s,
     )  # fmt: skip
     return path
 
