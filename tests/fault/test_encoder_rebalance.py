@@ -1,8 +1,12 @@
 """G1/G3 under a rebalance: a second encoder joins while a job runs and takes the job's partition.
 
-With cooperative-sticky and one partition per topic, the newcomer is given the commands partition
-(the assignor moves it first; each test checks that it did). The running job keeps running in the
-first encoder; the newcomer re-reads the uncommitted command, finds the live claim and waits.
+The encoders read the commands topic in a consumer group of its own (services/encoder/consumer.py).
+With two partitions, the first encoder holds both; when a second member joins, cooperative-sticky
+gives it one, and librdkafka's sticky assignor moves partition 0 (each test checks that it moved the
+running job's, from the first encoder's `running_partition_revoked`). So the course is given an id
+whose one task's EncodeTask is keyed to partition 0 (tests/support/assignment.py). The running job
+keeps running in the first encoder; the newcomer re-reads the uncommitted command, finds the live
+claim and waits.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -20,35 +25,61 @@ from confluent_kafka.admin._resource import ResourceType
 from services.core.kafka_config import admin_config
 from services.core.manifest import StagingManifest
 from services.core.settings import Settings
+from tests.support.assignment import course_id_reaching, held_partitions
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.observe import count_events, job_events, logged, wait_for, wait_logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
-from tests.support.services import Services, running
-from tests.support.staging import staged_job, staged_jobs
+from tests.support.services import Services, running, wait_until
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# One partition per topic, so the newcomer's share is exactly the running job's partition.
+# Two partitions per topic, so the newcomer's share is one partition: the running job's (MOVING).
 # Without source retention, so a completed job's staging is deleted once its completion is applied.
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
+    pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
 ]
+# The commands partition a second member takes from the first (the assignor's choice, checked above).
+MOVING = 0
 
 LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}
 
 
+def staged_job_on_the_moving_partition(
+    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float
+) -> tuple[UUID, StagingManifest]:
+    """A one-lecture course staged as the api would, whose one task is queued on partition MOVING."""
+    clip = make_clip(clip_dir / "lecture.mp4", seconds=seconds)
+    job_id, _ = course_id_reaching(settings, [clip], {MOVING})
+    return job_id, stage_course(settings, s3, job_id, [clip])
+
+
 def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> None:
-    """Projector and encoder-first run the job; encoder-second joins and takes the commands partition."""
+    """Projector and encoder-first run the job's task; encoder-second joins and takes its partition."""
     run.projector()
     encoder_runs_job(run, manifest, 60, "encoder-first", **REALTIME)
+    # The task's encode has begun (not only the course's planning) before the group changes.
+    wait_until(
+        "the task's ffmpeg runs in encoder-first",
+        lambda: count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) > 0,
+        60,
+        run.processes,
+    )
     run.encoder("encoder-second", **REALTIME)
     wait_logged(run.log("encoder-first"), 60, run.processes, event="running_partition_revoked")
+    # Cooperative: the first member gives the partition up in one round, the newcomer gets it in the next.
+    wait_until(
+        "encoder-second holds the running job's commands partition",
+        lambda: held_partitions(run.log("encoder-second"), run.settings.commands_topic) == [MOVING],
+        60,
+        run.processes,
+    )
 
 
 @contextmanager
@@ -76,7 +107,7 @@ def refusing_events(settings: Settings) -> Iterator[None]:
 def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_nothing(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         second_encoder_joins_mid_encode(run, manifest)
         # The newcomer read the command while the job ran, and left it to the claim's owner.
@@ -103,7 +134,7 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_encoder(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         second_encoder_joins_mid_encode(run, manifest)
         first_log = run.log("encoder-first")
@@ -130,8 +161,9 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    first_manifest, second_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=6)
-    first_job, second_job = first_manifest.job_id, second_manifest.job_id
+    first_job, first_manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=6)
+    second_job = new_job_id()
+    second_manifest = stage_course(own, s3, second_job, [tmp_path / "lecture.mp4"])
     with running(own, tmp_path) as run:
         # The commands partition leaves the first encoder while it is paused for the running job...
         second_encoder_joins_mid_encode(run, first_manifest)
