@@ -115,12 +115,11 @@ def publish(settings: Settings, clips: list[Path], workdir: Path, encoders: int,
             names = [f"encoder-{n}" for n in range(encoders)]
             # JobStarted names its worker `encoder@<host>:<pid>`.
             workers = {f":{run.encoder(name, **env).pid}": name for name in names}
-            # The clock starts at JobQueued: every encoder holds its partitions before that.
+            # The clock starts at JobQueued: every encoder holds its share of the commands topic (read
+            # in a group of its own, services/encoder/consumer.py) before that.
             wait_until(
-                "every encoder has joined its group",
-                lambda: all(
-                    any(line.get("message") == "assigned" for line in log_lines(run.log(n))) for n in names
-                ),
+                "every encoder holds a commands partition",
+                lambda: all(held_partitions(log_lines(run.log(n)), own.commands_topic) for n in names),
                 120,
                 run.processes,
             )
