@@ -40,11 +40,10 @@ from uuid import UUID
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.conductor.book import Book, Change
-from services.conductor.rules import PRODUCER, Decision, Stitch, decide, lecture_published
+from services.conductor.book import Book
+from services.conductor.rules import PRODUCER, Decision, Stitch, completes_course, decide, lecture_published
 from services.conductor.stitcher import Stitcher
 from services.core import bus, codec, faults
-from services.core.jobs import JobStatus
 from services.core.kafka_config import consumer_config, reader_config, transactional_producer_config
 from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, new_message
@@ -129,7 +128,7 @@ class Conductor:
             change = self.book.observe(event)
             if change is None:
                 continue
-            if _completes_course(change):
+            if completes_course(change):
                 self._after_course_completed(change.course.course_job_id, change.after.attempt)
             self._carry_out(decide(change, producer=self.name))
         faults.reach("conductor.before_commit")
@@ -229,16 +228,6 @@ class Conductor:
         for tp in committed:
             self._consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
         log.info("book rebuilt", extra={"events": folded, "courses": len(self.book.courses)})
-
-
-def _completes_course(change: Change) -> bool:
-    """Whether this accepted event is the course's own completion (not a task's)."""
-    before = change.before.status if change.before is not None else None
-    return (
-        change.is_course_event
-        and change.after.status == JobStatus.COMPLETED
-        and before != JobStatus.COMPLETED
-    )
 
 
 def _fold_log(settings: Settings, book: Book, ends: dict[int, int]) -> int:
