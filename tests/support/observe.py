@@ -160,3 +160,15 @@ def course_tasks(settings: Settings, course_job_id: UUID) -> list[JobState]:
         return (spec.lecture_index, spec.media != "audio", spec.chunk_index) if spec else (0, False, 0)
 
     return sorted(tasks, key=plan_order)
+
+
+def lecture_task(settings: Settings, course_job_id: UUID, lecture_index: int = 0) -> JobState:
+    """The one task of a course's lecture that is not cut into chunks (up to COURSECAST_CHUNK_S: a
+    `lecture` task, docs/fan-out.md); its outputs are under hls/<task>/<attempt>/<lecture>/."""
+    found = [
+        task
+        for task in course_tasks(settings, course_job_id)
+        if task.task is not None and task.task.lecture_index == lecture_index
+    ]
+    assert [task.task.media for task in found if task.task is not None] == ["lecture"], found
+    return found[0]
