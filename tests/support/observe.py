@@ -172,3 +172,27 @@ def lecture_task(settings: Settings, course_job_id: UUID, lecture_index: int = 0
     ]
     assert [task.task.media for task in found if task.task is not None] == ["lecture"], found
     return found[0]
+
+
+def wait_for_lecture_task(
+    settings: Settings,
+    course_job_id: UUID,
+    lecture_index: int,
+    timeout_s: float,
+    processes: Iterable[subprocess.Popen[bytes]] = (),
+) -> JobState:
+    """Wait until the projector shows the `lecture` task of a course's lecture (the conductor queued
+    it once the course was planned); returns its row."""
+    found: list[JobState] = []
+
+    def queued() -> bool:
+        try:
+            tasks = course_tasks(settings, course_job_id)
+        except Exception:  # the schema may not exist yet
+            return False
+        found[:] = [t for t in tasks if t.task is not None and t.task.lecture_index == lecture_index]
+        return bool(found)
+
+    wait_until(f"the task of lecture {lecture_index} of course {course_job_id}", queued, timeout_s, processes)
+    assert [task.task.media for task in found if task.task is not None] == ["lecture"], found
+    return found[0]
