@@ -155,9 +155,11 @@ def wait_caught_up(
                 stored = store.stored_offsets()
                 if all(stored.get(p, 0) >= o for p, o in target.items()):
                     return
-                if time.monotonic() >= next_look and only_markers_left(settings, stored, target):
-                    return
-                next_look = time.monotonic() + 1.0
+                if time.monotonic() >= next_look:
+                    # Looked at once a second (it reads the topic); reset only after a look.
+                    if only_markers_left(settings, stored, target):
+                        return
+                    next_look = time.monotonic() + 1.0
             except Exception:  # the schema may not exist until the projector's first start
                 if store is not None:
                     store.close()
