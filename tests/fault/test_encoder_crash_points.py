@@ -209,3 +209,60 @@ def test_encoder_killed_at_a_fault_point_of_a_task_attempt_then_restarted_comple
         lambda: s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0) == 0,
         60,
     )
+
+
+# The course's planning attempt killed at a point it passes before its plan is on the log: the
+# restarted encoder waits out the dead claim's lease, ends attempt 1 with JobStalled and plans the
+# course again as attempt 2; the conductor queues the task once, from that plan.
+PLANNING_POINTS = ("encoder.after_started", "encoder.after_upload")
+
+
+@pytest.mark.parametrize("point", PLANNING_POINTS)
+def test_encoder_killed_at_a_fault_point_of_a_course_planning_attempt_then_restarted_plans_it_once(
+    own: Settings, s3: S3Client, tmp_path: Path, point: str
+) -> None:
+    job_id, manifest = staged_job(own, s3, tmp_path, seconds=3)
+    with running(own, tmp_path) as run:
+        env = {**FAST}
+        projector = run.projector()
+        # Armed for the first pass: the course's planning attempt comes first.
+        doomed = run.encoder("encoder-doomed", **{faults.ENV_VAR: f"{point}:1"}, **env)
+        queue_job(own, manifest)
+        assert doomed.wait(180) == -signal.SIGKILL, f"the encoder never reached {point}"
+        restarted = run.encoder("encoder-restarted", **env)
+        job = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, restarted])
+        wait_drained(own, 120, [projector, restarted])
+        wait_caught_up(own, timeout_s=120, processes=[projector])
+        task = wait_for_lecture_task(own, job_id, 0, 10)
+
+    assert (job.status.value, job.attempt) == ("completed", 2), (job.error_type, job.error_message)
+    assert job.completed_at is not None
+    assert_nothing_duplicated(own, job_id, 2)
+    # Attempt 1 left no plan; attempt 2 planned the course once and it was published once.
+    course = [
+        (t, a) for t, a, rejection in job_events(own, job_id) if rejection is None and t != "JobProgress"
+    ]
+    assert course == [
+        ("JobQueued", 1),
+        ("JobStarted", 1),
+        ("JobStalled", 1),
+        ("JobStarted", 2),
+        ("CoursePlanned", 2),
+        ("LecturePublished", 2),
+        ("JobCompleted", 2),
+    ]
+    # One task, queued once and run once, by its attempt 1.
+    assert (task.status.value, task.attempt) == ("completed", 1)
+    assert_nothing_duplicated(own, task.job_id, 1, completion="TaskCompleted")
+    task_events = [
+        t for t, _, rejection in job_events(own, task.job_id) if rejection is None and t != "JobProgress"
+    ]
+    assert task_events == ["TaskQueued", *COMPLETING_ATTEMPT_EVENTS]
+    transcodes = [
+        count_events(log, "ffmpeg_started", what="video 'lecture.mp4'")
+        for log in tmp_path.glob("encoder-*.log")
+    ]
+    assert sorted(transcodes) == [0, 1], transcodes  # planning encodes nothing; the task did, once
+    assert job.outputs is not None
+    assert f"/hls/{task.job_id}/1/0/master.m3u8" in job.outputs.videos[0].master_playlist_url
+    assert_rebuild_equals_live(own)
