@@ -84,6 +84,17 @@ def decide(change: Change, *, producer: str = PRODUCER) -> Decision:
     return NOTHING
 
 
+def completes_course(change: Change) -> bool:
+    """Whether this accepted event is the course's own completion (not a task's): the moment the log
+    decided the course is complete, after which nothing reads its staging again (G4)."""
+    before = change.before.status if change.before is not None else None
+    return (
+        change.is_course_event
+        and change.after.status == JobStatus.COMPLETED
+        and before != JobStatus.COMPLETED
+    )
+
+
 def _after_course_event(change: Change, course: Course, producer: str) -> Decision:
     state = change.after
     data = change.event.data

@@ -9,10 +9,22 @@ The book (book.py) is the fold of everything before the committed offsets, rebui
 partitions are assigned and after any failed batch (the book had already folded the failed batch's
 events). It is never stored anywhere: the log is the state (G4).
 
-Stitching is the only side effect outside Kafka. It writes the same bytes to the same keys however
-often it runs, so a batch replayed after a crash stitches again harmlessly. A stitch that cannot
-succeed (the tasks' outputs do not make a whole lecture) fails the course with the reason, rather
-than being retried forever; an unreachable S3 fails the batch, which is retried after a back-off.
+Stitching and deleting a completed course's staging are the only side effects outside Kafka.
+Stitching writes the same bytes to the same keys however often it runs, so a batch replayed after a
+crash stitches again harmlessly. A stitch that cannot succeed (the tasks' outputs do not make a
+whole lecture) fails the course with the reason, rather than being retried forever; an unreachable
+S3 fails the batch, which is retried after a back-off.
+
+Staging under fan-out (G4): the course's planning attempt ends 'planned' and leaves staging/<course>/
+to the tasks, and no encoder publishes the course's end, so no encoder's janitor is handed a completed
+course. The conductor is the process that ends it: when its book folds the course's JobCompleted back
+from the log (the same fold as publish_jobs: an accepted completion, never a rejected one), the
+course's staging is deleted at once if COURSECAST_SOURCE_RETENTION_DAYS is 0, and otherwise retained
+for `coursecast staging sweep`. The delete happens inside the batch that read the completion, before
+its offsets are committed: a crash before the delete replays the batch, which deletes (idempotent)
+again. A failed
+course keeps its staging (the owner's retry plans again from it); a canceled course's staging is
+deleted by the encoder that ended it, once publish_jobs shows the cancel (services/encoder/staging.py).
 """
 
 from __future__ import annotations
@@ -23,21 +35,23 @@ import os
 import socket
 import threading
 from collections.abc import Sequence
+from uuid import UUID
 
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services.conductor import metrics
 from services.conductor.book import Book
-from services.conductor.rules import PRODUCER, Decision, Stitch, decide, lecture_published
+from services.conductor.rules import PRODUCER, Decision, Stitch, completes_course, decide, lecture_published
 from services.conductor.stitcher import Stitcher
 from services.core import bus, codec, faults
 from services.core.kafka_config import consumer_config, reader_config, transactional_producer_config
+from services.core.manifest import staging_prefix
 from services.core.messages import Envelope, new_message
 from services.core.payloads import JobFailed
 from services.core.settings import Settings
 from services.core.stitch import StitchError
-from services.core.storage import s3_client
+from services.core.storage import delete_prefix, s3_client
 from services.core.ts_continuity import TsError
 
 log = logging.getLogger("coursecast.conductor")
@@ -64,7 +78,8 @@ class Conductor:
         self._producer = Producer(
             transactional_producer_config(settings, "conductor", f"coursecast-conductor-{self.name}")
         )
-        self._stitcher = Stitcher(settings, s3_client(settings))
+        self._s3 = s3_client(settings)
+        self._stitcher = Stitcher(settings, self._s3)
         self._assigned: list[TopicPartition] = []
         self._rebuild = False
 
@@ -115,6 +130,8 @@ class Conductor:
             change = self.book.observe(event)
             if change is None:
                 continue
+            if completes_course(change):
+                self._after_course_completed(change.course.course_job_id, change.after.attempt)
             self._carry_out(decide(change, producer=self.name))
         faults.reach("conductor.before_commit")
         offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
@@ -123,6 +140,19 @@ class Conductor:
         )
         self._producer.commit_transaction(TRANSACTION_TIMEOUT_S)
         faults.reach("conductor.after_commit")
+
+    def _after_course_completed(self, course_job_id: UUID, attempt: int) -> None:
+        """The log accepted the course's completion: its staging goes now, or after its retention."""
+        extra = {"job_id": str(course_job_id), "attempt": attempt}
+        retention_days = self.settings.source_retention_days
+        if retention_days > 0:
+            log.info(
+                "sources retained for re-encodes; `coursecast staging sweep` deletes them once expired",
+                extra={**extra, "event": "sources_retained", "retention_days": retention_days},
+            )
+            return
+        deleted = delete_prefix(self._s3, self.settings.s3_bucket, staging_prefix(course_job_id))
+        log.info("staging deleted", extra={**extra, "objects": deleted, "event": "staging_deleted"})
 
     def _carry_out(self, decision: Decision) -> None:
         for stitch in decision.stitch:

@@ -14,6 +14,18 @@ Sources kept: a completed job's files are its course's uploaded videos, which a 
 again (`coursecast reencode`). They are retained COURSECAST_SOURCE_RETENTION_DAYS after the
 completion the status table shows, and then deleted by `coursecast staging sweep`; with a retention
 of 0 the janitor deletes them at once, as it does a canceled job's.
+
+Under fan-out (docs/fan-out.md) a course's attempt on an encoder only plans: it ends 'planned' and
+hands nothing to this janitor, because the tasks go on reading staging/<course>/. The rule is the
+same, applied by the process that sees each end:
+- completed: the conductor, which publishes the course's JobCompleted, deletes the staging once its
+  book folds that completion back from the log (an accepted end, never a rejected one), or leaves
+  the sources to their retention (services/conductor/worker.py);
+- canceled: the encoder that ends the planned course (consumer._cancel_idle_job) hands it to this
+  janitor, as before;
+- failed: kept, for the owner's retry, which plans again from the same sources;
+- anything left over (a process died, a retention ran out): `coursecast staging sweep`.
+A task has no staging of its own: its end never deletes anything.
 """
 
 from __future__ import annotations

@@ -1,16 +1,19 @@
-"""G1/G3 under a rebalance: a second encoder joins while a job runs and takes the job's partition.
+"""G1/G3 under a rebalance: a second encoder joins while a task runs and takes the task's partition.
 
-The encoders read the commands topic in a consumer group of its own (services/encoder/consumer.py).
-With two partitions, the first encoder holds both; when a second member joins, cooperative-sticky
-gives it one, and librdkafka's sticky assignor moves partition 0 (each test checks that it moved the
-running job's, from the first encoder's `running_partition_revoked`). So the course is given an id
-whose one task's EncodeTask is keyed to partition 0 (tests/support/assignment.py). The running job
-keeps running in the first encoder; the newcomer re-reads the uncommitted command, finds the live
-claim and waits.
+A course's attempt only plans; its one lecture is encoded by one task (docs/fan-out.md), a job of its
+own with its own command, claim and attempts. The encoders read the commands topic in a consumer
+group of its own (services/encoder/consumer.py). With two partitions, the first encoder holds both;
+when a second member joins, cooperative-sticky gives it one, and librdkafka's sticky assignor moves
+partition 0 (each test checks that the newcomer holds it, and the first encoder logs
+`running_partition_revoked`). So the course is given an id whose one task's EncodeTask is keyed to
+partition 0 (tests/support/assignment.py). The running task keeps running in the first encoder; the
+newcomer re-reads the uncommitted EncodeTask, finds the live claim and waits. The course still ends
+exactly once.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +30,9 @@ from services.core.manifest import StagingManifest
 from services.core.settings import Settings
 from tests.support.assignment import course_id_reaching, held_partitions
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job
-from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
+from tests.support.encoder_checks import ONCE_PER_ATTEMPT, assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
-from tests.support.observe import count_events, job_events, logged, wait_for, wait_logged
+from tests.support.observe import count_events, course_tasks, job_events, logged, wait_for, wait_logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running, wait_until
@@ -38,13 +41,13 @@ from tests.support.staging import make_clip, new_job_id, stage_course
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# Two partitions per topic, so the newcomer's share is one partition: the running job's (MOVING).
+# Two partitions per topic, so the newcomer's share is one partition: the running task's (MOVING).
 # Without source retention, so a completed job's staging is deleted once its completion is applied.
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
 ]
-# The commands partition a second member takes from the first (the assignor's choice, checked above).
+# The commands partition a second member takes from the first (the assignor's choice, checked below).
 MOVING = 0
 
 LECTURE = "video 'lecture.mp4'"
@@ -60,26 +63,44 @@ def staged_job_on_the_moving_partition(
     return job_id, stage_course(settings, s3, job_id, [clip])
 
 
-def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> None:
-    """Projector and encoder-first run the job's task; encoder-second joins and takes its partition."""
+def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> UUID:
+    """Projector and encoder-first run the course's one task; encoder-second joins mid-encode and
+    takes the commands partition. Returns the task's id."""
     run.projector()
     encoder_runs_job(run, manifest, 60, "encoder-first", **REALTIME)
-    # The task's encode has begun (not only the course's planning) before the group changes.
-    wait_until(
-        "the task's ffmpeg runs in encoder-first",
-        lambda: count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) > 0,
-        60,
-        run.processes,
-    )
+    task_id = only_task(run, manifest.job_id)
+    wait_for(run.settings, task_id, {"processing"}, 60, run.processes)
     run.encoder("encoder-second", **REALTIME)
     wait_logged(run.log("encoder-first"), 60, run.processes, event="running_partition_revoked")
     # Cooperative: the first member gives the partition up in one round, the newcomer gets it in the next.
     wait_until(
-        "encoder-second holds the running job's commands partition",
+        "encoder-second holds the running task's commands partition",
         lambda: held_partitions(run.log("encoder-second"), run.settings.commands_topic) == [MOVING],
         60,
         run.processes,
     )
+    return task_id
+
+
+def only_task(run: Services, course_job_id: UUID) -> UUID:
+    """The id of the one task of a one-lecture course, once the course is planned."""
+    wait_until("the course planned", lambda: course_tasks(run.settings, course_job_id), 60, run.processes)
+    (task,) = course_tasks(run.settings, course_job_id)
+    return task.job_id
+
+
+def assert_task_ran_once(settings: Settings, task_id: UUID, completing_attempt: int) -> None:
+    """One TaskCompleted in the task's log, accepted, of `completing_attempt`; no once-per-attempt
+    event twice (the task's side of assert_nothing_duplicated)."""
+    events = job_events(settings, task_id)
+    every = Counter((t, a) for t, a, _ in events)
+    assert [(t, a) for t, a, rejection in events if t == "TaskCompleted" and rejection is None] == [
+        ("TaskCompleted", completing_attempt)
+    ]
+    assert sum(n for (t, _), n in every.items() if t == "TaskCompleted") == 1
+    for (type_, attempt), n in every.items():
+        if type_ in ONCE_PER_ATTEMPT:
+            assert n == 1, f"{type_} of attempt {attempt} of the task appears {n} times"
 
 
 @contextmanager
@@ -109,8 +130,8 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 ) -> None:
     job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        second_encoder_joins_mid_encode(run, manifest)
-        # The newcomer read the command while the job ran, and left it to the claim's owner.
+        task_id = second_encoder_joins_mid_encode(run, manifest)
+        # The newcomer read the task's command while the task ran, and left it to the claim's owner.
         wait_logged(run.log("encoder-second"), 60, run.processes, message="command waits")
         job = wait_for(own, job_id, ENDED, 120, run.processes)
         # The first encoder commits its finished command (Kafka accepts a commit from any member of
@@ -122,11 +143,13 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
     assert job.status.value == "completed", (job.error_type, job.error_message)
     assert job.attempt == 1
     assert_nothing_duplicated(own, job_id, completing_attempt=1)
-    assert "JobStalled" not in [t for t, _, _ in job_events(own, job_id)]
-    # One encode: ffmpeg ran in the first encoder only; the newcomer skipped the finished job.
+    assert_task_ran_once(own, task_id, completing_attempt=1)
+    assert "JobStalled" not in [t for t, _, _ in job_events(own, job_id) + job_events(own, task_id)]
+    # One encode: ffmpeg ran in the first encoder only; the newcomer skipped the finished task.
     assert count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) == 1
     assert count_events(run.log("encoder-second"), "ffmpeg_started", what=LECTURE) == 0
     assert logged(run.log("encoder-second"), event="command_skipped") == 1
+    assert count_events(run.log("encoder-second"), "command_skipped", job_id=str(task_id)) == 1
     assert s3.list_objects_v2(Bucket=own.s3_bucket, Prefix=f"staging/{job_id}/").get("KeyCount", 0) == 0
     assert_rebuild_equals_live(own)
 
@@ -136,23 +159,25 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 ) -> None:
     job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
-        second_encoder_joins_mid_encode(run, manifest)
+        task_id = second_encoder_joins_mid_encode(run, manifest)
         first_log = run.log("encoder-first")
         with refusing_events(own):
-            # The first encoder's final events are refused: it must put the command back for a later
-            # delivery, but the partition is no longer its own to seek.
+            # The task's final events are refused: the first encoder must put its command back for a
+            # later delivery, but the partition is no longer its own to seek.
             wait_logged(first_log, 120, run.processes, message="attempt could not publish its final event")
             wait_logged(first_log, 30, run.processes, event="rewind_skipped")
-        # The partition's owner takes the dead-ended attempt over once its lease expires.
+        # The partition's owner takes the dead-ended task attempt over once its lease expires.
         job = wait_for(own, job_id, ENDED, 120, run.processes)
+        task = wait_for(own, task_id, ENDED, 10, run.processes)
         wait_drained(own, 120, run.processes)
         wait_caught_up(own, timeout_s=120, processes=run.processes[:1])
     assert run.codes == [0, 0, 0]  # the first encoder was alive to the end and stopped cleanly
     assert job.status.value == "completed", (job.error_type, job.error_message)
-    assert job.attempt == 2
-    events = job_events(own, job_id)
-    assert ("JobStalled", 1, None) in events
-    assert_nothing_duplicated(own, job_id, completing_attempt=2)
+    assert job.attempt == 1  # the course: its task was taken over, the course never re-planned
+    assert (task.status.value, task.attempt) == ("completed", 2)
+    assert ("JobStalled", 1, None) in job_events(own, task_id)
+    assert_task_ran_once(own, task_id, completing_attempt=2)
+    assert_nothing_duplicated(own, job_id, completing_attempt=1)
     assert count_events(run.log("encoder-first"), "ffmpeg_started", what=LECTURE) == 1
     assert count_events(run.log("encoder-second"), "ffmpeg_started", what=LECTURE) == 1
     assert_rebuild_equals_live(own)

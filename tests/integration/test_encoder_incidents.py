@@ -17,6 +17,7 @@ from services.core.settings import Settings
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job, send
 from tests.support.observe import (
     count_events,
+    course_tasks,
     ffmpeg_processes,
     job_events,
     log_lines,
@@ -78,8 +79,13 @@ def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_j
     assert [t for t, _, _ in events].count("JobStarted") == 1
     assert [t for t, _, _ in events].count("JobCompleted") == 1
     assert all(rejection is None for _, _, rejection in events)
-    # G2: the running job spoke at least every heartbeat interval (5 s here), with a little slack.
-    assert longest_silence_s(own, job_id, 1) <= 5 + 2
+    # The course's attempt only planned; the encode was its one task (docs/fan-out.md), which ran once.
+    (task,) = course_tasks(own, job_id)
+    task_types = [t for t, _, _ in job_events(own, task.job_id)]
+    assert (task.status.value, task.attempt) == ("completed", 1)
+    assert (task_types.count("JobStarted"), task_types.count("TaskCompleted")) == (1, 1)
+    # G2: the running task spoke at least every heartbeat interval (5 s here), with a little slack.
+    assert longest_silence_s(own, task.job_id, 1) <= 5 + 2
     # No rebalance moved the job: the first encoder was assigned once and never revoked.
     messages = [line["message"] for line in log_lines(log)]
     assert messages.count("revoked") == 0 or messages.index("revoked") > messages.index(

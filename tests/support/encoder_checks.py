@@ -16,7 +16,17 @@ from tests.support.observe import job_events
 from tests.support.services import wait_until
 
 # Events an attempt publishes at most once, whatever is redelivered, killed or rebalanced (G1).
-ONCE_PER_ATTEMPT = ("JobStarted", "VideoEncoded", "JobCompleted", "JobStalled", "JobRetryScheduled")
+# A course's plan and a task's queueing and completion too (docs/fan-out.md).
+ONCE_PER_ATTEMPT = (
+    "JobStarted",
+    "VideoEncoded",
+    "JobCompleted",
+    "JobStalled",
+    "JobRetryScheduled",
+    "CoursePlanned",
+    "TaskQueued",
+    "TaskCompleted",
+)
 
 
 def commands_drained(settings: Settings) -> bool:
@@ -93,14 +103,17 @@ def completed_at_iff_completed(settings: Settings) -> int:
     return int(row[0]) if row else -1
 
 
-def assert_nothing_duplicated(settings: Settings, job_id: UUID, completing_attempt: int) -> None:
-    """One JobCompleted in the log, accepted, of `completing_attempt`; no once-per-attempt event twice."""
+def assert_nothing_duplicated(
+    settings: Settings, job_id: UUID, completing_attempt: int, completion: str = "JobCompleted"
+) -> None:
+    """One `completion` in the log (a task's: TaskCompleted), accepted, of `completing_attempt`; no
+    once-per-attempt event twice."""
     events = job_events(settings, job_id)
     every = Counter((t, a) for t, a, _ in events)
-    assert [(t, a) for t, a, rejection in events if t == "JobCompleted" and rejection is None] == [
-        ("JobCompleted", completing_attempt)
+    assert [(t, a) for t, a, rejection in events if t == completion and rejection is None] == [
+        (completion, completing_attempt)
     ]
-    assert sum(n for (t, _), n in every.items() if t == "JobCompleted") == 1
+    assert sum(n for (t, _), n in every.items() if t == completion) == 1
     for (type_, attempt), n in every.items():
         if type_ in ONCE_PER_ATTEMPT:
             assert n == 1, f"{type_} of attempt {attempt} appears {n} times"

@@ -101,10 +101,13 @@ def end_offsets(settings: Settings) -> dict[int, int]:
         consumer.close()
 
 
-def only_markers_left(settings: Settings, stored: dict[int, int], target: dict[int, int]) -> bool:
-    """Whether nothing a consumer would read lies between the stored offsets and `target`.
+def only_markers_left(
+    settings: Settings, stored: dict[int, int], target: dict[int, int], topic: str | None = None
+) -> bool:
+    """Whether nothing a consumer would read lies between the stored offsets and `target` on
+    `topic` (the events topic unless given).
 
-    A transactional producer (the conductor) writes a commit marker after each transaction: it takes
+    A transactional producer (the api, the conductor) writes a commit marker after each transaction: it takes
     an offset that no consumer ever receives, so a projector that has applied every event stores an
     offset below the high watermark. Read from the stored offsets: only partition ends, no message.
     """
@@ -117,7 +120,7 @@ def only_markers_left(settings: Settings, stored: dict[int, int], target: dict[i
         }
     )
     try:
-        consumer.assign([TopicPartition(settings.events_topic, p, o) for p, o in behind.items()])
+        consumer.assign([TopicPartition(topic or settings.events_topic, p, o) for p, o in behind.items()])
         ended: set[int] = set()
         deadline = time.monotonic() + 10
         while ended != set(behind) and time.monotonic() < deadline:
@@ -155,9 +158,10 @@ def wait_caught_up(
                 stored = store.stored_offsets()
                 if all(stored.get(p, 0) >= o for p, o in target.items()):
                     return
-                if time.monotonic() >= next_look and only_markers_left(settings, stored, target):
-                    return
-                next_look = time.monotonic() + 1.0
+                if time.monotonic() >= next_look:
+                    if only_markers_left(settings, stored, target):
+                        return
+                    next_look = time.monotonic() + 1.0
             except Exception:  # the schema may not exist until the projector's first start
                 if store is not None:
                     store.close()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.conductor.book import Book
-from services.conductor.rules import Decision, Stitch, decide, lecture_published
+from services.conductor.rules import Decision, Stitch, completes_course, decide, lecture_published
 from services.core.course_plan import LectureSource, plan_course, slot_of, task_id_for
 from services.core.jobs import JobStatus
 from services.core.messages import Envelope, MessageType, Payload, carries, new_message
@@ -23,6 +23,7 @@ from services.core.payloads import (
     JobCanceled,
     JobCompleted,
     JobFailed,
+    JobOutputs,
     JobQueued,
     JobRetryRequested,
     JobStalled,
@@ -342,3 +343,21 @@ def test_the_plan_helper_matches_the_contract() -> None:
     assert msgspec.json.decode(msgspec.json.encode(plan), type=CoursePlanned) == plan
     with pytest.raises(StopIteration):
         next(t for t in plan.tasks if t.media == "video" and t.chunk_index == 3)
+
+
+def test_only_the_courses_accepted_completion_releases_its_staging() -> None:
+    world = World()
+    plan = world.start([60.0, 720.0])
+    for task in plan.tasks:
+        world.run_task(task.task_id)
+    replay = Book()
+    releasing = [e for e in world.log if (c := replay.observe(e)) is not None and completes_course(c)]
+    assert [type(e.data) for e in releasing] == [JobCompleted]
+    # A completion the log rejects (the course was canceled first) releases nothing.
+    canceled = World()
+    canceled.start([60.0])
+    canceled.course_event(JobCanceled(requested_by="instructor-1", reason=None))
+    late = new_message(
+        JobCompleted(outputs=JobOutputs(videos=())), job_id=canceled.course, attempt=1, producer="x"
+    )
+    assert canceled.book.observe(late) is None

@@ -25,7 +25,7 @@ def test_every_fault_point_in_the_code_is_registered_and_every_registered_point_
 
 # Points whose crash test needs a scenario of its own (a cancel, the claim transaction's inside).
 ENCODER_POINTS_TESTED_ELSEWHERE = {
-    "encoder.final_events_acked": "test_a_crash_after_the_final_event_is_acknowledged_but_before",
+    "encoder.final_events_acked": "test_a_crash_after_a_tasks_final_event_is_acknowledged_but_before",
     "encoder.cancel_acked": "test_a_crash_after_jobcanceled_is_acknowledged_but_before",
 }
 

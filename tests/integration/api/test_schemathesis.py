@@ -41,7 +41,10 @@ def test_generated_requests_never_get_a_5xx_and_every_response_matches_the_schem
             "--checks", CHECKS,
             "--max-examples", "25",
             "--seed", "5",
-            "--workers", "2",
+            # One worker: with two, CPython 3.11's ast.parse (hypothesis calls it from both threads to
+            # describe schemathesis' lambdas) failed with "AST constructor recursion depth mismatch"
+            # in a clean-clone run: a data race in the interpreter, not a fault of the api.
+            "--workers", "1",
             "--generation-database", "none",
             "--request-timeout", "30",
             "--suppress-health-check", "all",
