@@ -1,7 +1,7 @@
 """Fan-out (issue #10): a course through planner, encoder group and conductor, against bare ffmpeg.
 
     python -m bench fanout [--quick] [--lectures 4] [--lecture-s 60] [--long-s 720] [--size 1280x720]
-                           [--chunk-s 300] [--partitions 4]
+                           [--chunk-s 300] [--scale-chunk-s 120] [--partitions 4]
 
 Each figure against a baseline of the same run:
 a. Overhead, one encoder: a course of `--lectures` × `--lecture-s` and a course of one `--long-s`
@@ -9,8 +9,10 @@ a. Overhead, one encoder: a course of `--lectures` × `--lecture-s` and a course
    isolated topics. Wall time is the course's JobQueued → JobCompleted, read from the log (as
    bench/encoder.py does); the baseline is the bare ffmpeg ladder (ladder.hls_command, the command the
    encoder would build for a whole lecture) run on the same files one after the other. Target ≤ 1.05.
-b. Scale-out: the long lecture with COURSECAST_ENCODER_THREADS=1 on every encoder, 1 encoder against
-   2 encoder processes: speedup wall(1) ÷ wall(2), target ≥ 1.7.
+b. Scale-out: the long lecture with COURSECAST_ENCODER_THREADS=1 on every encoder, chunked at
+   `--scale-chunk-s` (7 tasks for 12 minutes at 120 s: at 300 s the 4 tasks 300, 300, 120 s and the
+   audio cannot be split over 2 encoders better than 1.7) on topics of 2 partitions, 1 encoder
+   against 2 encoder processes: speedup wall(1) ÷ wall(2), target ≥ 1.7.
 c. From (a)'s long lecture: tasks per course, the longest task (its JobStarted → TaskCompleted), and
    a projection (arithmetic, bench/projection.py) of a 2-hour lecture over 16 encoders.
 """
@@ -55,6 +57,11 @@ SPEEDUP_TARGET = 1.7
 PROJECTED_LECTURE_S = 7200.0
 PROJECTED_CHUNK_S = 300
 PROJECTED_ENCODERS = 16
+# (b) runs on topics of one partition per encoder. A course's tasks take the partitions in turn
+# (services/core/lanes.py), but cooperative-sticky gives each of 2 encoders 2 *adjacent* partitions of
+# 4: 6 chunks on 4 partitions are 2, 2, 1, 1, and whether an encoder gets 4 of them or 3 then depends
+# on where the course's lanes start. With a partition per encoder the split is always 3 and 3.
+SCALE_PARTITIONS = 2
 
 
 def course_events(settings: Settings, course_id: UUID) -> list[Event]:
@@ -115,12 +122,11 @@ def publish(settings: Settings, clips: list[Path], workdir: Path, encoders: int,
             names = [f"encoder-{n}" for n in range(encoders)]
             # JobStarted names its worker `encoder@<host>:<pid>`.
             workers = {f":{run.encoder(name, **env).pid}": name for name in names}
-            # The clock starts at JobQueued: every encoder holds its partitions before that.
+            # The clock starts at JobQueued: every encoder holds its share of the commands topic (read
+            # in a group of its own, services/encoder/consumer.py) before that.
             wait_until(
-                "every encoder has joined its group",
-                lambda: all(
-                    any(line.get("message") == "assigned" for line in log_lines(run.log(n))) for n in names
-                ),
+                "every encoder holds a commands partition",
+                lambda: all(held_partitions(log_lines(run.log(n)), own.commands_topic) for n in names),
                 120,
                 run.processes,
             )
@@ -184,12 +190,15 @@ def main(argv: list[str]) -> Section:
     """Run (a), (b) and (c), print the figures (one JSON line at the end) and return them."""
     parser = argparse.ArgumentParser(prog="python -m bench fanout")
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke test: 2 × 20 s, 120 s at 30 s chunks, 640x360"
+        "--quick",
+        action="store_true",
+        help="a smoke test: 2 × 20 s, 120 s at 30 s chunks (18 s for the scale-out), 640x360",
     )
     parser.add_argument("--lectures", type=int, help="lectures of the short course (default 4)")
     parser.add_argument("--lecture-s", type=float, help="length of each (default 60)")
     parser.add_argument("--long-s", type=float, help="the long lecture (default 720)")
     parser.add_argument("--chunk-s", type=int, help="COURSECAST_CHUNK_S (default 300)")
+    parser.add_argument("--scale-chunk-s", type=int, help="COURSECAST_CHUNK_S of (b) (default 120)")
     parser.add_argument("--size", help="picture size of every clip (default 1280x720)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of the isolated topics")
     args = parser.parse_args(argv)
@@ -198,12 +207,14 @@ def main(argv: list[str]) -> Section:
     lecture_s = args.lecture_s or (20.0 if quick else 60.0)
     long_s = args.long_s or (120.0 if quick else 720.0)
     chunk_s = args.chunk_s or (30 if quick else 300)
+    scale_chunk_s = args.scale_chunk_s or (18 if quick else 120)
     size = args.size or ("640x360" if quick else "1280x720")
     settings = Settings().model_copy(update={"chunk_s": chunk_s, "topic_partitions": args.partitions})
     single = {"COURSECAST_ENCODER_THREADS": "1"}
     print(
         f"fanout bench: {lectures} × {lecture_s:g} s and 1 × {long_s:g} s lectures, {size},"
-        f" chunks of {chunk_s} s, preset {settings.encoder_x264_preset}",
+        f" chunks of {chunk_s} s ({scale_chunk_s} s for the scale-out),"
+        f" preset {settings.encoder_x264_preset}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
@@ -216,9 +227,10 @@ def main(argv: list[str]) -> Section:
         long = make_clip(workdir / "long.mp4", seconds=long_s, size=size, timeout_s=120 + long_s)
         short_course = overhead(f"{lectures} × {lecture_s:g} s course", settings, shorts, workdir)
         long_course = overhead(f"1 × {long_s:g} s lecture", settings, [long], workdir)
-        one = publish(settings, [long], workdir, 1, **single)
+        scaled = settings.model_copy(update={"chunk_s": scale_chunk_s, "topic_partitions": SCALE_PARTITIONS})
+        one = publish(scaled, [long], workdir, 1, **single)
         print(f"  1 encoder, 1 thread: {one.run.wall_s:.2f} s; {one.describe()}", flush=True)
-        two = publish(settings, [long], workdir, 2, **single)
+        two = publish(scaled, [long], workdir, 2, **single)
         print(f"  2 encoders, 1 thread each: {two.run.wall_s:.2f} s; {two.describe()}", flush=True)
     speedup = one.run.wall_s / two.run.wall_s
     # What two encoders would take had the tasks spread over both: the 1-encoder run's tasks split as
@@ -263,7 +275,7 @@ def main(argv: list[str]) -> Section:
     command = "python -m bench fanout" + (" --quick" if quick else "")
     for flag, value in (
         ("--lectures", args.lectures), ("--lecture-s", args.lecture_s), ("--long-s", args.long_s),
-        ("--chunk-s", args.chunk_s), ("--size", args.size),
+        ("--chunk-s", args.chunk_s), ("--scale-chunk-s", args.scale_chunk_s), ("--size", args.size),
     ):  # fmt: skip
         if value is not None:
             command += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
@@ -297,7 +309,7 @@ def main(argv: list[str]) -> Section:
             ),
             Table(
                 (
-                    "1 × " + f"{long_s:g} s lecture, COURSECAST_ENCODER_THREADS=1",
+                    f"1 × {long_s:g} s lecture at {scale_chunk_s} s chunks, COURSECAST_ENCODER_THREADS=1",
                     "PublishCourse → JobCompleted",
                     "tasks",
                 ),
@@ -349,8 +361,8 @@ def main(argv: list[str]) -> Section:
                 speedup >= SPEEDUP_TARGET,
             ),
         ),
-        f"{size} clips (testsrc2 + sine), chunks of {chunk_s} s, preset {settings.encoder_x264_preset},"
-        f" {args.partitions} partitions",
+        f"{size} clips (testsrc2 + sine), chunks of {chunk_s} s ({scale_chunk_s} s for the scale-out),"
+        f" preset {settings.encoder_x264_preset}, {args.partitions} partitions",
     )
 
 

@@ -26,6 +26,7 @@ import msgspec
 from services.conductor.book import Change, Course
 from services.core.course_plan import slot_of, task_id_for
 from services.core.jobs import JobState, JobStatus
+from services.core.lanes import lane_of
 from services.core.messages import Envelope, Payload, new_message
 from services.core.payloads import (
     CancelJob,
@@ -123,7 +124,9 @@ def _run_plan(course: Course, plan: CoursePlanned, producer: str) -> Decision:
             messages += _retry(course, task, producer)
         elif task.status == JobStatus.CANCELED:
             generation = course.generations.get(slot, 1)
-            replacement = _with_id(spec, task_id_for(course.course_job_id, slot, generation))
+            # The replacement keeps the planned task's lane, so its slot stays on the same partition.
+            replacement_id = task_id_for(course.course_job_id, slot, lane_of(spec.task_id), generation)
+            replacement = _with_id(spec, replacement_id)
             messages += _queue(course, replacement, producer)
     stitches: list[Stitch] = []
     for lecture in plan.lectures:

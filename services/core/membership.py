@@ -25,7 +25,7 @@ Worker = Literal["encoder", "projector", "watchdog", "notifier", "conductor"]
 
 
 def group_of(settings: Settings, worker: Worker) -> str:
-    """The consumer group each worker service joins."""
+    """The consumer group each worker service joins (the encoder's commands group; see groups_of)."""
     groups: dict[Worker, str] = {
         "encoder": settings.encoder_group_id,
         "projector": settings.projector_group_id,
@@ -48,7 +48,19 @@ def members_of(settings: Settings, group: str, timeout_s: float = CHECK_TIMEOUT_
     return [member.client_id for member in description.members]
 
 
+def groups_of(settings: Settings, worker: Worker) -> list[str]:
+    """Every consumer group the worker service joins: its group, and the encoder's retry group too
+    (the encoder reads each of its topics in a group of its own, services/encoder/consumer.py)."""
+    if worker == "encoder":
+        return [settings.encoder_group_id, settings.encoder_retry_group_id]
+    return [group_of(settings, worker)]
+
+
 def is_member_here(settings: Settings, worker: Worker, host: str | None = None) -> bool:
-    """True when a consumer of this host (one whose client id names it) is a member of the worker's group."""
+    """True when a consumer of this host (one whose client id names it) is a member of each of the
+    worker's groups: a process whose one consumer left (or hangs) is not healthy."""
     host = host or socket.gethostname()
-    return any(f"@{host}:" in client for client in members_of(settings, group_of(settings, worker)))
+    return all(
+        any(f"@{host}:" in client for client in members_of(settings, group))
+        for group in groups_of(settings, worker)
+    )

@@ -15,6 +15,8 @@ from typing import ClassVar, Final, Generic
 import msgspec
 from typing_extensions import TypeIs, TypeVar
 
+from services.core.lanes import lane_key
+
 __all__ = [
     "COMMAND_TYPES",
     "EVENT_TYPES",
@@ -85,8 +87,12 @@ def printable(text: str) -> str:
 
 
 def job_key(job_id: uuid.UUID) -> bytes:
-    """The Kafka key of every message of a job: one job's messages share a partition and keep their order."""
-    return str(job_id).encode("ascii")
+    """The Kafka key of every message of a job: one job's messages share a partition and keep their order.
+
+    The job id's text, then four bytes that put the job on the partition its lane names
+    (services/core/lanes.py), so a course's tasks take the partitions in turn.
+    """
+    return lane_key(job_id)
 
 
 class Payload(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

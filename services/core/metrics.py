@@ -11,7 +11,7 @@ Label values are bounded sets (topics, partitions, outcomes, reasons named by th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, KafkaException, TopicPartition
@@ -97,6 +97,11 @@ class ConsumerLagCollector(Collector):
     def collect(self) -> Iterable[GaugeMetricFamily]:
         lag = self._lag_family()
         error = self._error_family()
+        self.add_to(lag, error)
+        return [lag, error]
+
+    def add_to(self, lag: GaugeMetricFamily, error: GaugeMetricFamily) -> None:
+        """Add this group's samples to the lag and error families of a scrape."""
         try:
             for (topic, partition), value in sorted(self.lag().items()):
                 lag.add_metric([self.group, topic, str(partition)], value)
@@ -104,7 +109,6 @@ class ConsumerLagCollector(Collector):
         except (KafkaException, TimeoutError, KeyError) as exc:
             log.warning("consumer lag of group %s unavailable: %s", self.group, exc)
             error.add_metric([self.group], 1)
-        return [lag, error]
 
     def lag(self) -> dict[tuple[str, int], int]:
         """(topic, partition) → records not yet committed by the group, per partition of its topics."""
@@ -170,5 +174,34 @@ def watch_lag(
 ) -> ConsumerLagCollector:
     """Register a lag collector for `group` on `topics` (once per process and group)."""
     collector = ConsumerLagCollector(settings, group, topics, isolation)
+    registry.register(collector)
+    return collector
+
+
+class GroupsLagCollector(Collector):
+    """The same two series for several consumer groups of one process (the encoder's commands group
+    and its retry group): a registry takes each metric name from one collector only."""
+
+    def __init__(self, collectors: Sequence[ConsumerLagCollector]) -> None:
+        self.collectors = list(collectors)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return [ConsumerLagCollector._lag_family(), ConsumerLagCollector._error_family()]
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        lag = ConsumerLagCollector._lag_family()
+        error = ConsumerLagCollector._error_family()
+        for collector in self.collectors:
+            collector.add_to(lag, error)
+        return [lag, error]
+
+
+def watch_lags(
+    settings: Settings,
+    groups: Mapping[str, Sequence[str]],
+    registry: CollectorRegistry = REGISTRY,
+) -> GroupsLagCollector:
+    """Register one lag collector for several read_committed groups (group → its topics)."""
+    collector = GroupsLagCollector([ConsumerLagCollector(settings, g, t) for g, t in groups.items()])
     registry.register(collector)
     return collector

@@ -204,6 +204,16 @@ class Settings(BaseSettings):
             return self.env != "production"
         return self.webhook_allow_private_addresses
 
+    @property
+    def encoder_retry_group_id(self) -> str:
+        """The encoders' consumer group on the retry topic: `<COURSECAST_ENCODER_GROUP_ID>.retry`.
+
+        Each of the encoder's two topics has a group of its own, so cooperative-sticky (which evens out
+        the number of partitions per member, not per topic) spreads each topic over every encoder: in
+        one group of both topics, a second encoder was given all the retry partitions and none of the
+        commands ones, and a course's tasks all ran on the first (bench/text/fanout.md)."""
+        return f"{self.encoder_group_id}.retry"
+
     # --- Observability -----------------------------------------------------------------------
     # Level of every process's JSON log lines (stderr).
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -1,6 +1,13 @@
 """The encoder's consumer loop: thin. Poll, decode (poison → DLQ), decide by claim, hand off, commit.
 
 How a long encode keeps its group membership (G2) and its offset discipline (G3):
+- Two consumers, one per topic, each in a consumer group of its own: the commands topic in
+  COURSECAST_ENCODER_GROUP_ID, the retry topic in `<that>.retry` (Settings.encoder_retry_group_id).
+  cooperative-sticky evens out the number of partitions per member of a group, not per topic: in one
+  group of both topics a second encoder could be given every retry partition and no commands one, so
+  a course's EncodeTasks (keyed by task id over the commands topic) all ran on one encoder. Apart,
+  each topic is spread over every encoder by itself. The main loop polls both; a partition's pause,
+  seek, commit and resume go to the consumer of its topic.
 - One job at a time per process. When a job starts, every assigned partition is paused and the job
   runs in a worker thread; this thread keeps calling poll(), which returns no records for paused
   partitions but keeps the member alive (max.poll.interval.ms counts time between polls, not job
@@ -26,6 +33,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -68,12 +76,20 @@ class ActiveJob:
 
 
 class Encoder:
-    """One encoder process: a member of the encoder group on the commands and retry topics."""
+    """One encoder process: a member of the encoder groups of the commands and the retry topics."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker = f"encoder@{socket.gethostname()}:{os.getpid()}"
-        self._consumer = Consumer(consumer_config(settings, settings.encoder_group_id, "encoder"))
+        # Topic → the consumer that reads it, in the group of that topic (see the module's docstring).
+        self._consumers: dict[str, Consumer] = {
+            settings.commands_topic: Consumer(
+                consumer_config(settings, settings.encoder_group_id, "encoder")
+            ),
+            settings.commands_retry_topic: Consumer(
+                consumer_config(settings, settings.encoder_retry_group_id, "encoder-retry")
+            ),
+        }
         self._producer = Producer(producer_config(settings, "encoder"))
         self._publisher = Publisher(self._producer, settings, self.worker)
         self._claim_store: ClaimStore | None = self._open_claims()
@@ -112,43 +128,67 @@ class Encoder:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; a running job is finished first (SIGTERM drains)."""
-        topics = [self.settings.commands_topic, self.settings.commands_retry_topic]
-        self._consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
-        )
+        topics = list(self._consumers)
+        for topic, consumer in self._consumers.items():
+            consumer.subscribe(
+                [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+            )
         self._watcher.start()
         self._janitor.start()
         log.info("encoder started", extra={"worker": self.worker, "topics": topics})
+        # Each consumer waits its share of one poll timeout: a command on either topic waits no longer
+        # than with one consumer, and both keep their membership (G2: each one polls every round).
+        poll_timeout_s = POLL_TIMEOUT_S / len(self._consumers)
         try:
             while not stop.is_set() or self._active is not None:
-                if stop.is_set() and self._active is not None:
-                    # SIGTERM mid-job: stop ffmpeg, release the lease, leave the offset uncommitted;
-                    # the partition's next owner takes the job over as the next attempt.
-                    self._active.runner.abandon()
-                message = self._consumer.poll(POLL_TIMEOUT_S)
-                self._reap_finished_job()
-                self._resume_due()
-                if message is None or stop.is_set():
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("consume error: %s", error)
-                    continue
-                try:
-                    self._handle(message)
-                except psycopg.OperationalError:
-                    # Postgres restarted or dropped the connection: nothing was decided, so the
-                    # delivery is read again shortly, on a new connection (G3: no offset moved).
-                    log.warning("claims database unreachable; delivery deferred", exc_info=True)
-                    self._drop_claims()
-                    self._park(message, WAIT_RECHECK_S)
+                for consumer in self._consumers.values():
+                    if stop.is_set() and self._active is not None:
+                        # SIGTERM mid-job: stop ffmpeg, release the lease, leave the offset
+                        # uncommitted; the partition's next owner takes the job over as the next attempt.
+                        self._active.runner.abandon()
+                    message = consumer.poll(poll_timeout_s)
+                    self._reap_finished_job()
+                    self._resume_due()
+                    if message is not None and not stop.is_set():
+                        self._deliver(message)
         finally:
             self._janitor.close()
             self._watcher.close()
-            self._consumer.close()
+            for consumer in self._consumers.values():
+                consumer.close()
             bus.flush_on_close(self._producer)
             self._drop_claims()
+
+    def _deliver(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error: %s", error)
+            return
+        try:
+            self._handle(message)
+        except psycopg.OperationalError:
+            # Postgres restarted or dropped the connection: nothing was decided, so the
+            # delivery is read again shortly, on a new connection (G3: no offset moved).
+            log.warning("claims database unreachable; delivery deferred", exc_info=True)
+            self._drop_claims()
+            self._park(message, WAIT_RECHECK_S)
+
+    def _pause(self, partitions: Iterable[Partition]) -> None:
+        """Pause partitions, each through the consumer of its topic."""
+        for consumer, tps in self._by_consumer(partitions):
+            consumer.pause(tps)
+
+    def _resume(self, partitions: Iterable[Partition]) -> None:
+        """Resume partitions, each through the consumer of its topic."""
+        for consumer, tps in self._by_consumer(partitions):
+            consumer.resume(tps)
+
+    def _by_consumer(self, partitions: Iterable[Partition]) -> list[tuple[Consumer, list[TopicPartition]]]:
+        by_topic: dict[str, list[TopicPartition]] = {}
+        for topic, partition in sorted(set(partitions)):
+            by_topic.setdefault(topic, []).append(TopicPartition(topic, partition))
+        return [(self._consumers[topic], tps) for topic, tps in by_topic.items()]
 
     # --- rebalancing ---------------------------------------------------------------------------
 
@@ -260,7 +300,7 @@ class Encoder:
             offset if topic == self.settings.commands_topic else None,
             envelope.course_job_id,
         )
-        self._consumer.pause([TopicPartition(t, p) for t, p in self._assigned])
+        self._pause(self._assigned)
         thread = threading.Thread(target=runner.run, name=f"job-{envelope.job_id}", daemon=True)
         self._active = ActiveJob(runner, thread, (topic, partition), offset, envelope.data.staging_prefix)
         thread.start()
@@ -290,7 +330,7 @@ class Encoder:
                 self._janitor.after_end(
                     active.runner.job_id, active.runner.attempt, ended_as, active.staging_prefix
                 )
-        self._consumer.resume([TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._parked])
+        self._resume(key for key in self._assigned if key not in self._parked)
 
     def _cancel_idle_job(self, envelope: Envelope[CancelJob]) -> None:
         """CancelJob read by the main consumer: ends a job no live encoder is running (queued, or
@@ -347,8 +387,9 @@ class Encoder:
             return False
         tp = TopicPartition(topic, partition, offset)
         try:
-            self._consumer.pause([tp])
-            self._consumer.seek(tp)
+            consumer = self._consumers[topic]
+            consumer.pause([tp])
+            consumer.seek(tp)
         except KafkaException as exc:
             log.warning("%s[%d] could not be rewound to @%d: %s", topic, partition, offset, exc)
             return False
@@ -361,15 +402,16 @@ class Encoder:
         due = [key for key, at in self._parked.items() if at <= now]
         for key in due:
             del self._parked[key]
-        if due:
-            self._consumer.resume([TopicPartition(t, p) for t, p in due if (t, p) in self._assigned])
+        self._resume(key for key in due if key in self._assigned)
 
     def _commit(self, message: Message) -> None:
         self._commit_offset(message.topic() or "", message.partition() or 0, (message.offset() or 0) + 1)
 
     def _commit_offset(self, topic: str, partition: int, offset: int) -> None:
         try:
-            self._consumer.commit(offsets=[TopicPartition(topic, partition, offset)], asynchronous=False)
+            self._consumers[topic].commit(
+                offsets=[TopicPartition(topic, partition, offset)], asynchronous=False
+            )
         except KafkaException as exc:
             # The partition moved to another member: it re-reads the command and the claim decides.
             log.warning("commit of %s[%d]@%d failed: %s", topic, partition, offset, exc)

@@ -1,5 +1,6 @@
 """The encoder's Prometheus series: encode time and speed per ladder, attempts and their outcomes,
-heartbeats, and its group's lag on the commands and retry topics.
+heartbeats, and its groups' lag: the commands group's on the commands topic, the retry group's on the
+retry topic.
 
 One ffmpeg run encodes a video's whole ladder (ladder.py), so an encode is labelled by its ladder's
 top rung (`rung="720p"` for a 720p/480p/360p/240p ladder): the series compare like with like, and
@@ -69,6 +70,12 @@ def serve(settings: Settings) -> None:
         return
     for outcome in Outcome:  # every outcome shows from the first scrape, at 0
         ATTEMPTS.labels(outcome.value)
-    topics = [settings.commands_topic, settings.commands_retry_topic]
-    metrics.watch_lag(settings, settings.encoder_group_id, topics)
+    # Each topic is read by a consumer group of its own (consumer.py): the lag is each group's on its topic.
+    metrics.watch_lags(
+        settings,
+        {
+            settings.encoder_group_id: [settings.commands_topic],
+            settings.encoder_retry_group_id: [settings.commands_retry_topic],
+        },
+    )
     metrics.serve(settings, settings.encoder_metrics_port, "encoder")

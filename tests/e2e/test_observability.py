@@ -119,7 +119,8 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
         60,
         processes,
     )
-    retry = lag(own, own.encoder_metrics_port, own.encoder_group_id, own.commands_retry_topic)
+    # The retry topic is read by the encoders' retry group (services/encoder/consumer.py).
+    retry = lag(own, own.encoder_metrics_port, own.encoder_retry_group_id, own.commands_retry_topic)
     assert retry == dict.fromkeys(every, 0.0)
     wait_until(
         "the projector reports its group's lag on every event partition, all consumed",
@@ -168,6 +169,9 @@ def test_every_process_exports_lag_and_the_encoder_its_encode_time(own: Settings
     assert value(encoder_metrics, "coursecast_encoder_attempts_total", outcome="failed") == 0
     assert value(encoder_metrics, "coursecast_encoder_busy") == 0
     assert value(encoder_metrics, "coursecast_consumer_lag_error", group=own.encoder_group_id) == 0
+    assert value(encoder_metrics, "coursecast_consumer_lag_error", group=own.encoder_retry_group_id) == 0
+    # Each group reports its own topic only: the commands group never read the retry topic.
+    assert lag(own, own.encoder_metrics_port, own.encoder_group_id, own.commands_retry_topic) == {}
 
     # The projector: the job's events applied, none rejected, the job counted as completed: the course
     # and its one task (publish_jobs keeps a row per task, docs/fan-out.md).

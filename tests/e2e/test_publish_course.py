@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from devtools.demo import (
     webhook_receiver,
 )
 from services.core.kafka_config import admin_config, consumer_config, producer_config
+from services.core.messages import job_key
 from services.core.settings import Settings
 from tests.support.fixtures import Isolate
 from tests.support.projector import only_markers_left
@@ -121,7 +123,7 @@ def test_uploaded_course_is_published_playable_and_survives_fifteen_redeliveries
         command = None
         for _ in range(40):
             message = reader.poll(0.5)
-            if message is not None and message.error() is None and message.key() == job_id.encode():
+            if message is not None and message.error() is None and message.key() == job_key(UUID(job_id)):
                 command = message
                 break
         reader.close()

@@ -1,10 +1,14 @@
 """G1/G3 under a rebalance: a second encoder joins while a task runs and takes the task's partition.
 
 A course's attempt only plans; its one lecture is encoded by one task (docs/fan-out.md), a job of its
-own with its own command, claim and attempts. With cooperative-sticky and one partition per topic,
-the newcomer is given the commands partition (the assignor moves it first; each test checks that it
-did). The running task keeps running in the first encoder; the newcomer re-reads the uncommitted
-EncodeTask, finds the live claim and waits. The course still ends exactly once.
+own with its own command, claim and attempts. The encoders read the commands topic in a consumer
+group of its own (services/encoder/consumer.py). With two partitions, the first encoder holds both;
+when a second member joins, cooperative-sticky gives it one, and librdkafka's sticky assignor moves
+partition 0 (each test checks that the newcomer holds it, and the first encoder logs
+`running_partition_revoked`). So the course is given an id whose one task's EncodeTask is keyed to
+partition 0 (tests/support/assignment.py). The running task keeps running in the first encoder; the
+newcomer re-reads the uncommitted EncodeTask, finds the live claim and waits. The course still ends
+exactly once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from confluent_kafka.admin._resource import ResourceType
 from services.core.kafka_config import admin_config
 from services.core.manifest import StagingManifest
 from services.core.settings import Settings
+from tests.support.assignment import course_id_reaching, held_partitions
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job
 from tests.support.encoder_checks import ONCE_PER_ATTEMPT, assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
@@ -31,20 +36,31 @@ from tests.support.observe import count_events, course_tasks, job_events, logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running, wait_until
-from tests.support.staging import staged_job, staged_jobs
+from tests.support.staging import make_clip, new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# One partition per topic, so the newcomer's share is exactly the running job's partition.
+# Two partitions per topic, so the newcomer's share is one partition: the running task's (MOVING).
 # Without source retention, so a completed job's staging is deleted once its completion is applied.
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
+    pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
 ]
+# The commands partition a second member takes from the first (the assignor's choice, checked below).
+MOVING = 0
 
 LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}
+
+
+def staged_job_on_the_moving_partition(
+    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float
+) -> tuple[UUID, StagingManifest]:
+    """A one-lecture course staged as the api would, whose one task is queued on partition MOVING."""
+    clip = make_clip(clip_dir / "lecture.mp4", seconds=seconds)
+    job_id, _ = course_id_reaching(settings, [clip], {MOVING})
+    return job_id, stage_course(settings, s3, job_id, [clip])
 
 
 def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> UUID:
@@ -56,6 +72,13 @@ def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) ->
     wait_for(run.settings, task_id, {"processing"}, 60, run.processes)
     run.encoder("encoder-second", **REALTIME)
     wait_logged(run.log("encoder-first"), 60, run.processes, event="running_partition_revoked")
+    # Cooperative: the first member gives the partition up in one round, the newcomer gets it in the next.
+    wait_until(
+        "encoder-second holds the running task's commands partition",
+        lambda: held_partitions(run.log("encoder-second"), run.settings.commands_topic) == [MOVING],
+        60,
+        run.processes,
+    )
     return task_id
 
 
@@ -105,7 +128,7 @@ def refusing_events(settings: Settings) -> Iterator[None]:
 def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_nothing(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         task_id = second_encoder_joins_mid_encode(run, manifest)
         # The newcomer read the task's command while the task ran, and left it to the claim's owner.
@@ -134,7 +157,7 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_encoder(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         task_id = second_encoder_joins_mid_encode(run, manifest)
         first_log = run.log("encoder-first")
@@ -163,8 +186,9 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    first_manifest, second_manifest = staged_jobs(own, s3, tmp_path, 2, seconds=6)
-    first_job, second_job = first_manifest.job_id, second_manifest.job_id
+    first_job, first_manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=6)
+    second_job = new_job_id()
+    second_manifest = stage_course(own, s3, second_job, [tmp_path / "lecture.mp4"])
     with running(own, tmp_path) as run:
         # The commands partition leaves the first encoder while it is paused for the running job...
         second_encoder_joins_mid_encode(run, first_manifest)

@@ -30,22 +30,33 @@ ONCE_PER_ATTEMPT = (
 
 
 def commands_drained(settings: Settings) -> bool:
-    """Whether the encoder group has committed every command and retry command ever produced.
+    """Whether the encoder groups have committed every command and retry command ever produced:
+    the commands group on the commands topic, the retry group on the retry topic.
 
     Commands produced in a Kafka transaction (a takeover's or a verdict's next attempt) are followed
     by a commit marker that takes an offset of its own but is never delivered, so an offset below
     the high watermark counts as drained when nothing but such markers lies beyond it.
     """
+    committed: dict[tuple[str, int], int] = {}
+    for group, topic in (
+        (settings.encoder_group_id, settings.commands_topic),
+        (settings.encoder_retry_group_id, settings.commands_retry_topic),
+    ):
+        reader = Consumer(consumer_config(settings, group, "test-probe"))
+        try:
+            asked = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+            committed |= {(tp.topic, tp.partition): tp.offset for tp in reader.committed(asked, timeout=10)}
+        finally:
+            reader.close()
+    # The probe only reads (assign, no commits), in a group of its own.
     probe = Consumer(
-        {**consumer_config(settings, settings.encoder_group_id, "test-probe"), "enable.partition.eof": True}
+        {
+            **consumer_config(settings, f"{settings.encoder_group_id}-probe", "test-probe"),
+            "enable.partition.eof": True,
+        }
     )
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (settings.commands_topic, settings.commands_retry_topic)
-            for p in range(settings.topic_partitions)
-        ]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in probe.committed(partitions, timeout=10)}
+        partitions = [TopicPartition(topic, p) for topic, p in sorted(committed)]
         behind = []
         for tp in partitions:
             _, high = probe.get_watermark_offsets(tp, timeout=10)

@@ -15,7 +15,8 @@ from services.conductor.book import Book
 from services.conductor.rules import Decision, Stitch, completes_course, decide, lecture_published
 from services.core.course_plan import LectureSource, plan_course, slot_of, task_id_for
 from services.core.jobs import JobStatus
-from services.core.messages import Envelope, MessageType, Payload, carries, new_message
+from services.core.lanes import lane_of
+from services.core.messages import Envelope, MessageType, Payload, carries, job_key, new_message
 from services.core.payloads import (
     CancelJob,
     CoursePlanned,
@@ -159,10 +160,12 @@ def test_a_plan_queues_every_task_with_a_command_keyed_to_spread_and_events_keye
         (1, "video", 300, 600),
         (1, "video", 600, 720),
     ]
-    assert all(e.kafka_key() == str(world.course).encode() for e in queued)
+    assert all(e.kafka_key() == job_key(world.course) for e in queued)
     commands = world.encode_commands()
     assert [c.job_id for c in commands] == [t.task_id for t in plan.tasks]
-    assert all(c.attempt == 1 and c.kafka_key() == str(c.job_id).encode() for c in commands)
+    assert all(c.attempt == 1 and c.kafka_key() == job_key(c.job_id) for c in commands)
+    # Keyed to spread: the tasks' lanes follow the course's, so they take the partitions in turn.
+    assert [lane_of(c.job_id) for c in commands] == [lane_of(world.course) + n for n in range(1, 6)]
     assert all(c.data.task == q.data.task for c, q in zip(commands, queued, strict=True))  # type: ignore[attr-defined]
     assert world.state == JobStatus.PROCESSING
 
@@ -237,7 +240,11 @@ def test_a_retry_reruns_only_what_failed_or_was_canceled_and_keeps_what_complete
         2,
     )  # the same task again
     replacement = by_slot[slot_of(interrupted)]
-    assert replacement.job_id == task_id_for(world.course, slot_of(interrupted), 1) != interrupted.task_id
+    # A new task for the same slot, on the same lane (so the same partition) as the one it replaces.
+    lane = lane_of(interrupted.task_id)
+    expected = task_id_for(world.course, slot_of(interrupted), lane, 1)
+    assert replacement.job_id == expected != interrupted.task_id
+    assert lane_of(replacement.job_id) == lane
     assert replacement.attempt == 1
     assert len(rerun) == len(plan.tasks) - 1
     retried = [e for e in world.log if isinstance(e.data, JobRetryRequested) and e.job_id == bad.task_id]

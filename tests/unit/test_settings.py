@@ -82,3 +82,15 @@ def test_development_keeps_the_local_stack_defaults() -> None:
     settings = Settings()
     assert settings.env == "development"
     assert settings.s3_secret_access_key == "coursecast-local-secret"
+
+
+def test_the_encoders_retry_group_is_derived_from_their_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The retry topic is read in a group of its own (services/encoder/consumer.py), named after the
+    commands group, so one setting still names a deployment's encoders."""
+    assert Settings().encoder_retry_group_id == "encoders.retry"
+    monkeypatch.setenv("COURSECAST_ENCODER_GROUP_ID", "encoders-eu")
+    settings = Settings()
+    assert (settings.encoder_group_id, settings.encoder_retry_group_id) == (
+        "encoders-eu",
+        "encoders-eu.retry",
+    )
