@@ -67,7 +67,8 @@ def main(argv: list[str]) -> int:
         sections[name] = section
         status |= 0 if section.met else 1
     if page is not None:
-        facts = report.run_facts(started, load_before, report.stack_versions())
+        command = " ".join(["python -m bench", "--write", str(page), *argv])
+        facts = report.run_facts(started, load_before, report.stack_versions(), command)
         page.write_text(report.render(facts, sections, TITLES), encoding="utf-8")
         print(f"bench: wrote {page}")
     return status
