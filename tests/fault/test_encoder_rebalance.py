@@ -28,7 +28,7 @@ from confluent_kafka.admin._resource import ResourceType
 from services.core.kafka_config import admin_config
 from services.core.manifest import StagingManifest
 from services.core.settings import Settings
-from tests.support.assignment import course_id_reaching, held_partitions
+from tests.support.assignment import MOVING, held_partitions, staged_course_on_the_moving_partition
 from tests.support.encoder import REALTIME, encoder_runs_job, queue_job
 from tests.support.encoder_checks import ONCE_PER_ATTEMPT, assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
@@ -36,7 +36,7 @@ from tests.support.observe import count_events, course_tasks, job_events, logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
 from tests.support.services import Services, running, wait_until
-from tests.support.staging import make_clip, new_job_id, stage_course
+from tests.support.staging import new_job_id, stage_course
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,20 +47,9 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8, source_retention_days=0),
 ]
-# The commands partition a second member takes from the first (the assignor's choice, checked below).
-MOVING = 0
 
 LECTURE = "video 'lecture.mp4'"
 ENDED = {"completed", "failed", "canceled"}
-
-
-def staged_job_on_the_moving_partition(
-    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float
-) -> tuple[UUID, StagingManifest]:
-    """A one-lecture course staged as the api would, whose one task is queued on partition MOVING."""
-    clip = make_clip(clip_dir / "lecture.mp4", seconds=seconds)
-    job_id, _ = course_id_reaching(settings, [clip], {MOVING})
-    return job_id, stage_course(settings, s3, job_id, [clip])
 
 
 def second_encoder_joins_mid_encode(run: Services, manifest: StagingManifest) -> UUID:
@@ -128,7 +117,7 @@ def refusing_events(settings: Settings) -> Iterator[None]:
 def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_nothing(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         task_id = second_encoder_joins_mid_encode(run, manifest)
         # The newcomer read the task's command while the task ran, and left it to the claim's owner.
@@ -157,7 +146,7 @@ def test_a_second_encoder_joining_mid_encode_takes_the_partition_and_duplicates_
 def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_encoder(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=12)
+    job_id, manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         task_id = second_encoder_joins_mid_encode(run, manifest)
         first_log = run.log("encoder-first")
@@ -186,7 +175,7 @@ def test_an_unpublished_attempt_whose_partition_was_revoked_does_not_crash_the_e
 def test_a_partition_that_comes_back_after_a_rebalance_flows_again(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    first_job, first_manifest = staged_job_on_the_moving_partition(own, s3, tmp_path, seconds=6)
+    first_job, first_manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=6)
     second_job = new_job_id()
     second_manifest = stage_course(own, s3, second_job, [tmp_path / "lecture.mp4"])
     with running(own, tmp_path) as run:

@@ -16,26 +16,28 @@ from typing import TYPE_CHECKING
 import pytest
 
 from services.core.settings import Settings
+from tests.support.assignment import MOVING, held_partitions, staged_course_on_the_moving_partition
 from tests.support.encoder import REALTIME, encoder_runs_job
 from tests.support.encoder_checks import assert_nothing_duplicated, wait_drained
 from tests.support.fixtures import QUICK_LIVENESS
 from tests.support.observe import count_events, job_events, wait_for, wait_for_lecture_task, wait_logged
 from tests.support.projection_checks import assert_rebuild_equals_live
 from tests.support.projector import wait_caught_up
-from tests.support.services import running
-from tests.support.staging import staged_job
+from tests.support.services import running, wait_until
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-# One partition per topic; a frozen member is evicted and its lease runs out within seconds.
-pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=1, **QUICK_LIVENESS, encoder_lease_s=8)]
+# Two partitions per topic, so the survivor's share is one of them: the task's (tests/support/assignment.py,
+# each topic is a group of its own, and with one partition cooperative-sticky would leave it with the
+# zombie). A frozen member is evicted and its lease runs out within seconds.
+pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_LIVENESS, encoder_lease_s=8)]
 
 
 def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_job(own, s3, tmp_path, seconds=8)
+    job_id, manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=8)
     with running(own, tmp_path) as run:
         projector = run.projector()
         zombie = encoder_runs_job(run, manifest, 60, "encoder-zombie", **REALTIME)
@@ -44,6 +46,12 @@ def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(
         wait_for(own, task.job_id, {"processing"}, 60, run.processes)
         survivor = run.encoder("encoder-survivor", **REALTIME)
         wait_logged(run.log("encoder-zombie"), 60, run.processes, event="running_partition_revoked")
+        wait_until(
+            "the survivor holds the task's commands partition",
+            lambda: held_partitions(run.log("encoder-survivor"), own.commands_topic) == [MOVING],
+            60,
+            run.processes,
+        )
         zombie.send_signal(signal.SIGSTOP)  # its ffmpeg child keeps encoding meanwhile (stop resumes it)
         done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, survivor])
         zombie.send_signal(signal.SIGCONT)

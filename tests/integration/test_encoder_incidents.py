@@ -86,12 +86,16 @@ def test_incident_1_redelivered_command_never_reruns_or_overwrites_a_completed_j
     assert (task_types.count("JobStarted"), task_types.count("TaskCompleted")) == (1, 1)
     # G2: the running task spoke at least every heartbeat interval (5 s here), with a little slack.
     assert longest_silence_s(own, task.job_id, 1) <= 5 + 2
-    # No rebalance moved the job: the first encoder was assigned once and never revoked.
-    messages = [line["message"] for line in log_lines(log)]
+    # No rebalance moved the job: the first encoder was assigned each topic once (a group per topic:
+    # the commands and the retry topic) and revoked nothing before the job ended.
+    lines = log_lines(log)
+    messages = [line["message"] for line in lines]
     assert messages.count("revoked") == 0 or messages.index("revoked") > messages.index(
         "attempt ended: completed"
     )
-    assert messages.count("assigned") == 1
+    assigned = [line["partitions"] for line in lines if line["message"] == "assigned"]
+    topics = sorted({name.rsplit("[", 1)[0] for partitions in assigned for name in partitions})
+    assert (len(assigned), topics) == (2, sorted([own.commands_topic, own.commands_retry_topic]))
 
 
 def test_incident_2_time_limit_fails_the_job_with_a_reason_and_leaves_no_ffmpeg(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from services.core.course_plan import LectureSource, plan_course
+from services.core.manifest import StagingManifest
 from services.core.messages import job_key
 from services.core.payloads import TaskSpec
 from services.core.settings import Settings
@@ -21,7 +23,10 @@ from services.encoder import ladder as hls
 from services.encoder.probe import describe, probe
 from services.projector.store import JobStore
 from tests.support.observe import log_lines
-from tests.support.staging import new_job_id
+from tests.support.staging import make_clip, new_job_id, stage_course
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 
 def held_partitions(log_path: Path, topic: str) -> list[int]:
@@ -77,6 +82,22 @@ def course_id_reaching(
         if wanted <= {task_partition(settings, task) for task in tasks}:
             return course_job_id, tasks
     raise AssertionError(f"no course id in {tries} tries puts its tasks on partitions {sorted(wanted)}")
+
+
+# With two partitions per topic and one encoder holding both, the commands partition cooperative-sticky
+# moves to a second member when it joins (librdkafka's sticky assignor; the tests that rely on it
+# check that the newcomer holds it).
+MOVING = 0
+
+
+def staged_course_on_the_moving_partition(
+    settings: Settings, s3: S3Client, clip_dir: Path, seconds: float
+) -> tuple[UUID, StagingManifest]:
+    """A one-lecture course (clip_dir/lecture.mp4) staged as the api would, whose one task is queued
+    on the commands partition MOVING: the one a second encoder takes from the first."""
+    clip = make_clip(clip_dir / "lecture.mp4", seconds=seconds)
+    job_id, _ = course_id_reaching(settings, [clip], {MOVING})
+    return job_id, stage_course(settings, s3, job_id, [clip])
 
 
 def started_by(settings: Settings, job_id: UUID) -> list[str]:
