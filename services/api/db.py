@@ -18,7 +18,7 @@ from services.api.problems import ProblemError
 from services.core.job_changes import JOB_CHANGED_CHANNEL
 from services.core.migrations import migrate
 from services.core.pg_pool import CONNECT_TIMEOUT_S, schema_pool
-from services.core.pg_pool import AsyncConn as AsyncConn  # re-exported: the api types its connections so
+from services.core.pg_pool import AsyncConn as AsyncConn  # re-exported: the api's modules type with it
 
 log = logging.getLogger(__name__)
 

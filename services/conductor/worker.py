@@ -22,9 +22,9 @@ from the log (the same fold as publish_jobs: an accepted completion, never a rej
 course's staging is deleted at once if COURSECAST_SOURCE_RETENTION_DAYS is 0, and otherwise retained
 for `coursecast staging sweep`. The delete happens inside the batch that read the completion, before
 its offsets are committed: a crash before the delete replays the batch, which deletes (idempotent)
-again. A failed
-course keeps its staging (the owner's retry plans again from it); a canceled course's staging is
-deleted by the encoder that ended it, once publish_jobs shows the cancel (services/encoder/staging.py).
+again. A failed course keeps its staging (the owner's retry plans again from it); a canceled course's
+staging is deleted by the encoder that ended it, once publish_jobs shows the cancel
+(services/encoder/staging.py).
 """
 
 from __future__ import annotations

@@ -62,6 +62,22 @@ def serve(settings: Settings, port: int, process: str, registry: CollectorRegist
     return bound
 
 
+def _lag_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "coursecast_consumer_lag_messages",
+        "Records on a partition that the consumer group has not committed yet",
+        labels=["group", "topic", "partition"],
+    )
+
+
+def _error_family() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "coursecast_consumer_lag_error",
+        "1 when the last scrape could not read the group's offsets from Kafka (the lag is missing)",
+        labels=["group"],
+    )
+
+
 class ConsumerLagCollector(Collector):
     """`coursecast_consumer_lag_messages{group,topic,partition}`: records a consumer group has not
     committed yet on each partition of its topics, computed at scrape time.
@@ -92,11 +108,11 @@ class ConsumerLagCollector(Collector):
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
         # Without describe(), registering would call collect() once, i.e. ask Kafka at import time.
-        return [self._lag_family(), self._error_family()]
+        return [_lag_family(), _error_family()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        lag = self._lag_family()
-        error = self._error_family()
+        lag = _lag_family()
+        error = _error_family()
         self.add_to(lag, error)
         return [lag, error]
 
@@ -148,22 +164,6 @@ class ConsumerLagCollector(Collector):
             for tp, future in futures.items()
         }
 
-    @staticmethod
-    def _lag_family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "coursecast_consumer_lag_messages",
-            "Records on a partition that the consumer group has not committed yet",
-            labels=["group", "topic", "partition"],
-        )
-
-    @staticmethod
-    def _error_family() -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "coursecast_consumer_lag_error",
-            "1 when the last scrape could not read the group's offsets from Kafka (the lag is missing)",
-            labels=["group"],
-        )
-
 
 def watch_lag(
     settings: Settings,
@@ -186,11 +186,11 @@ class GroupsLagCollector(Collector):
         self.collectors = list(collectors)
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
-        return [ConsumerLagCollector._lag_family(), ConsumerLagCollector._error_family()]
+        return [_lag_family(), _error_family()]
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        lag = ConsumerLagCollector._lag_family()
-        error = ConsumerLagCollector._error_family()
+        lag = _lag_family()
+        error = _error_family()
         for collector in self.collectors:
             collector.add_to(lag, error)
         return [lag, error]
