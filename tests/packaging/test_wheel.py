@@ -93,8 +93,19 @@ def install(wheel: Path, venv: Path) -> None:
         pip("install", "--no-compile", *OFFLINE, wheel, python=python)
     except subprocess.CalledProcessError:
         # A requirement not in the cache yet (the first run, or a new pin): fetch them all once.
+        forget_own_wheels()
         pip("wheel", "--find-links", WHEELS, "-w", WHEELS, wheel)
+        forget_own_wheels()
         pip("install", "--no-compile", *OFFLINE, wheel, python=python)
+
+
+def forget_own_wheels() -> None:
+    """Drop coursecast's own wheel from the cache, where `pip wheel` saves it beside its requirements.
+    Its version does not change with a new pin, so a later `pip wheel` would take the cached copy
+    ("File was already downloaded") and resolve that copy's old requirements: a new pin would never
+    be fetched, and every later install would fail."""
+    for own in WHEELS.glob("coursecast-*.whl"):
+        own.unlink()
 
 
 def test_the_wheel_installs_plainly_into_a_fresh_venv_and_runs_without_the_checkout() -> None:
