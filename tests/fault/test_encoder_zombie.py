@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.own(partitions=2, **QUICK_LIV
 def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(
     own: Settings, s3: S3Client, tmp_path: Path
 ) -> None:
-    job_id, manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=8)
+    job_id, manifest = staged_course_on_the_moving_partition(own, s3, tmp_path, seconds=12)
     with running(own, tmp_path) as run:
         projector = run.projector()
         zombie = encoder_runs_job(run, manifest, 60, "encoder-zombie", **REALTIME)
@@ -46,13 +46,17 @@ def test_a_frozen_encoder_waking_after_a_takeover_publishes_no_completion(
         wait_for(own, task.job_id, {"processing"}, 60, run.processes)
         survivor = run.encoder("encoder-survivor", **REALTIME)
         wait_logged(run.log("encoder-zombie"), 60, run.processes, event="running_partition_revoked")
+        # Freeze at once: the encode must still be running (waiting here for the survivor's next
+        # rebalance round once let an 8 s encode finish before the freeze).
+        zombie.send_signal(signal.SIGSTOP)  # its ffmpeg child keeps encoding meanwhile (stop resumes it)
+        # The survivor gets the task's partition: in the next cooperative round, or when the frozen
+        # zombie is evicted (then it holds both).
         wait_until(
             "the survivor holds the task's commands partition",
-            lambda: held_partitions(run.log("encoder-survivor"), own.commands_topic) == [MOVING],
+            lambda: MOVING in held_partitions(run.log("encoder-survivor"), own.commands_topic),
             60,
-            run.processes,
+            [projector, survivor],
         )
-        zombie.send_signal(signal.SIGSTOP)  # its ffmpeg child keeps encoding meanwhile (stop resumes it)
         done = wait_for(own, job_id, {"completed", "failed", "canceled"}, 120, [projector, survivor])
         zombie.send_signal(signal.SIGCONT)
         wait_logged(run.log("encoder-zombie"), 60, run.processes, message="claim lost")
